@@ -1,0 +1,43 @@
+//! The core of [tidings](https://docs.rs/tidings): event contracts, the envelope, codecs,
+//! the transport trait, the bus with its subscriptions, and the retry and dead-letter
+//! policy that is the same on every transport.
+//!
+//! Applications use the `tidings` facade crate, which re-exports this crate with the
+//! derives and the transports. Transport authors implement [`Transport`], [`Subscriber`]
+//! and [`Acker`] from here and run the conformance suite in `tidings-testing`.
+//!
+//! Features: `msgpack` (default) — the MessagePack codec; `json` — the JSON codec.
+
+mod bus;
+mod codec;
+mod consumer;
+pub mod domain;
+mod envelope;
+mod error;
+mod event;
+mod handler;
+mod retry;
+mod subscription;
+mod topology;
+mod transport;
+
+pub use bus::{Bus, BusBuilder, PublishOptions};
+pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
+pub use consumer::Worker;
+pub use envelope::{attrs, Envelope, Headers};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use event::{Event, EventInfo, Publishable, Topic, TopicMember};
+pub use handler::{Context, Handler, HandlerError};
+pub use retry::RetryPolicy;
+pub use subscription::Subscription;
+pub use topology::{DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, TopicSpec, Topology};
+pub use transport::{Acker, Capabilities, Delivery, DynTransport, Subscriber, Transport};
+
+#[doc(hidden)]
+pub use event::__private;
+
+/// Re-exports for the derives; not part of the public API.
+#[doc(hidden)]
+pub mod __macro_support {
+    pub use serde;
+}

@@ -1,0 +1,220 @@
+//! What a transport provisions: the topics a service publishes to and the subscriptions it
+//! consumes, with the broker names every transport derives from them (DESIGN.md §5).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::envelope::{attrs, Envelope};
+use crate::event::EventInfo;
+
+/// Everything one bus needs from the broker; passed to `Transport::provision`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// The service (bounded context) name.
+    pub service: String,
+    /// Topics this service publishes to.
+    pub publishes: Vec<TopicSpec>,
+    /// Subscriptions this service consumes.
+    pub subscriptions: Vec<SubscriptionSpec>,
+}
+
+impl Topology {
+    /// An empty topology for `service`.
+    pub fn new(service: impl Into<String>) -> Self {
+        Topology {
+            service: service.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A topic as the broker sees it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The broker name of the topic (the topic's name, prefixed by the bus namespace if set).
+    pub name: String,
+    /// The events of the topic.
+    pub events: Vec<EventInfo>,
+}
+
+impl TopicSpec {
+    /// A topic spec.
+    pub fn new(name: impl Into<String>, events: Vec<EventInfo>) -> Self {
+        TopicSpec {
+            name: name.into(),
+            events,
+        }
+    }
+}
+
+/// One service's durable interest in some events of one topic.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// The subscribing service.
+    pub service: String,
+    /// The subscription's name: the service name unless set with `Subscription::named`
+    /// (prefixed by the bus namespace if set). Instances sharing it compete.
+    pub name: String,
+    /// The broker name of the topic.
+    pub topic: String,
+    /// Wire names the subscription has handlers for; transports that can filter on the
+    /// broker deliver only these, the others deliver everything and the bus skips the rest.
+    pub events: Vec<String>,
+    /// How many deliveries the broker may push ahead of acknowledgements.
+    pub prefetch: u16,
+}
+
+impl SubscriptionSpec {
+    /// A subscription spec with a prefetch of 100.
+    pub fn new(
+        service: impl Into<String>,
+        name: impl Into<String>,
+        topic: impl Into<String>,
+        events: Vec<String>,
+    ) -> Self {
+        SubscriptionSpec {
+            service: service.into(),
+            name: name.into(),
+            topic: topic.into(),
+            events,
+            prefetch: 100,
+        }
+    }
+
+    /// The queue name: `<subscription>.<topic>` (`catalog.lending`).
+    pub fn queue_name(&self) -> String {
+        format!("{}.{}", self.name, self.topic)
+    }
+
+    /// The dead-letter queue name: `<subscription>.<topic>.dlq` (`catalog.lending.dlq`).
+    pub fn dead_letter_queue_name(&self) -> String {
+        format!("{}.{}.dlq", self.name, self.topic)
+    }
+
+    /// Whether the subscription handles `event_type`.
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.events.iter().any(|e| e == event_type)
+    }
+}
+
+/// Why an envelope was dead-lettered, and where it came from. Written into the dead
+/// letter's headers ([`attrs::DLQ_REASON`] and friends) by every transport.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterInfo {
+    /// The failure reason: the handler's error, or why the envelope could not be decoded.
+    pub reason: String,
+    /// How many times the handler ran; 0 for envelopes that could not be decoded.
+    pub attempts: u32,
+    /// The subscribing service.
+    pub service: Arc<str>,
+    /// The subscription.
+    pub subscription: Arc<str>,
+    /// The topic the envelope was published to.
+    pub topic: Arc<str>,
+    /// When it was dead-lettered.
+    pub time: SystemTime,
+}
+
+impl DeadLetterInfo {
+    /// Dead-letter details stamped now.
+    pub fn new(
+        reason: impl Into<String>,
+        attempts: u32,
+        service: Arc<str>,
+        subscription: Arc<str>,
+        topic: Arc<str>,
+    ) -> Self {
+        DeadLetterInfo {
+            reason: reason.into(),
+            attempts,
+            service,
+            subscription,
+            topic,
+            time: SystemTime::now(),
+        }
+    }
+
+    /// Write the details into `envelope`'s headers.
+    pub fn stamp(&self, envelope: &mut Envelope) {
+        envelope.set_header(attrs::DLQ_REASON, self.reason.clone());
+        envelope.set_header(attrs::DLQ_ATTEMPTS, self.attempts.to_string());
+        envelope.set_header(attrs::DLQ_SERVICE, self.service.to_string());
+        envelope.set_header(attrs::DLQ_SUBSCRIPTION, self.subscription.to_string());
+        envelope.set_header(attrs::DLQ_TOPIC, self.topic.to_string());
+        envelope.set_header(
+            attrs::DLQ_TIME,
+            humantime::format_rfc3339_micros(self.time).to_string(),
+        );
+    }
+
+    /// Read the details back from a dead letter's headers (`None` if the reason is missing).
+    pub fn from_headers(envelope: &Envelope) -> Option<Self> {
+        let get = |n: &str| envelope.header(n).unwrap_or_default();
+        let reason = envelope.header(attrs::DLQ_REASON)?.to_string();
+        Some(DeadLetterInfo {
+            reason,
+            attempts: get(attrs::DLQ_ATTEMPTS).parse().unwrap_or(0),
+            service: Arc::from(get(attrs::DLQ_SERVICE)),
+            subscription: Arc::from(get(attrs::DLQ_SUBSCRIPTION)),
+            topic: Arc::from(get(attrs::DLQ_TOPIC)),
+            time: humantime::parse_rfc3339_weak(get(attrs::DLQ_TIME)).unwrap_or(envelope.time),
+        })
+    }
+
+    /// Remove the dead-letter headers, for replay.
+    pub fn clear(envelope: &mut Envelope) {
+        for h in [
+            attrs::DLQ_REASON,
+            attrs::DLQ_ATTEMPTS,
+            attrs::DLQ_SERVICE,
+            attrs::DLQ_SUBSCRIPTION,
+            attrs::DLQ_TOPIC,
+            attrs::DLQ_TIME,
+            attrs::ATTEMPT,
+        ] {
+            envelope.remove_header(h);
+        }
+    }
+}
+
+/// A parked envelope and why it was parked, as listed by `Bus::dead_letters`.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The envelope as it was published (its headers include the dead-letter details).
+    pub envelope: Envelope,
+    /// The dead-letter details.
+    pub info: DeadLetterInfo,
+}
+
+impl DeadLetter {
+    /// A dead letter from an envelope whose headers carry the details; `None` if they don't.
+    pub fn from_envelope(envelope: Envelope) -> Option<Self> {
+        let info = DeadLetterInfo::from_headers(&envelope)?;
+        Some(DeadLetter { envelope, info })
+    }
+}
+
+/// Which dead letters to replay.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Every dead letter of the subscription.
+    All,
+    /// Only these envelope ids.
+    Ids(Vec<uuid::Uuid>),
+}
+
+impl Replay {
+    /// Whether `id` is selected.
+    pub fn selects(&self, id: &uuid::Uuid) -> bool {
+        match self {
+            Replay::All => true,
+            Replay::Ids(ids) => ids.contains(id),
+        }
+    }
+}

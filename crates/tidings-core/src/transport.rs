@@ -1,0 +1,253 @@
+//! The transport trait: how envelopes move. Byte-level and typing-free.
+//!
+//! Implementers write [`Transport`] (async methods, associated subscriber type); the
+//! [`Bus`](crate::Bus) holds it as the object-safe twin [`DynTransport`], implemented for
+//! every `Transport`, so user code is never generic over the transport. The consumer loop
+//! is monomorphised per transport, so receiving and settling a delivery costs no dynamic
+//! dispatch.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::consumer::{self, Worker};
+use crate::envelope::Envelope;
+use crate::error::Result;
+use crate::topology::{DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, Topology};
+
+/// What a transport can do; the bus adapts to it and the conformance suite skips cases by
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The transport can redeliver an envelope after a delay (`Acker::retry` honours the
+    /// delay). Without it the bus waits in place before retrying.
+    pub delayed_redelivery: bool,
+    /// Deliveries with the same ordering key arrive in publish order to one subscriber.
+    pub ordering_key: bool,
+    /// The broker keeps dead letters itself (a dead-letter queue or subqueue).
+    pub native_dead_letter: bool,
+    /// `publish` with several envelopes is cheaper than one call each.
+    pub batch_publish: bool,
+    /// Several subscribers with one subscription name share its deliveries.
+    pub competing_consumers: bool,
+    /// Envelopes survive a restart of the broker.
+    pub durable: bool,
+    /// The largest envelope the transport accepts, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            delayed_redelivery: false,
+            ordering_key: false,
+            native_dead_letter: false,
+            batch_publish: false,
+            competing_consumers: true,
+            durable: false,
+            max_message_size: 1024 * 1024,
+        }
+    }
+}
+
+/// A backend that moves envelopes: memory, RabbitMQ, Kafka, Service Bus.
+///
+/// Contract (checked by the conformance suite in `tidings-testing`):
+/// - `publish` resolves only once the broker has accepted every envelope; a refusal or an
+///   unreachable broker is an error, never a silent drop.
+/// - every subscription receives each envelope published to its topic (at least the ones
+///   whose wire name it lists in [`SubscriptionSpec::events`]); subscribers sharing a
+///   subscription name compete.
+/// - a delivery that is dropped without being settled is delivered again.
+pub trait Transport: Send + Sync + 'static {
+    /// The stream of deliveries of one subscription.
+    type Subscriber: Subscriber;
+
+    /// What this transport can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Create what `topology` needs on the broker (idempotent: called by every
+    /// `build()`, and again by transports after a reconnect).
+    fn provision(&self, topology: &Topology) -> impl Future<Output = Result<()>> + Send;
+
+    /// Publish envelopes to `topic` (a broker topic name from the topology), resolving when
+    /// the broker confirmed all of them.
+    fn publish(
+        &self,
+        topic: &str,
+        envelopes: Vec<Envelope>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Start receiving deliveries of a subscription provisioned before.
+    fn subscribe(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> impl Future<Output = Result<Self::Subscriber>> + Send;
+
+    /// List up to `limit` dead letters of a subscription, oldest first, without removing
+    /// them.
+    fn dead_letters(
+        &self,
+        spec: &SubscriptionSpec,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send;
+
+    /// Move the selected dead letters back to the subscription, with their dead-letter
+    /// headers removed, and return how many were moved.
+    fn replay_dead_letters(
+        &self,
+        spec: &SubscriptionSpec,
+        which: &Replay,
+    ) -> impl Future<Output = Result<usize>> + Send;
+}
+
+/// The deliveries of one subscription.
+pub trait Subscriber: Send + 'static {
+    /// How this transport settles a delivery.
+    type Acker: Acker;
+
+    /// The next delivery; `None` once the subscription has ended for good. An `Err` is a
+    /// transient failure (the bus logs it, waits, and asks again). Must be cancel-safe:
+    /// dropping the future loses no delivery.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Delivery<Self::Acker>>>> + Send;
+}
+
+/// One received envelope, with its delivery count and the means to settle it.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct Delivery<A> {
+    /// The envelope.
+    pub envelope: Arc<Envelope>,
+    /// How many times this envelope has been delivered to the subscription, 1 the first
+    /// time.
+    pub attempt: u32,
+    /// Whether the broker flagged this as a redelivery.
+    pub redelivered: bool,
+    /// Settles the delivery.
+    pub acker: A,
+}
+
+impl<A> Delivery<A> {
+    /// A delivery.
+    pub fn new(envelope: Arc<Envelope>, attempt: u32, redelivered: bool, acker: A) -> Self {
+        Delivery {
+            envelope,
+            attempt,
+            redelivered,
+            acker,
+        }
+    }
+}
+
+/// Settles one delivery, exactly once: acknowledge, redeliver later, or dead-letter.
+///
+/// A settle that fails hands the acker back with the error, so the caller can try again;
+/// an acker dropped unsettled means the envelope is delivered again.
+pub trait Acker: Send + 'static {
+    /// The envelope was handled (or deliberately skipped): remove it.
+    fn ack(self) -> impl Future<Output = Result<(), (crate::Error, Self)>> + Send
+    where
+        Self: Sized;
+
+    /// Deliver `envelope` again after `delay`, counting it as delivery `next_attempt`.
+    fn retry(
+        self,
+        envelope: Arc<Envelope>,
+        next_attempt: u32,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), (crate::Error, Self)>> + Send
+    where
+        Self: Sized;
+
+    /// Park `envelope` in the subscription's dead-letter destination with `info` written
+    /// into its headers, and remove it from the subscription.
+    fn dead_letter(
+        self,
+        envelope: Arc<Envelope>,
+        info: DeadLetterInfo,
+    ) -> impl Future<Output = Result<(), (crate::Error, Self)>> + Send
+    where
+        Self: Sized;
+}
+
+/// The object-safe twin of [`Transport`], implemented for every transport. The bus holds
+/// an `Arc<dyn DynTransport>`.
+pub trait DynTransport: Send + Sync + 'static {
+    /// See [`Transport::capabilities`].
+    fn capabilities_dyn(&self) -> Capabilities;
+    /// See [`Transport::provision`].
+    fn provision_dyn<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<()>>;
+    /// See [`Transport::publish`].
+    fn publish_dyn<'a>(&'a self, topic: &'a str, envelopes: Vec<Envelope>)
+        -> BoxFuture<'a, Result<()>>;
+    /// Subscribe, and return the consumer loop that feeds the deliveries to `worker`; the
+    /// bus spawns it.
+    fn consume_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        worker: Worker,
+    ) -> BoxFuture<'a, Result<BoxFuture<'static, ()>>>;
+    /// See [`Transport::dead_letters`].
+    fn dead_letters_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
+    /// See [`Transport::replay_dead_letters`].
+    fn replay_dead_letters_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        which: &'a Replay,
+    ) -> BoxFuture<'a, Result<usize>>;
+}
+
+impl<T: Transport> DynTransport for T {
+    fn capabilities_dyn(&self) -> Capabilities {
+        self.capabilities()
+    }
+    fn provision_dyn<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.provision(topology))
+    }
+    fn publish_dyn<'a>(
+        &'a self,
+        topic: &'a str,
+        envelopes: Vec<Envelope>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.publish(topic, envelopes))
+    }
+    fn consume_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        worker: Worker,
+    ) -> BoxFuture<'a, Result<BoxFuture<'static, ()>>> {
+        Box::pin(async move {
+            let subscriber = self.subscribe(spec).await?;
+            let run: BoxFuture<'static, ()> = Box::pin(consumer::run(subscriber, worker));
+            Ok(run)
+        })
+    }
+    fn dead_letters_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(self.dead_letters(spec, limit))
+    }
+    fn replay_dead_letters_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        which: &'a Replay,
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(self.replay_dead_letters(spec, which))
+    }
+}
+
+impl std::fmt::Debug for dyn DynTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynTransport")
+            .field("capabilities", &self.capabilities_dyn())
+            .finish_non_exhaustive()
+    }
+}
