@@ -10,7 +10,7 @@
 //! use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
 //! use tidings_core::domain::EventQueue;
 //!
-//! #[derive(Debug)]
+//! #[derive(Debug, Clone)]
 //! enum LendingDomainEvent { BookBorrowed { patron: u32 } }
 //!
 //! let loans = Arc::new(AtomicU32::new(0));

@@ -54,9 +54,9 @@ pub struct Subscription<T, S = ()> {
     _topic: PhantomData<fn() -> T>,
 }
 
-impl<T: Topic> Subscription<T, ()> {
+impl Subscription<(), ()> {
     /// A subscription to the events of topic `T`, with no state yet.
-    pub fn to() -> Self {
+    pub fn to<T: Topic>() -> Subscription<T, ()> {
         Subscription {
             name: None,
             state: Arc::new(()),
