@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# tansu, the Kafka-API broker the Kafka tests run against (Apache-2.0, crates.io).
+#
+#   scripts/services/tansu.sh start     install tansu if missing, start it, wait until a
+#                                       metadata request works
+#   scripts/services/tansu.sh stop      stop the broker (SIGTERM, then SIGKILL after 20s)
+#   scripts/services/tansu.sh restart   stop and start again (a real broker restart: every
+#                                       connection drops; see TANSU_STORAGE about data)
+#   scripts/services/tansu.sh status    exit 0 when the broker answers a metadata request
+#   scripts/services/tansu.sh env       print `export TIDINGS_KAFKA_*=...` lines
+#   scripts/services/tansu.sh install   only install the binary
+#
+# Listens on 127.0.0.1:9092 ($TIDINGS_KAFKA_PORT) and advertises that address.
+#
+# TANSU_STORAGE picks the storage engine (default memory://tansu/):
+#   memory://tansu/     in the broker's memory: fast, but a restart loses every topic,
+#                       record and committed offset
+#   sqlite://tansu.db   a SQLite file, relative to $TIDINGS_SERVICES_DIR/tansu: survives
+#                       restarts (needs the binary built with the `libsql` feature)
+#   postgres://...      a PostgreSQL database whose schema was loaded beforehand (needs
+#                       the `postgres` feature)
+# The binary is installed with `cargo install tansu --locked --features dynostore`,
+# plus the feature the chosen engine needs; an installed binary without that engine
+# is rebuilt. TANSU_VERSION pins the crate version. TANSU_BIN points at a binary to use.
+set -euo pipefail
+
+SERVICE=tansu
+# shellcheck source=scripts/services/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TANSU_DIR="$TIDINGS_SERVICES_DIR/tansu"
+TANSU_PORT="${TIDINGS_KAFKA_PORT:-9092}"
+TANSU_STORAGE_SET="${TANSU_STORAGE:+1}"
+TANSU_STORAGE="${TANSU_STORAGE:-memory://tansu/}"
+START_TIMEOUT="${TIDINGS_KAFKA_START_TIMEOUT:-60}"
+CARGO_BIN_DIR="${CARGO_HOME:-$HOME/.cargo}/bin"
+
+# The storage engine feature that TANSU_STORAGE needs.
+needed_feature() {
+    case "$TANSU_STORAGE" in
+    memory:* | s3:*) echo dynostore ;;
+    sqlite:*) echo libsql ;;
+    postgres:* | postgresql:*) echo postgres ;;
+    *) die "unsupported TANSU_STORAGE '$TANSU_STORAGE' (memory://, sqlite://, postgres://)" ;;
+    esac
+}
+
+find_tansu() {
+    if [ -n "${TANSU_BIN:-}" ]; then
+        [ -x "$TANSU_BIN" ] || die "TANSU_BIN=$TANSU_BIN is not executable"
+        echo "$TANSU_BIN"
+    elif [ -x "$CARGO_BIN_DIR/tansu" ]; then
+        echo "$CARGO_BIN_DIR/tansu"
+    elif command -v tansu >/dev/null 2>&1; then
+        command -v tansu
+    fi
+}
+
+# True when the binary was built with the storage engine feature $2.
+# (`tansu --help` ends with "Storage engines: dynostore, libsql, ...".)
+has_engine() {
+    "$1" --help 2>/dev/null | grep '^Storage engines:' | grep -qw "$2"
+}
+
+install() {
+    local feature bin
+    feature="$(needed_feature)"
+    bin="$(find_tansu)"
+    if [ -n "$bin" ] && has_engine "$bin" "$feature"; then
+        return 0
+    fi
+    [ -z "${TANSU_BIN:-}" ] || die "$TANSU_BIN lacks the '$feature' storage engine"
+    command -v cargo >/dev/null || die "cargo is needed to install tansu"
+    ensure_dir "$TIDINGS_SERVICES_DIR"
+    ensure_dir "$TANSU_DIR"
+    local features=dynostore
+    [ "$feature" = dynostore ] || features="dynostore,$feature"
+    local version_arg=()
+    [ -z "${TANSU_VERSION:-}" ] || version_arg=(--version "$TANSU_VERSION")
+    (
+        # One install at a time (scripts/test may be run twice at once).
+        flock -w 3600 9 || die "timed out waiting for another tansu install"
+        bin="$(find_tansu)"
+        if [ -n "$bin" ] && has_engine "$bin" "$feature"; then
+            exit 0
+        fi
+        local t0
+        t0="$(now_s)"
+        log "installing: cargo install tansu --locked --features $features (about 10-15 minutes the first time; log: $TANSU_DIR/install.log)"
+        # Outside any workspace, with its own target dir (kept until success so an
+        # interrupted install resumes), so it never waits on the project's build lock.
+        cd "$TANSU_DIR"
+        if ! env -u CARGO_TARGET_DIR -u RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS \
+            cargo install tansu "${version_arg[@]}" --locked --force --features "$features" \
+            --target-dir "$TANSU_DIR/build" >"$TANSU_DIR/install.log" 2>&1 </dev/null 8>&- 9>&-; then
+            tail -n 40 "$TANSU_DIR/install.log" >&2
+            die "cargo install tansu failed (full log: $TANSU_DIR/install.log)"
+        fi
+        rm -rf "$TANSU_DIR/build"
+        log "installed $("$CARGO_BIN_DIR/tansu" --version) in $(elapsed "$t0")s"
+    ) 9>"$TIDINGS_SERVICES_DIR/tansu-install.lock"
+    bin="$(find_tansu)"
+    [ -n "$bin" ] && has_engine "$bin" "$feature" ||
+        die "tansu was installed but $CARGO_BIN_DIR/tansu lacks the '$feature' engine"
+}
+
+# The pid of our running broker, or nothing.
+broker_pid() {
+    local pid
+    [ -s "$TANSU_DIR/tansu.pid" ] || return 0
+    pid="$(cat "$TANSU_DIR/tansu.pid")"
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'tansu'; then
+        echo "$pid"
+    fi
+}
+
+# A metadata request through tansu's own client.
+answers() {
+    local bin
+    bin="$(find_tansu)"
+    [ -n "$bin" ] && port_open 127.0.0.1 "$TANSU_PORT" &&
+        timeout 10 "$bin" topic list --broker "tcp://127.0.0.1:$TANSU_PORT" >/dev/null 2>&1
+}
+
+start() {
+    local t0
+    t0="$(now_s)"
+    install
+    if [ -n "$(broker_pid)" ] && [ -n "$TANSU_STORAGE_SET" ] &&
+        [ "$(cat "$TANSU_DIR/storage" 2>/dev/null)" != "$TANSU_STORAGE" ]; then
+        log "running with storage $(cat "$TANSU_DIR/storage" 2>/dev/null || echo '?'), TANSU_STORAGE asks for $TANSU_STORAGE: restarting"
+        stop
+    fi
+    if [ -n "$(broker_pid)" ] && answers; then
+        log "already running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_DIR/storage" 2>/dev/null || echo '?'))"
+        return 0
+    fi
+    if [ -n "$(broker_pid)" ]; then
+        log "pid $(broker_pid) does not answer; stopping it"
+        stop
+    fi
+    if port_open 127.0.0.1 "$TANSU_PORT"; then
+        die "port $TANSU_PORT is taken by another process: $(ss -ltnpH "sport = :$TANSU_PORT" 2>/dev/null | head -n 1)"
+    fi
+    local bin
+    bin="$(find_tansu)"
+    ensure_dir "$TANSU_DIR"
+    log "starting $("$bin" --version) on 127.0.0.1:$TANSU_PORT, storage $TANSU_STORAGE (log: $TANSU_DIR/tansu.log)"
+    (
+        cd "$TANSU_DIR"
+        RUST_LOG="${TANSU_LOG:-warn}" setsid "$bin" broker \
+            --cluster-id tidings \
+            --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+            --storage-engine "$TANSU_STORAGE" \
+            </dev/null >>"$TANSU_DIR/tansu.log" 2>&1 8>&- &
+        echo $! >"$TANSU_DIR/tansu.pid"
+    )
+    echo "$TANSU_STORAGE" >"$TANSU_DIR/storage"
+    local i=0
+    until answers; do
+        if [ -z "$(broker_pid)" ]; then
+            tail -n 40 "$TANSU_DIR/tansu.log" >&2 || true
+            die "tansu exited during startup"
+        fi
+        i=$((i + 1))
+        if [ "$i" -gt $((START_TIMEOUT * 5)) ]; then
+            tail -n 40 "$TANSU_DIR/tansu.log" >&2 || true
+            die "no answer to a metadata request after ${START_TIMEOUT}s"
+        fi
+        sleep 0.2
+    done
+    log "ready in $(elapsed "$t0")s: 127.0.0.1:$TANSU_PORT"
+}
+
+stop() {
+    local pid t0
+    pid="$(broker_pid)"
+    if [ -z "$pid" ]; then
+        log "not running"
+        rm -f "$TANSU_DIR/tansu.pid"
+        return 0
+    fi
+    t0="$(now_s)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local i=0
+    while kill -0 "$pid" 2>/dev/null; do
+        i=$((i + 1))
+        if [ "$i" -eq 100 ]; then
+            log "pid $pid ignored SIGTERM for 20s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        if [ "$i" -gt 150 ]; then
+            die "pid $pid did not exit"
+        fi
+        sleep 0.2
+    done
+    # The port must be free before a restart binds it again.
+    i=0
+    while port_open 127.0.0.1 "$TANSU_PORT" && [ "$i" -lt 50 ]; do
+        i=$((i + 1))
+        sleep 0.2
+    done
+    rm -f "$TANSU_DIR/tansu.pid"
+    log "stopped in $(elapsed "$t0")s"
+}
+
+case "${1:-}" in
+start | stop | restart) lock_service ;;
+esac
+case "${1:-}" in
+start) start ;;
+stop) stop ;;
+restart)
+    t0="$(now_s)"
+    case "$(cat "$TANSU_DIR/storage" 2>/dev/null || echo "$TANSU_STORAGE")" in
+    memory:*) log "note: memory storage, the restart drops every topic, record and offset" ;;
+    esac
+    # Restart with the storage the broker was started with.
+    if [ -s "$TANSU_DIR/storage" ] && [ -n "$(broker_pid)" ]; then
+        TANSU_STORAGE="$(cat "$TANSU_DIR/storage")"
+    fi
+    stop
+    start
+    log "restarted in $(elapsed "$t0")s"
+    ;;
+status)
+    if [ -n "$(broker_pid)" ] && answers; then
+        log "running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_DIR/storage" 2>/dev/null || echo '?'))"
+    else
+        log "not running"
+        exit 1
+    fi
+    ;;
+env)
+    storage="$TANSU_STORAGE"
+    if [ -n "$(broker_pid)" ] && [ -s "$TANSU_DIR/storage" ]; then
+        storage="$(cat "$TANSU_DIR/storage")"
+    fi
+    print_env \
+        TIDINGS_KAFKA_BROKERS "127.0.0.1:$TANSU_PORT" \
+        TIDINGS_KAFKA_CTL "$SERVICES_SCRIPT_DIR/tansu.sh" \
+        TIDINGS_KAFKA_STORAGE "$storage"
+    ;;
+install) install ;;
+*)
+    echo "usage: $0 {start|stop|restart|status|env|install}" >&2
+    exit 2
+    ;;
+esac
