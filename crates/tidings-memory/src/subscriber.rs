@@ -1,0 +1,167 @@
+//! Receiving and settling: a [`MemorySubscriber`] pulls deliveries from its subscription's
+//! queue (competing with the other subscribers of that queue), and a [`MemoryAcker`]
+//! settles each one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_core::{Acker, DeadLetterInfo, Delivery, Envelope, Error, Subscriber};
+
+use crate::error;
+use crate::topology::{lock, Item, Queue};
+
+/// The deliveries of one subscription on a memory hub. Several subscribers of one
+/// subscription compete: each envelope goes to one of them.
+pub struct MemorySubscriber {
+    pub(crate) queue: Arc<Queue>,
+}
+
+impl MemorySubscriber {
+    #[inline]
+    fn deliver(&self, item: Item) -> Delivery<MemoryAcker> {
+        let Item {
+            envelope,
+            attempt,
+            redelivered,
+            seq,
+        } = item;
+        let acker = MemoryAcker {
+            queue: self.queue.clone(),
+            envelope: Some(envelope.clone()),
+            attempt,
+            seq,
+        };
+        Delivery::new(envelope, attempt, redelivered, acker)
+    }
+}
+
+impl Subscriber for MemorySubscriber {
+    type Acker = MemoryAcker;
+
+    /// The next delivery: redeliveries first, then the queue in publish order. Never ends
+    /// while the hub lives; cancel-safe (a dropped call takes nothing out of the queue).
+    async fn next(&mut self) -> Option<tidings_core::Result<Delivery<MemoryAcker>>> {
+        if let Some(item) = self.queue.take_redelivery() {
+            return Some(Ok(self.deliver(item)));
+        }
+        let item = self.queue.recv().await?;
+        Some(Ok(self.deliver(item)))
+    }
+}
+
+impl fmt::Debug for MemorySubscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemorySubscriber")
+            .field("queue", &self.queue.display_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settles one delivery from a memory queue. Dropping it unsettled puts the envelope back
+/// at the head of the queue as a redelivery (attempt + 1), so a consumer that stops
+/// mid-delivery loses nothing.
+pub struct MemoryAcker {
+    queue: Arc<Queue>,
+    /// `None` once settled.
+    envelope: Option<Arc<Envelope>>,
+    attempt: u32,
+    seq: u64,
+}
+
+impl Acker for MemoryAcker {
+    async fn ack(mut self) -> Result<(), (Error, Self)> {
+        self.envelope = None;
+        self.queue.pending.settle();
+        Ok(())
+    }
+
+    async fn retry(
+        mut self,
+        envelope: Arc<Envelope>,
+        next_attempt: u32,
+        delay: Duration,
+    ) -> Result<(), (Error, Self)> {
+        self.envelope = None;
+        let item = Item {
+            envelope,
+            attempt: next_attempt,
+            redelivered: true,
+            seq: self.seq,
+        };
+        let queue = self.queue.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !delay.is_zero() => {
+                // Still pending while the timer runs. If the runtime drops the timer task
+                // (shutdown), the guard puts the envelope back at once: nothing is lost
+                // while the hub lives.
+                let guard = RedeliverOnDrop(Some((queue, item)));
+                runtime.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    drop(guard);
+                });
+            }
+            _ => queue.redeliver(item),
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        mut self,
+        envelope: Arc<Envelope>,
+        info: DeadLetterInfo,
+    ) -> Result<(), (Error, Self)> {
+        {
+            let mut dead = lock(&self.queue.dead);
+            if dead.len() >= self.queue.dead_letter_capacity {
+                drop(dead);
+                let err = error::dead_letters_full(
+                    &self.queue.display_name(),
+                    self.queue.dead_letter_capacity,
+                );
+                return Err((err, self));
+            }
+            let mut parked = Envelope::clone(&envelope);
+            info.stamp(&mut parked);
+            dead.push_back(parked);
+        }
+        self.envelope = None;
+        self.queue.pending.settle();
+        Ok(())
+    }
+}
+
+impl Drop for MemoryAcker {
+    fn drop(&mut self) {
+        if let Some(envelope) = self.envelope.take() {
+            self.queue.redeliver(Item {
+                envelope,
+                attempt: self.attempt.saturating_add(1),
+                redelivered: true,
+                seq: self.seq,
+            });
+        }
+    }
+}
+
+impl fmt::Debug for MemoryAcker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryAcker")
+            .field("queue", &self.queue.display_name())
+            .field("id", &self.envelope.as_ref().map(|e| e.id))
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// Puts an envelope back as a redelivery when dropped: when its retry delay ended, or
+/// when the timer task was dropped.
+struct RedeliverOnDrop(Option<(Arc<Queue>, Item)>);
+
+impl Drop for RedeliverOnDrop {
+    fn drop(&mut self) {
+        if let Some((queue, item)) = self.0.take() {
+            queue.redeliver(item);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! [`Memory`]: the hub handle that implements [`Transport`], the process-wide hubs behind
+//! `memory://` URLs, and the quiescence probes the test harness uses.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tidings_core::{
+    Capabilities, DeadLetter, DeadLetterInfo, Envelope, Replay, Result, SubscriptionSpec, Topology,
+    Transport,
+};
+
+use crate::config::{HubUrl, MemoryBuilder, MemoryConfig};
+use crate::error;
+use crate::publisher;
+use crate::subscriber::MemorySubscriber;
+use crate::topology::{lock, Hub, Queue};
+
+/// The in-memory transport: a hub of topics and subscription queues inside the process.
+///
+/// Every subscribing service gets its own queue per topic (filled from provisioning on,
+/// so nothing published before a consumer attaches is lost); instances of one service
+/// compete for its queue's envelopes; queues are bounded, so a slow handler slows its
+/// publishers. Failed deliveries are redelivered after their delay, dead letters are kept
+/// per subscription and can be listed and replayed. Nothing survives the process.
+///
+/// Clones share the hub. [`Memory::new`] makes a private hub; [`Memory::from_url`] with
+/// `memory://` returns the process-wide default hub and with `memory://name` a
+/// process-wide named one, so several services configured with the same URL meet.
+#[derive(Clone)]
+pub struct Memory {
+    hub: Arc<Hub>,
+}
+
+/// The process-wide hubs reached through `memory://` URLs, by name (`""` is the default).
+fn global_hubs() -> &'static Mutex<HashMap<String, Arc<Hub>>> {
+    static HUBS: OnceLock<Mutex<HashMap<String, Arc<Hub>>>> = OnceLock::new();
+    HUBS.get_or_init(Mutex::default)
+}
+
+impl Memory {
+    /// A new private hub with the default limits (queues of 10 000 envelopes, 100 000
+    /// dead letters per subscription, 1 MiB messages).
+    pub fn new() -> Self {
+        Memory::with_config(None, MemoryConfig::default())
+    }
+
+    /// Build a private hub with other limits.
+    pub fn builder() -> MemoryBuilder {
+        MemoryBuilder::default()
+    }
+
+    pub(crate) fn with_config(name: Option<String>, config: MemoryConfig) -> Self {
+        Memory {
+            hub: Arc::new(Hub::new(name, config)),
+        }
+    }
+
+    /// The process-wide hub named by `url`: `memory://` is the default hub, `memory://name`
+    /// a named one, created on first use. Options may follow:
+    /// `memory://name?queue_capacity=1000&dead_letter_capacity=500&max_message_size=65536`.
+    ///
+    /// Fails with [`ErrorKind::Config`](tidings_core::ErrorKind::Config) for another
+    /// scheme, a bad name or option, or options that differ from those the hub was created
+    /// with.
+    ///
+    /// ```
+    /// use tidings_memory::Memory;
+    /// let a = Memory::from_url("memory://").unwrap();
+    /// let b = Memory::from_url("memory://").unwrap();
+    /// assert!(a.same_hub(&b));
+    /// assert!(!a.same_hub(&Memory::from_url("memory://other").unwrap()));
+    /// assert!(Memory::from_url("amqp://localhost").is_err());
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self> {
+        let HubUrl { name, config } = HubUrl::parse(url)?;
+        let mut hubs = lock(global_hubs());
+        if let Some(hub) = hubs.get(&name) {
+            if let Some(wanted) = config {
+                if wanted != hub.config {
+                    return Err(error::config(format!(
+                        "{url:?} asks for {wanted:?}, but the memory hub {name:?} already exists with {:?}: give every URL of one hub the same options",
+                        hub.config
+                    )));
+                }
+            }
+            return Ok(Memory { hub: hub.clone() });
+        }
+        let hub = Arc::new(Hub::new(Some(name.clone()), config.unwrap_or_default()));
+        hubs.insert(name, hub.clone());
+        Ok(Memory { hub })
+    }
+
+    /// Whether `self` and `other` are handles to the same hub.
+    pub fn same_hub(&self, other: &Memory) -> bool {
+        Arc::ptr_eq(&self.hub, &other.hub)
+    }
+
+    /// How many envelope copies the hub has not settled yet: queued, delivered but not
+    /// acknowledged or dead-lettered, or waiting out a retry delay. Each queue an
+    /// envelope is published into counts once.
+    pub fn pending(&self) -> usize {
+        self.hub.pending.get()
+    }
+
+    /// Resolves once [`pending`](Self::pending) is zero: every queue of the hub drained,
+    /// every delivery settled, no retry waiting. Events published by handlers are counted
+    /// before the handler's own delivery is acknowledged, so a chain of handlers keeps the
+    /// hub busy until its end. Resolves at once if the hub is idle already; envelopes in
+    /// a queue that no consumer reads keep it from ever resolving.
+    pub fn idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.hub.pending.clone().idle()
+    }
+
+    /// A snapshot of every subscription queue of the hub, sorted by name.
+    pub fn queues(&self) -> Vec<QueueStats> {
+        self.hub
+            .all_queues()
+            .iter()
+            .map(|q| QueueStats {
+                subscription: q.name.clone(),
+                topic: q.topic.clone(),
+                waiting: q.waiting(),
+                dead_letters: lock(&q.dead).len(),
+            })
+            .collect()
+    }
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory::new()
+    }
+}
+
+impl fmt::Debug for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hub: &dyn fmt::Debug = match &self.hub.name {
+            None => &"private",
+            Some(name) if name.is_empty() => &"memory://",
+            Some(name) => name,
+        };
+        f.debug_struct("Memory")
+            .field("hub", hub)
+            .field("queue_capacity", &self.hub.config.queue_capacity)
+            .field(
+                "dead_letter_capacity",
+                &self.hub.config.dead_letter_capacity,
+            )
+            .field("max_message_size", &self.hub.config.max_message_size)
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+/// The state of one subscription queue, from [`Memory::queues`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The subscription name.
+    pub subscription: String,
+    /// The topic the queue is bound to.
+    pub topic: String,
+    /// Envelopes waiting to be delivered (not counting those delivered and unsettled or
+    /// waiting out a retry delay).
+    pub waiting: usize,
+    /// Dead letters kept.
+    pub dead_letters: usize,
+}
+
+impl Transport for Memory {
+    type Subscriber = MemorySubscriber;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            delayed_redelivery: true,
+            ordering_key: true,
+            native_dead_letter: true,
+            batch_publish: true,
+            competing_consumers: true,
+            durable: false,
+            max_message_size: self.hub.config.max_message_size,
+        }
+    }
+
+    /// Create a queue per subscription (idempotent), bound to its topic and taking the
+    /// wire names in [`SubscriptionSpec::events`] (all of the topic's if empty);
+    /// provisioning again replaces the filter for later publishes.
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        self.hub.provision(topology);
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        publisher::publish(&self.hub, topic, envelopes).await
+    }
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<MemorySubscriber> {
+        Ok(MemorySubscriber {
+            queue: self.hub.queue(spec)?,
+        })
+    }
+
+    async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
+        let queue = self.hub.queue(spec)?;
+        let dead = lock(&queue.dead);
+        Ok(dead
+            .iter()
+            .take(limit)
+            .filter_map(|env| DeadLetter::from_envelope(env.clone()))
+            .collect())
+    }
+
+    async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        let queue = self.hub.queue(spec)?;
+        let selected: VecDeque<Envelope> = {
+            let mut dead = lock(&queue.dead);
+            let (selected, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *dead)
+                .into_iter()
+                .partition(|env| which.selects(&env.id));
+            *dead = kept;
+            selected
+        };
+        let mut replay = ReplayGuard {
+            queue: &queue,
+            left: selected,
+        };
+        let mut moved = 0;
+        while let Some(parked) = replay.left.front() {
+            let mut envelope = parked.clone();
+            DeadLetterInfo::clear(&mut envelope);
+            queue.push(Arc::new(envelope)).await?;
+            replay.left.pop_front();
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}
+
+/// Puts dead letters that a cancelled or failed replay did not move back in front of the
+/// dead-letter list, so a replay loses nothing.
+struct ReplayGuard<'a> {
+    queue: &'a Queue,
+    left: VecDeque<Envelope>,
+}
+
+impl Drop for ReplayGuard<'_> {
+    fn drop(&mut self) {
+        if self.left.is_empty() {
+            return;
+        }
+        let mut dead = lock(&self.queue.dead);
+        for env in self.left.drain(..).rev() {
+            dead.push_front(env);
+        }
+    }
+}
