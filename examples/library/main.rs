@@ -1,1 +1,84 @@
-fn main(){}
+//! The Library: Lending publishes integration events, Catalog keeps its inventory from
+//! them. Both contexts run in this process on one transport.
+//!
+//! ```text
+//! cargo run --example library                                   # memory transport
+//! cargo run --example library -- --transport memory://library   # any compiled-in URL
+//! ```
+
+mod catalog;
+mod contracts;
+mod lending;
+
+use std::sync::Arc;
+
+use tidings::prelude::*;
+
+use catalog::Inventory;
+use contracts::{BookId, LendingEvents, PatronId};
+use lending::{Lending, LendingStore};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = transport_from_args();
+    println!("library: Lending and Catalog on {url}");
+
+    // Catalog: subscribes to Lending's topic.
+    let inventory = Arc::new(Inventory::default());
+    let (dune, solaris) = (BookId::new(), BookId::new());
+    inventory.add_book(dune, "Dune", 2);
+    inventory.add_book(solaris, "Solaris", 1);
+    let catalog = Bus::builder("catalog")
+        .transport_url(url.clone())
+        .subscribe(catalog::subscription(inventory.clone()))
+        .build()
+        .await?;
+
+    // Lending: publishes its topic.
+    let lending_bus = Bus::builder("lending")
+        .transport_url(url.clone())
+        .publishes::<LendingEvents>()
+        .build()
+        .await?;
+    let lending = Lending::new(lending_bus.clone(), Arc::new(LendingStore::default()));
+    let (diana, tomas) = (PatronId::new(), PatronId::new());
+    lending.store.seed_patron(diana, "Diana");
+    lending.store.seed_patron(tomas, "Tomás");
+
+    let loan = lending.borrow_book(diana, dune).await?;
+    println!("lending: Diana borrowed Dune (loans: {})", loans(&lending, diana));
+    lending.borrow_book(tomas, solaris).await?;
+    println!("lending: Tomás borrowed Solaris (loans: {})", loans(&lending, tomas));
+    lending.return_book(loan).await?;
+    println!("lending: Diana returned Dune (loans: {})", loans(&lending, diana));
+
+    // Integration events are asynchronous: wait until Catalog applied all three.
+    tokio::time::timeout(std::time::Duration::from_secs(30), inventory.wait_for_updates(3)).await?;
+    lending_bus.shutdown().await;
+    catalog.shutdown().await;
+
+    let shelf: Vec<String> = inventory
+        .all()
+        .into_iter()
+        .map(|(_, s)| format!("{} {}/{}", s.title, s.available, s.total))
+        .collect();
+    println!("inventory: {}", shelf.join(", "));
+    Ok(())
+}
+
+fn loans(lending: &Lending, patron: PatronId) -> u32 {
+    lending.store.patron(patron).map(|p| p.loans).unwrap_or(0)
+}
+
+/// `--transport URL`, else `TIDINGS_URL`, else `memory://`.
+fn transport_from_args() -> String {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--transport" {
+            if let Some(url) = args.next() {
+                return url;
+            }
+        }
+    }
+    std::env::var("TIDINGS_URL").unwrap_or_else(|_| "memory://".to_string())
+}
