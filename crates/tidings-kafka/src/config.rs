@@ -1,0 +1,610 @@
+//! How to reach the brokers and how topics, producers and consumers are set up.
+
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use tidings_core::{Error, Result};
+
+/// A secret string (SASL password, TLS key password): shown as `***` by `Debug`, never
+/// logged, never put into an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value, for handing to librdkafka.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret::new(value)
+    }
+}
+
+/// The SASL mechanism used to authenticate.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN`: user name and password sent as they are (use it with TLS only).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka name of the mechanism.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self> {
+        match value.to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            _ => Err(Error::config(format!(
+                "unknown SASL mechanism {value:?}: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            ))),
+        }
+    }
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password (never shown).
+    pub password: Secret,
+}
+
+/// TLS settings, passed to librdkafka (`ssl.*`). Paths are PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// CA certificate(s) to verify the brokers with (`ssl.ca.location`); the system's
+    /// store when unset.
+    pub ca_location: Option<String>,
+    /// Client certificate for mutual TLS (`ssl.certificate.location`).
+    pub certificate_location: Option<String>,
+    /// Client private key for mutual TLS (`ssl.key.location`).
+    pub key_location: Option<String>,
+    /// Password of the client key (`ssl.key.password`, never shown).
+    pub key_password: Option<Secret>,
+    /// Check that the broker's certificate names the host connected to
+    /// (`ssl.endpoint.identification.algorithm=https`); on by default.
+    pub verify_hostname: bool,
+}
+
+impl Tls {
+    /// TLS with the system CA store and host name verification.
+    pub fn new() -> Self {
+        Tls {
+            verify_hostname: true,
+            ..Default::default()
+        }
+    }
+
+    /// Verify brokers with the CA certificate(s) in this PEM file.
+    pub fn ca_location(mut self, path: impl Into<String>) -> Self {
+        self.ca_location = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) for mutual TLS.
+    pub fn client_certificate(
+        mut self,
+        certificate: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        self.certificate_location = Some(certificate.into());
+        self.key_location = Some(key.into());
+        self
+    }
+}
+
+/// Where a subscription that has no committed offsets yet (a new consumer group) starts.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest record the topic still has (`auto.offset.reset=earliest`), the default:
+    /// an event published between `build()` of the subscriber and the group's first
+    /// assignment is not missed.
+    Earliest,
+    /// Only records published after the group got its partitions (`latest`).
+    Latest,
+}
+
+/// Configuration of the Kafka transport.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_kafka::KafkaConfig;
+/// let config = KafkaConfig::new("127.0.0.1:9092")
+///     .partitions(6)
+///     .replication(1)
+///     .linger(Duration::from_millis(5));
+/// assert_eq!(config.brokers(), "127.0.0.1:9092");
+/// ```
+#[derive(Clone)]
+pub struct KafkaConfig {
+    pub(crate) brokers: String,
+    pub(crate) client_id: String,
+    pub(crate) partitions: i32,
+    pub(crate) replication: i32,
+    pub(crate) idempotence: bool,
+    pub(crate) linger: Duration,
+    pub(crate) message_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) start_from: StartFrom,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) session_timeout: Option<Duration>,
+    pub(crate) sasl: Option<Sasl>,
+    pub(crate) tls: Option<Tls>,
+    pub(crate) extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Brokers as a comma-separated `host:port` list.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            client_id: "tidings".into(),
+            partitions: 3,
+            replication: 1,
+            idempotence: true,
+            linger: Duration::from_millis(5),
+            message_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_message_size: 1_000_000,
+            start_from: StartFrom::Earliest,
+            drain_timeout: Duration::from_secs(30),
+            commit_interval: Duration::from_millis(500),
+            session_timeout: None,
+            sasl: None,
+            tls: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Parse `kafka://[user:password@]host:port[,host2:port]?key=value&..`.
+    ///
+    /// Query keys: `partitions`, `replication`, `client_id`, `idempotence` (true/false),
+    /// `linger_ms`, `message_timeout_ms`, `max_message_size`, `start_from`
+    /// (earliest/latest), `sasl_mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; the user
+    /// and password come from the URL), `tls` (true/false), `ca_location`,
+    /// `certificate_location`, `key_location`; any other key containing a dot is passed to
+    /// librdkafka as it is (`socket.keepalive.enable=true`). `kafkas://` turns TLS on.
+    ///
+    /// ```
+    /// use tidings_kafka::KafkaConfig;
+    /// let config = KafkaConfig::from_url("kafka://alice:s3cret@b1:9092,b2:9092?partitions=6&sasl_mechanism=SCRAM-SHA-256&tls=true").unwrap();
+    /// assert_eq!(config.brokers(), "b1:9092,b2:9092");
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// assert!(KafkaConfig::from_url("kafka://b1:9092?partitions=many").is_err());
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            Error::config("a Kafka URL looks like kafka://host:port[,host:port]?partitions=3")
+        })?;
+        let tls = match scheme {
+            "kafka" => false,
+            "kafkas" => true,
+            other => {
+                return Err(Error::config(format!(
+                    "the Kafka transport takes kafka:// or kafkas:// URLs, not {other}://"
+                )))
+            }
+        };
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = authority.trim_end_matches('/');
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
+            return Err(Error::config(
+                "a Kafka URL needs at least one broker: kafka://host:port",
+            ));
+        }
+        let mut config = KafkaConfig::new(hosts);
+        if tls {
+            config.tls = Some(Tls::new());
+        }
+        let credentials = match userinfo {
+            Some(u) => {
+                let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+                Some((percent_decode(user)?, Secret::new(percent_decode(pass)?)))
+            }
+            None => None,
+        };
+        let mut mechanism = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value)?;
+            let bad = || {
+                Error::config(format!(
+                    "the Kafka URL option {key} has an invalid value {value:?}"
+                ))
+            };
+            match key {
+                "partitions" => {
+                    config.partitions = value.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?
+                }
+                "replication" => {
+                    config.replication = value.parse().ok().filter(|r| *r > 0).ok_or_else(bad)?
+                }
+                "client_id" => config.client_id = value.clone(),
+                "idempotence" => config.idempotence = parse_bool(&value).ok_or_else(bad)?,
+                "linger_ms" => {
+                    config.linger = Duration::from_millis(value.parse().map_err(|_| bad())?)
+                }
+                "message_timeout_ms" => {
+                    config.message_timeout =
+                        Duration::from_millis(value.parse().map_err(|_| bad())?)
+                }
+                "max_message_size" => config.max_message_size = value.parse().map_err(|_| bad())?,
+                "start_from" => {
+                    config.start_from = match value.as_str() {
+                        "earliest" => StartFrom::Earliest,
+                        "latest" => StartFrom::Latest,
+                        _ => return Err(bad()),
+                    }
+                }
+                "sasl_mechanism" => mechanism = Some(SaslMechanism::parse(&value)?),
+                "tls" => {
+                    if parse_bool(&value).ok_or_else(bad)? {
+                        config.tls.get_or_insert_with(Tls::new);
+                    } else {
+                        config.tls = None;
+                    }
+                }
+                "ca_location" => {
+                    config.tls.get_or_insert_with(Tls::new).ca_location = Some(value.clone())
+                }
+                "certificate_location" => {
+                    config.tls.get_or_insert_with(Tls::new).certificate_location =
+                        Some(value.clone())
+                }
+                "key_location" => {
+                    config.tls.get_or_insert_with(Tls::new).key_location = Some(value.clone())
+                }
+                k if k.contains('.') => config.extra.push((k.to_string(), value.clone())),
+                other => {
+                    return Err(Error::config(format!(
+                    "unknown Kafka URL option {other:?}; see KafkaConfig::from_url for the options"
+                )))
+                }
+            }
+        }
+        match (credentials, mechanism) {
+            (Some((username, password)), mechanism) => {
+                config.sasl = Some(Sasl {
+                    mechanism: mechanism.unwrap_or(SaslMechanism::Plain),
+                    username,
+                    password,
+                })
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    "sasl_mechanism needs a user and password in the URL: kafka://user:password@host:port",
+                ))
+            }
+            (None, None) => {}
+        }
+        Ok(config)
+    }
+
+    /// The brokers, comma-separated.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The client id reported to the brokers (default `tidings`).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// Partitions of the topics `provision` creates (default 3). Existing topics keep
+    /// theirs.
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Replication factor of the topics `provision` creates (default 1).
+    pub fn replication(mut self, replication: i32) -> Self {
+        self.replication = replication.max(1);
+        self
+    }
+
+    /// Whether the producer is idempotent (`enable.idempotence`, default on): retried
+    /// sends are not written twice and order per partition holds across retries.
+    pub fn idempotence(mut self, on: bool) -> Self {
+        self.idempotence = on;
+        self
+    }
+
+    /// How long the producer waits to fill a batch (`linger.ms`, default 5 ms).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// How long a publish may wait for the brokers, retries included, before it fails
+    /// with `Unavailable` (`message.timeout.ms`, default 60 s).
+    pub fn message_timeout(mut self, timeout: Duration) -> Self {
+        self.message_timeout = timeout;
+        self
+    }
+
+    /// Timeout of admin and metadata requests (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The largest envelope accepted, in bytes (default 1 000 000, Kafka's default
+    /// `message.max.bytes`).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Where a new consumer group starts (default [`StartFrom::Earliest`]).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start_from = start;
+        self
+    }
+
+    /// How long a rebalance waits for the handlers of revoked partitions to finish before
+    /// giving the partitions up (default 30 s); a handler still running after that may see
+    /// its event again on the new owner.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How often settled offsets are committed (default 500 ms); revoked partitions and
+    /// shutdown commit at once.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The consumer group session timeout (`session.timeout.ms`; librdkafka's default
+    /// when unset).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = Some(timeout);
+        self
+    }
+
+    /// Authenticate with SASL (`PLAIN` or `SCRAM`).
+    pub fn sasl(
+        mut self,
+        mechanism: SaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<Secret>,
+    ) -> Self {
+        self.sasl = Some(Sasl {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        });
+        self
+    }
+
+    /// Connect with TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Pass any other librdkafka property (`socket.keepalive.enable`, ...) to every client.
+    /// Its value is hidden from `Debug` when the key names a secret.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    /// The librdkafka settings every client shares: brokers, client id, security.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            .set(
+                "socket.timeout.ms",
+                self.request_timeout.as_millis().to_string(),
+            )
+            .set("log.connection.close", "false");
+        let protocol = match (&self.sasl, &self.tls) {
+            (None, None) => "plaintext",
+            (None, Some(_)) => "ssl",
+            (Some(_), None) => "sasl_plaintext",
+            (Some(_), Some(_)) => "sasl_ssl",
+        };
+        c.set("security.protocol", protocol);
+        if let Some(sasl) = &self.sasl {
+            c.set("sasl.mechanism", sasl.mechanism.as_str())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose());
+        }
+        if let Some(tls) = &self.tls {
+            if let Some(ca) = &tls.ca_location {
+                c.set("ssl.ca.location", ca);
+            }
+            if let Some(cert) = &tls.certificate_location {
+                c.set("ssl.certificate.location", cert);
+            }
+            if let Some(key) = &tls.key_location {
+                c.set("ssl.key.location", key);
+            }
+            if let Some(pw) = &tls.key_password {
+                c.set("ssl.key.password", pw.expose());
+            }
+            c.set(
+                "ssl.endpoint.identification.algorithm",
+                if tls.verify_hostname { "https" } else { "none" },
+            );
+        }
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The extra properties with secret values hidden, for `Debug`.
+    pub(crate) fn redacted_extra(&self) -> Vec<(String, String)> {
+        self.extra
+            .iter()
+            .map(|(k, v)| {
+                if is_secret_key(k) {
+                    (k.clone(), "***".into())
+                } else {
+                    (k.clone(), v.clone())
+                }
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("idempotence", &self.idempotence)
+            .field("linger", &self.linger)
+            .field("message_timeout", &self.message_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("start_from", &self.start_from)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("sasl", &self.sasl)
+            .field("tls", &self.tls)
+            .field("properties", &self.redacted_extra())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a librdkafka property holds a secret.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("token") || k.ends_with(".key.pem")
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn percent_decode(value: &str) -> Result<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::config("the Kafka URL has a malformed %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::config("the Kafka URL is not UTF-8 after %-decoding"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_with_credentials_and_options() {
+        let c = KafkaConfig::from_url(
+            "kafka://al%40ce:p%40ss@h1:9092,h2:9093/?partitions=6&replication=2&sasl_mechanism=scram-sha-512&tls=true&ca_location=/ca.pem&socket.keepalive.enable=true",
+        )
+        .unwrap();
+        assert_eq!(c.brokers, "h1:9092,h2:9093");
+        assert_eq!(c.partitions, 6);
+        assert_eq!(c.replication, 2);
+        let sasl = c.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+        assert_eq!(sasl.username, "al@ce");
+        assert_eq!(sasl.password.expose(), "p@ss");
+        assert_eq!(
+            c.tls.as_ref().unwrap().ca_location.as_deref(),
+            Some("/ca.pem")
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("p@ss"), "{debug}");
+        let rd = c.client_config();
+        assert_eq!(rd.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(rd.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(rd.get("socket.keepalive.enable"), Some("true"));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for url in [
+            "amqp://h:1",
+            "kafka://",
+            "kafka://h:1?partitions=0",
+            "kafka://h:1?colour=blue",
+            "kafka://h:1?sasl_mechanism=PLAIN",
+            "kafka://h:1?sasl_mechanism=GSSAPI",
+        ] {
+            let e = KafkaConfig::from_url(url).unwrap_err();
+            assert_eq!(e.kind(), tidings_core::ErrorKind::Config, "{url}");
+        }
+    }
+
+    #[test]
+    fn secret_properties_are_hidden() {
+        let c = KafkaConfig::new("h:1").property("sasl.oauthbearer.client.secret", "hush");
+        assert_eq!(
+            c.redacted_extra(),
+            vec![(
+                "sasl.oauthbearer.client.secret".to_string(),
+                "***".to_string()
+            )]
+        );
+    }
+}

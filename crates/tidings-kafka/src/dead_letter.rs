@@ -1,0 +1,238 @@
+//! Listing and replaying dead letters.
+//!
+//! Dead letters are records of `<topic>.<subscription>.dlq`. Listing reads that topic from
+//! the beginning with a throwaway consumer that is assigned the partitions directly (no
+//! consumer group, nothing committed), up to the end offsets it found when it started.
+//!
+//! Replaying writes the selected envelopes, with their dead-letter headers removed, to the
+//! subscription's retry topic, due at once, so only this subscription sees them again
+//! (publishing them to the topic would deliver them to every other subscription too). A
+//! Kafka topic cannot delete one record, so each replayed dead letter gets a marker record
+//! in `<topic>.<subscription>.dlq.replayed` (compacted, key `<partition>:<offset>` of the
+//! dead letter) and listing leaves out the dead letters that have one. A dead letter that
+//! fails again is a new record in the dead-letter topic and is listed again.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use tidings_core::{
+    DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result, SubscriptionSpec,
+};
+
+use crate::config::KafkaConfig;
+use crate::error::from_kafka;
+use crate::publisher::{headers_of, send_all, Outgoing};
+use crate::subscriber::{
+    decode_record, Decoded, DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER,
+};
+use crate::topology::SubscriptionTopics;
+
+/// One record read back: where it was and the envelope in it.
+struct Read {
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    envelope: Envelope,
+}
+
+/// Read every record `topic` has now, without a consumer group. A missing topic reads as
+/// empty.
+fn read_all(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
+    let mut c = config.client_config();
+    c.set(
+        "group.id",
+        format!("tidings-reader-{}", uuid::Uuid::new_v4()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| from_kafka("creating a Kafka consumer to read dead letters", e))?;
+    let timeout = config.request_timeout;
+    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(from_kafka(
+                format_args!("reading the metadata of {topic}"),
+                e,
+            ))
+        }
+    };
+    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(Vec::new());
+    };
+    if let Some(err) = meta.error() {
+        let code = RDKafkaErrorCode::from(err);
+        if matches!(
+            code,
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+        ) {
+            return Ok(Vec::new());
+        }
+        return Err(from_kafka(
+            format_args!("reading the metadata of {topic}"),
+            KafkaError::MetadataFetch(code),
+        ));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in meta.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), timeout)
+            .map_err(|e| from_kafka(format_args!("reading the offsets of {topic}"), e))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                .map_err(|e| from_kafka("reading dead letters", e))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| from_kafka(format_args!("reading {topic}"), e))?;
+    let deadline = Instant::now() + timeout;
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("reading {topic} did not reach its end within {timeout:?}"),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => tracing::debug!(%topic, error = %e, "reading failed; trying again"),
+            Some(Ok(m)) => {
+                let partition = m.partition();
+                let offset = m.offset();
+                if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+                    ends.remove(&partition);
+                }
+                let envelope = match decode_record(m.headers(), m.payload().unwrap_or_default()) {
+                    Decoded::Envelope(env) => env,
+                    Decoded::Poison(_, substitute) => substitute,
+                };
+                out.push(Read {
+                    partition,
+                    offset,
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    envelope,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The unreplayed dead letters of a subscription, oldest first, with their places.
+fn unreplayed(
+    config: &KafkaConfig,
+    names: &SubscriptionTopics,
+) -> Result<Vec<(i32, i64, DeadLetter)>> {
+    let replayed: HashSet<String> = read_all(config, &names.replayed)?
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    let mut letters: Vec<(i32, i64, DeadLetter)> = read_all(config, &names.dead_letter)?
+        .into_iter()
+        .filter(|r| !replayed.contains(&marker_key(r.partition, r.offset)))
+        .filter_map(|r| DeadLetter::from_envelope(r.envelope).map(|d| (r.partition, r.offset, d)))
+        .collect();
+    letters.sort_by_key(|(p, o, d)| (d.info.time, *p, *o));
+    Ok(letters)
+}
+
+fn marker_key(partition: i32, offset: i64) -> String {
+    format!("{partition}:{offset}")
+}
+
+/// List up to `limit` dead letters of `spec`, oldest first.
+pub(crate) async fn list(
+    config: &KafkaConfig,
+    spec: &SubscriptionSpec,
+    limit: usize,
+) -> Result<Vec<DeadLetter>> {
+    let config = config.clone();
+    let names = SubscriptionTopics::of(spec);
+    let letters = tokio::task::spawn_blocking(move || unreplayed(&config, &names))
+        .await
+        .map_err(|e| Error::backend("reading dead letters", e))??;
+    Ok(letters.into_iter().take(limit).map(|(_, _, d)| d).collect())
+}
+
+/// Replay the selected dead letters of `spec` through its retry topic; how many.
+pub(crate) async fn replay(
+    config: &KafkaConfig,
+    producer: &FutureProducer,
+    spec: &SubscriptionSpec,
+    which: &Replay,
+) -> Result<usize> {
+    let names = SubscriptionTopics::of(spec);
+    let letters = {
+        let config = config.clone();
+        let names = names.clone();
+        tokio::task::spawn_blocking(move || unreplayed(&config, &names))
+            .await
+            .map_err(|e| Error::backend("reading dead letters", e))??
+    };
+    let selected: Vec<(i32, i64, Envelope)> = letters
+        .into_iter()
+        .filter(|(_, _, d)| which.selects(&d.envelope.id))
+        .map(|(p, o, d)| {
+            let mut env = d.envelope;
+            DeadLetterInfo::clear(&mut env);
+            for h in [ORIGIN_PARTITION_HEADER, ORIGIN_OFFSET_HEADER, DUE_HEADER] {
+                env.remove_header(h);
+            }
+            (p, o, env)
+        })
+        .collect();
+    if selected.is_empty() {
+        return Ok(0);
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        .to_string();
+    let records = selected
+        .iter()
+        .map(|(_, _, env)| Outgoing {
+            key: env.ordering_key.as_deref(),
+            headers: headers_of(env, &[(DUE_HEADER, now.clone())]),
+            payload: &env.payload,
+        })
+        .collect();
+    send_all(producer, &names.retry, records)
+        .await
+        .map_err(|e| e.context("replaying dead letters"))?;
+    let keys: Vec<String> = selected
+        .iter()
+        .map(|(p, o, _)| marker_key(*p, *o))
+        .collect();
+    let markers = keys
+        .iter()
+        .map(|k| Outgoing {
+            key: Some(k),
+            headers: OwnedHeaders::new().insert(Header {
+                key: "tidings-replayed-at",
+                value: Some(now.as_bytes()),
+            }),
+            payload: now.as_bytes(),
+        })
+        .collect();
+    send_all(producer, &names.replayed, markers)
+        .await
+        .map_err(|e| {
+            e.context("marking replayed dead letters (they were replayed, and may be listed again)")
+        })?;
+    Ok(selected.len())
+}

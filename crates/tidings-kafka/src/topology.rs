@@ -1,0 +1,189 @@
+//! Broker names derived from the tidings topology, and creating the topics.
+//!
+//! | tidings | Kafka |
+//! |---|---|
+//! | topic `lending` | topic `lending` |
+//! | subscription `catalog` to `lending` | consumer group `catalog` on `lending` and on `lending.catalog.retry` |
+//! | delayed retries of `catalog` | topic `lending.catalog.retry` |
+//! | dead letters of `catalog` | topic `lending.catalog.dlq` |
+//! | replayed dead letters of `catalog` | topic `lending.catalog.dlq.replayed` (markers) |
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use tidings_core::{Error, ErrorKind, Result, SubscriptionSpec, Topology};
+
+use crate::config::KafkaConfig;
+use crate::error::from_kafka;
+
+/// The broker topics of one subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionTopics {
+    /// The topic the events are published to (`lending`).
+    pub topic: String,
+    /// The consumer group (`catalog`): the subscription name.
+    pub group: String,
+    /// Delayed retries (`lending.catalog.retry`).
+    pub retry: String,
+    /// Dead letters (`lending.catalog.dlq`).
+    pub dead_letter: String,
+    /// Markers of replayed dead letters (`lending.catalog.dlq.replayed`).
+    pub replayed: String,
+}
+
+impl SubscriptionTopics {
+    /// The names for `spec`.
+    pub fn of(spec: &SubscriptionSpec) -> Self {
+        SubscriptionTopics {
+            topic: spec.topic.clone(),
+            group: spec.name.clone(),
+            retry: format!("{}.{}.retry", spec.topic, spec.name),
+            dead_letter: format!("{}.{}.dlq", spec.topic, spec.name),
+            replayed: format!("{}.{}.dlq.replayed", spec.topic, spec.name),
+        }
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub(crate) fn check_topic_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "{name:?} is not a valid Kafka topic name: use 1 to 249 ASCII letters, digits, '.', '_' or '-' (shorten the topic, subscription or namespace name)"
+        )))
+    }
+}
+
+/// Every topic `topology` needs, with the retention-style settings of each.
+pub(crate) fn topics_of(topology: &Topology) -> Result<Vec<(String, bool)>> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    let mut add = |name: String, compact: bool| -> Result<()> {
+        check_topic_name(&name)?;
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, compact));
+        }
+        Ok(())
+    };
+    for t in &topology.publishes {
+        add(t.name.clone(), false)?;
+    }
+    for s in &topology.subscriptions {
+        let names = SubscriptionTopics::of(s);
+        add(names.topic, false)?;
+        add(names.retry, false)?;
+        add(names.dead_letter, false)?;
+        add(names.replayed, true)?;
+    }
+    Ok(out)
+}
+
+/// Create the missing topics (existing ones are left as they are).
+pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Result<()> {
+    let topics = topics_of(topology)?;
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config()
+        .create()
+        .map_err(|e| from_kafka("creating the Kafka admin client", e))?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(config.request_timeout))
+        .operation_timeout(Some(config.request_timeout));
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, compact)| {
+            let t = NewTopic::new(
+                name,
+                config.partitions,
+                TopicReplication::Fixed(config.replication),
+            );
+            if *compact {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = admin.create_topics(new_topics.iter(), &options).await;
+        let failure = match result {
+            Ok(results) => {
+                let mut problem = None;
+                for r in results {
+                    match r {
+                        Ok(_) => {}
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => {
+                            problem = Some(Error::new(
+                                crate::error::kind_of_code(code),
+                                format!("creating the Kafka topic {topic} failed: {code}"),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                match problem {
+                    None => return Ok(()),
+                    Some(p) => p,
+                }
+            }
+            Err(e) => from_kafka("creating the Kafka topics", e),
+        };
+        // The broker may still be starting; give it a few tries.
+        if attempt >= 5
+            || !matches!(
+                failure.kind(),
+                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend
+            )
+        {
+            return Err(failure);
+        }
+        tracing::warn!(error = %failure, attempt, "creating Kafka topics failed; trying again");
+        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design() {
+        let spec = SubscriptionSpec::new("catalog", "catalog", "lending", vec![]);
+        let n = SubscriptionTopics::of(&spec);
+        assert_eq!(n.group, "catalog");
+        assert_eq!(n.retry, "lending.catalog.retry");
+        assert_eq!(n.dead_letter, "lending.catalog.dlq");
+        assert_eq!(n.replayed, "lending.catalog.dlq.replayed");
+    }
+
+    #[test]
+    fn bad_topic_names_are_config_errors() {
+        assert!(check_topic_name("lending").is_ok());
+        assert_eq!(
+            check_topic_name("a b").unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            check_topic_name(&"x".repeat(250)).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            check_topic_name("..").unwrap_err().kind(),
+            ErrorKind::Config
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! [`Kafka`]: the transport value handed to `Bus::builder(..).transport(..)`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rdkafka::producer::FutureProducer;
+use tidings_core::{
+    Capabilities, DeadLetter, Envelope, Replay, Result, SubscriptionSpec, Topology, Transport,
+};
+
+use crate::config::KafkaConfig;
+use crate::subscriber::KafkaSubscriber;
+use crate::{dead_letter, publisher, topology};
+
+/// The Kafka transport: one idempotent producer shared by every bus that uses this value,
+/// and one consumer (in the group named after the subscription) per subscription.
+///
+/// Cloning is cheap and shares the producer.
+///
+/// ```no_run
+/// # async fn run() -> tidings_core::Result<()> {
+/// use tidings_kafka::{Kafka, KafkaConfig};
+/// let kafka = Kafka::new(KafkaConfig::new("127.0.0.1:9092").partitions(6))?;
+/// let same = Kafka::from_url("kafka://127.0.0.1:9092?partitions=6")?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Kafka {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl Kafka {
+    /// A transport with `config`. Creates the producer (it connects in the background);
+    /// fails only on invalid settings.
+    pub fn new(config: KafkaConfig) -> Result<Self> {
+        let producer = publisher::create_producer(&config)?;
+        Ok(Kafka {
+            inner: Arc::new(Inner { config, producer }),
+        })
+    }
+
+    /// A transport from a `kafka://host:port[,host:port]?partitions=3` URL; see
+    /// [`KafkaConfig::from_url`] for the options.
+    pub fn from_url(url: &str) -> Result<Self> {
+        Kafka::new(KafkaConfig::from_url(url)?)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+}
+
+impl fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kafka")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for Kafka {
+    type Subscriber = KafkaSubscriber;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            delayed_redelivery: true,
+            ordering_key: true,
+            native_dead_letter: true,
+            batch_publish: true,
+            competing_consumers: true,
+            durable: true,
+            max_message_size: self.inner.config.max_message_size,
+        }
+    }
+
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        topology::provision(&self.inner.config, topology).await
+    }
+
+    async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        publisher::publish(
+            &self.inner.producer,
+            self.inner.config.max_message_size,
+            topic,
+            &envelopes,
+        )
+        .await
+    }
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<KafkaSubscriber> {
+        KafkaSubscriber::start(&self.inner.config, spec, self.inner.producer.clone())
+    }
+
+    async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
+        dead_letter::list(&self.inner.config, spec, limit).await
+    }
+
+    async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        dead_letter::replay(&self.inner.config, &self.inner.producer, spec, which).await
+    }
+}
