@@ -1,0 +1,293 @@
+//! The contracts the suite publishes and handles: a small topic written out by hand (not
+//! derived) so the suite depends on nothing but the core traits.
+//!
+//! - [`Ping`] v2 (`conformance.ping`): a number and an ordering key (an empty key means
+//!   no ordering key, so the transport's own delayed redelivery is used on retries);
+//! - [`PingV1`]: the old shape of `conformance.ping`, upcast to [`Ping`];
+//! - [`Pong`] (`conformance.pong`): what a `Ping` handler publishes in the correlation case;
+//! - [`Unhandled`] (`conformance.unhandled`): an event subscriptions deliberately have no
+//!   handler for;
+//! - [`StrayEvents`]: a topic no bus of the suite declares;
+//! - [`ClashEvents`]: a topic whose event reuses `conformance.ping`'s wire name.
+
+use serde::{Deserialize, Serialize};
+use tidings_core::{Codec, Event, EventInfo, Publishable, Result, Topic, TopicMember};
+
+/// The name of the suite's topic (prefixed by each case's namespace on the broker).
+pub const TOPIC: &str = "conformance";
+
+/// The key an upcast [`PingV1`] gets, so handlers can tell it went through the upcaster.
+pub const UPCAST_KEY: &str = "upcast-from-v1";
+
+/// The current (v2) ping: a number to identify it and an ordering key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Identifies the ping within a case.
+    pub n: u64,
+    /// The ordering key; empty for none.
+    pub key: String,
+}
+
+impl Ping {
+    /// A ping with an ordering key.
+    pub fn keyed(n: u64, key: impl Into<String>) -> Self {
+        Ping { n, key: key.into() }
+    }
+
+    /// A ping without an ordering key.
+    pub fn unkeyed(n: u64) -> Self {
+        Ping {
+            n,
+            key: String::new(),
+        }
+    }
+}
+
+impl Event for Ping {
+    const NAME: &'static str = "conformance.ping";
+    const VERSION: u32 = 2;
+    fn ordering_key(&self) -> Option<String> {
+        (!self.key.is_empty()).then(|| self.key.clone())
+    }
+}
+
+impl TopicMember for Ping {
+    type Topic = ConfEvents;
+}
+
+/// Version 1 of `conformance.ping`: only a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingV1 {
+    /// Identifies the ping within a case.
+    pub n: u64,
+}
+
+impl Event for PingV1 {
+    const NAME: &'static str = "conformance.ping";
+    const VERSION: u32 = 1;
+}
+
+impl TopicMember for PingV1 {
+    type Topic = ConfEventsV1;
+}
+
+impl From<PingV1> for Ping {
+    fn from(old: PingV1) -> Self {
+        Ping {
+            n: old.n,
+            key: UPCAST_KEY.to_string(),
+        }
+    }
+}
+
+/// The reply a handler publishes from inside a `Ping` handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The number of the ping it answers.
+    pub n: u64,
+}
+
+impl Event for Pong {
+    const NAME: &'static str = "conformance.pong";
+    const VERSION: u32 = 1;
+}
+
+impl TopicMember for Pong {
+    type Topic = ConfEvents;
+}
+
+/// An event of the topic that subscriptions in the suite leave without a handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unhandled {
+    /// Identifies it within a case.
+    pub n: u64,
+}
+
+impl Event for Unhandled {
+    const NAME: &'static str = "conformance.unhandled";
+    const VERSION: u32 = 1;
+}
+
+impl TopicMember for Unhandled {
+    type Topic = ConfEvents;
+}
+
+/// The suite's topic, current versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfEvents {
+    /// A [`Ping`].
+    Ping(Ping),
+    /// A [`Pong`].
+    Pong(Pong),
+    /// An [`Unhandled`].
+    Unhandled(Unhandled),
+}
+
+static CONF_EVENTS: [EventInfo; 3] = [
+    EventInfo {
+        name: Ping::NAME,
+        version: Ping::VERSION,
+        type_name: "Ping",
+    },
+    EventInfo {
+        name: Pong::NAME,
+        version: Pong::VERSION,
+        type_name: "Pong",
+    },
+    EventInfo {
+        name: Unhandled::NAME,
+        version: Unhandled::VERSION,
+        type_name: "Unhandled",
+    },
+];
+
+impl Topic for ConfEvents {
+    const NAME: &'static str = TOPIC;
+    fn events() -> &'static [EventInfo] {
+        &CONF_EVENTS
+    }
+}
+
+impl Publishable for ConfEvents {
+    type Topic = ConfEvents;
+    fn event_name(&self) -> &'static str {
+        match self {
+            ConfEvents::Ping(e) => e.event_name(),
+            ConfEvents::Pong(e) => e.event_name(),
+            ConfEvents::Unhandled(e) => e.event_name(),
+        }
+    }
+    fn event_version(&self) -> u32 {
+        match self {
+            ConfEvents::Ping(e) => e.event_version(),
+            ConfEvents::Pong(e) => e.event_version(),
+            ConfEvents::Unhandled(e) => e.event_version(),
+        }
+    }
+    fn ordering_key(&self) -> Option<String> {
+        match self {
+            ConfEvents::Ping(e) => Publishable::ordering_key(e),
+            ConfEvents::Pong(e) => Publishable::ordering_key(e),
+            ConfEvents::Unhandled(e) => Publishable::ordering_key(e),
+        }
+    }
+    fn encode(&self, codec: Codec) -> Result<Vec<u8>> {
+        match self {
+            ConfEvents::Ping(e) => e.encode(codec),
+            ConfEvents::Pong(e) => e.encode(codec),
+            ConfEvents::Unhandled(e) => e.encode(codec),
+        }
+    }
+}
+
+impl From<Ping> for ConfEvents {
+    fn from(e: Ping) -> Self {
+        ConfEvents::Ping(e)
+    }
+}
+
+impl From<Pong> for ConfEvents {
+    fn from(e: Pong) -> Self {
+        ConfEvents::Pong(e)
+    }
+}
+
+impl From<Unhandled> for ConfEvents {
+    fn from(e: Unhandled) -> Self {
+        ConfEvents::Unhandled(e)
+    }
+}
+
+/// The suite's topic as an older publisher knows it: the same topic name, with `Ping` at
+/// version 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfEventsV1 {
+    /// A [`PingV1`].
+    PingV1(PingV1),
+}
+
+static CONF_EVENTS_V1: [EventInfo; 1] = [EventInfo {
+    name: PingV1::NAME,
+    version: PingV1::VERSION,
+    type_name: "PingV1",
+}];
+
+impl Topic for ConfEventsV1 {
+    const NAME: &'static str = TOPIC;
+    fn events() -> &'static [EventInfo] {
+        &CONF_EVENTS_V1
+    }
+}
+
+/// An event of a topic that no bus in the suite declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stray {
+    /// Anything.
+    pub n: u64,
+}
+
+impl Event for Stray {
+    const NAME: &'static str = "conformance-stray.stray";
+    const VERSION: u32 = 1;
+}
+
+impl TopicMember for Stray {
+    type Topic = StrayEvents;
+}
+
+/// A topic no bus of the suite declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrayEvents {
+    /// A [`Stray`].
+    Stray(Stray),
+}
+
+static STRAY_EVENTS: [EventInfo; 1] = [EventInfo {
+    name: Stray::NAME,
+    version: Stray::VERSION,
+    type_name: "Stray",
+}];
+
+impl Topic for StrayEvents {
+    const NAME: &'static str = "conformance-stray";
+    fn events() -> &'static [EventInfo] {
+        &STRAY_EVENTS
+    }
+}
+
+/// An event of another topic that reuses `conformance.ping`'s wire name: a bus that knows
+/// both [`ConfEvents`] and [`ClashEvents`] must refuse to build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clash {
+    /// Anything.
+    pub n: u64,
+}
+
+impl Event for Clash {
+    const NAME: &'static str = Ping::NAME;
+    const VERSION: u32 = 1;
+}
+
+impl TopicMember for Clash {
+    type Topic = ClashEvents;
+}
+
+/// A topic whose one event clashes with [`Ping`]'s wire name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClashEvents {
+    /// A [`Clash`].
+    Clash(Clash),
+}
+
+static CLASH_EVENTS: [EventInfo; 1] = [EventInfo {
+    name: Clash::NAME,
+    version: Clash::VERSION,
+    type_name: "Clash",
+}];
+
+impl Topic for ClashEvents {
+    const NAME: &'static str = "conformance-clash";
+    fn events() -> &'static [EventInfo] {
+        &CLASH_EVENTS
+    }
+}

@@ -1,0 +1,334 @@
+//! The transport conformance suite: one set of tests, written once against the
+//! [`DynTransport`] trait, that checks the guarantees of DESIGN.md §6 on any transport.
+//!
+//! Every transport crate runs it from its `tests/conformance.rs`. The memory transport:
+//! one transport per case, shared by every bus of the case:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tidings_testing::conformance::Factory;
+//!
+//! tidings_testing::conformance_suite!(Factory::shared("memory", Arc::new(tidings_memory::Memory::new())));
+//! # fn main() {}
+//! ```
+//!
+//! A broker (a sketch; `RabbitMq` stands for the crate's transport): a fresh connection per
+//! bus, so services that stand for separate processes are separate; when the address is
+//! not configured every case prints a line and passes:
+//!
+//! ```ignore
+//! tidings_testing::conformance_suite!(match std::env::var("TIDINGS_RABBITMQ_URL") {
+//!     Ok(url) => Factory::new("rabbitmq", move || {
+//!         let url = url.clone();
+//!         async move { Ok(Arc::new(RabbitMq::connect(&url).await?) as Arc<dyn DynTransport>) }
+//!     }),
+//!     Err(_) => Factory::unavailable("rabbitmq", "TIDINGS_RABBITMQ_URL is not set"),
+//! });
+//! ```
+//!
+//! The macro expands to one `#[test]` per case, each on its own multi-threaded tokio
+//! runtime with two workers; the factory expression is evaluated once per case, outside
+//! the runtime (connect in [`TransportFactory::connect`], not in the expression). Every case
+//! is also a plain `async fn(&dyn TransportFactory)` in this module, to call directly.
+//!
+//! # What the cases check
+//!
+//! | case | guarantee |
+//! |---|---|
+//! | [`publish_confirms`] | publish returns the id; every envelope attribute, header and the payload arrive intact |
+//! | [`fan_out`] | two services each get every event |
+//! | [`competing_consumers`] | two instances of one service share the events: all handled, each instance some, not every event twice |
+//! | [`at_least_once_redelivery`] | an event whose handler was in flight when its process died is handled by the next instance |
+//! | [`retry_then_dead_letter`] | a failing handler runs `immediate × (redeliveries + 1)` times, then the envelope is dead-lettered with reason, attempts, service, topic; the consumer keeps going; replay brings it back |
+//! | [`retry_then_success`] | a handler that fails twice then succeeds is handled once, not dead-lettered, with the attempt counting up |
+//! | [`poison_payloads`] | garbage bytes, a newer version, an oversized payload, an unknown content type: dead-lettered at once with the cause, handler never run, consumer keeps going |
+//! | [`skip_unhandled`] | events without a handler are acknowledged and skipped, never dead-lettered or redelivered |
+//! | [`ordering_per_key`] | with concurrency 8, events of one key are handled one at a time in publish order |
+//! | [`ordering_per_key_with_retry`] | the same while one event of a key fails twice before succeeding |
+//! | [`upcasting`] | a v1 event reaches the v2 handler through the registered upcaster |
+//! | [`shutdown_drains`] | `shutdown()` waits for handlers in flight; nothing starts after it; publishing after it is `Closed`; what it left is handled by the next instance |
+//! | [`correlation_flows`] | `cx.publish` carries the correlation id on and sets the causation id |
+//! | [`publish_not_declared`] | publishing to an undeclared topic is `NotDeclared` |
+//! | [`build_rejects_bad_registrations`] | `build()` refuses a subscription without handlers, two handlers for one event, two events with one wire name |
+//!
+//! Cases are skipped only by declared [`Capabilities`](tidings_core::Capabilities)
+//! (`competing_consumers`, `ordering_key`), printing `skipped: <case> needs <capability>`.
+//!
+//! # Isolation and timing
+//!
+//! Each case runs in a fresh random namespace (`conf-<12 hex digits>`, short enough for
+//! Service Bus's 50-character subscription names), so leftovers of earlier runs on a
+//! broker never collide and cases run in parallel. The suite never deletes what it
+//! created. Waits poll with a deadline ([`TransportFactory::patience`], 30 s by default)
+//! and fail with what was seen; checks that something does *not* happen wait
+//! [`TransportFactory::quiet`] (500 ms by default). No timing is asserted.
+//!
+//! # What a transport must do for the suite
+//!
+//! Besides the [`Transport`](tidings_core::Transport) contract: after a subscribing bus's
+//! `build()` returns, events published to its topic reach that subscription; an acker
+//! dropped unsettled (its process died) means the envelope is delivered again.
+
+mod cases;
+pub mod events;
+mod failure;
+mod lifecycle;
+mod ordering;
+pub mod support;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tidings_core::{DynTransport, Result};
+
+pub use cases::{
+    at_least_once_redelivery, competing_consumers, correlation_flows, fan_out, publish_confirms,
+    skip_unhandled, upcasting,
+};
+pub use failure::{poison_payloads, retry_then_dead_letter, retry_then_success};
+pub use lifecycle::{build_rejects_bad_registrations, publish_not_declared, shutdown_drains};
+pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
+
+/// The names of every case, in the order the macro emits them.
+pub const CASES: &[&str] = &[
+    "publish_confirms",
+    "fan_out",
+    "competing_consumers",
+    "at_least_once_redelivery",
+    "retry_then_dead_letter",
+    "retry_then_success",
+    "poison_payloads",
+    "skip_unhandled",
+    "ordering_per_key",
+    "ordering_per_key_with_retry",
+    "upcasting",
+    "shutdown_drains",
+    "correlation_flows",
+    "publish_not_declared",
+    "build_rejects_bad_registrations",
+];
+
+/// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
+/// once; a factory may hand out the same transport every time (memory) or a fresh
+/// connection (brokers): the cases work either way, and buses that stand for separate
+/// processes always come from separate calls.
+///
+/// Closures `Fn() -> impl Future<Output = Result<Arc<dyn DynTransport>>>` are factories
+/// (named `"transport"`); [`Factory`] adds a name and the timing knobs.
+pub trait TransportFactory: Send + Sync + 'static {
+    /// A transport for one bus.
+    fn connect(&self) -> BoxFuture<'static, Result<Arc<dyn DynTransport>>>;
+
+    /// The transport's name, for messages.
+    fn name(&self) -> &str;
+
+    /// Why the suite cannot run here (e.g. the broker address is not configured); every
+    /// case then prints the reason and passes.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// How long a case waits for something it expects before it fails.
+    fn patience(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    /// How long a case watches for something that must *not* happen (a redelivery, a
+    /// handler run after shutdown).
+    fn quiet(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+impl<F, Fut> TransportFactory for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<dyn DynTransport>>> + Send + 'static,
+{
+    fn connect(&self) -> BoxFuture<'static, Result<Arc<dyn DynTransport>>> {
+        Box::pin(self())
+    }
+
+    fn name(&self) -> &str {
+        "transport"
+    }
+}
+
+type Connect = Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn DynTransport>>> + Send + Sync>;
+
+/// A named [`TransportFactory`] with adjustable waits.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_testing::conformance::Factory;
+/// let factory = Factory::unavailable("kafka", "TIDINGS_KAFKA_BROKERS is not set")
+///     .patience(Duration::from_secs(60))
+///     .quiet(Duration::from_secs(2));
+/// ```
+#[derive(Clone)]
+pub struct Factory {
+    name: String,
+    connect: Connect,
+    unavailable: Option<String>,
+    patience: Duration,
+    quiet: Duration,
+}
+
+impl Factory {
+    /// A factory calling `connect` for every bus (brokers: a fresh connection each time).
+    pub fn new<F, Fut>(name: impl Into<String>, connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<dyn DynTransport>>> + Send + 'static,
+    {
+        Factory {
+            name: name.into(),
+            connect: Arc::new(move || Box::pin(connect())),
+            unavailable: None,
+            patience: Duration::from_secs(30),
+            quiet: Duration::from_millis(500),
+        }
+    }
+
+    /// A factory handing out the same transport to every bus (memory).
+    pub fn shared(name: impl Into<String>, transport: Arc<dyn DynTransport>) -> Self {
+        Factory::new(name, move || {
+            let transport = transport.clone();
+            async move { Ok(transport) }
+        })
+    }
+
+    /// A factory that cannot run here: every case prints `reason` and passes. For broker
+    /// suites whose address variable is unset.
+    pub fn unavailable(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        let name = name.into();
+        let reason = reason.into();
+        let message = format!("{name} is unavailable: {reason}");
+        let mut factory = Factory::new(name, move || {
+            let message = message.clone();
+            async move { Err(tidings_core::Error::unavailable(message)) }
+        });
+        factory.unavailable = Some(reason);
+        factory
+    }
+
+    /// How long a case waits for what it expects (default 30 s).
+    pub fn patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// How long a case watches for what must not happen (default 500 ms).
+    pub fn quiet(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet;
+        self
+    }
+}
+
+impl fmt::Debug for Factory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Factory")
+            .field("name", &self.name)
+            .field("unavailable", &self.unavailable)
+            .field("patience", &self.patience)
+            .field("quiet", &self.quiet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransportFactory for Factory {
+    fn connect(&self) -> BoxFuture<'static, Result<Arc<dyn DynTransport>>> {
+        (self.connect)()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.unavailable.clone()
+    }
+
+    fn patience(&self) -> Duration {
+        self.patience
+    }
+
+    fn quiet(&self) -> Duration {
+        self.quiet
+    }
+}
+
+/// Run one case on a fresh multi-threaded runtime (two workers), as the tests generated
+/// by [`conformance_suite!`](crate::conformance_suite) do. Prints a line and returns if the
+/// factory is unavailable; panics if the case panics or runs longer than ten times the
+/// factory's patience.
+pub fn run(factory: &dyn TransportFactory, case: &str, test: impl Future<Output = ()>) {
+    if let Some(reason) = factory.unavailable() {
+        println!("skipped: {case} on {}: {reason}", factory.name());
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime for the conformance case");
+    let limit = factory.patience() * 10;
+    runtime.block_on(async {
+        if tokio::time::timeout(limit, test).await.is_err() {
+            panic!(
+                "conformance case {case} on {} did not finish within {limit:?}",
+                factory.name()
+            );
+        }
+    });
+}
+
+/// Expand to one `#[test]` per conformance case, each running the case against the
+/// transports of `factory` (an expression of a type implementing
+/// [`TransportFactory`](crate::conformance::TransportFactory), evaluated once per case).
+/// See [the module docs](crate::conformance).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr $(,)?) => {
+        $crate::__conformance_cases!(
+            $factory;
+            publish_confirms,
+            fan_out,
+            competing_consumers,
+            at_least_once_redelivery,
+            retry_then_dead_letter,
+            retry_then_success,
+            poison_payloads,
+            skip_unhandled,
+            ordering_per_key,
+            ordering_per_key_with_retry,
+            upcasting,
+            shutdown_drains,
+            correlation_flows,
+            publish_not_declared,
+            build_rejects_bad_registrations,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let factory = $factory;
+                let factory: &dyn $crate::conformance::TransportFactory = &factory;
+                $crate::conformance::run(
+                    factory,
+                    ::core::stringify!($case),
+                    $crate::conformance::$case(factory),
+                );
+            }
+        )*
+    };
+}

@@ -1,0 +1,302 @@
+//! The suite catches broken transports: each test wraps the memory transport with one
+//! flaw and checks that the case guarding against that flaw fails, for the right reason.
+//! Without these, a suite whose cases pass on everything would look just as green.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_core::{
+    Acker, Capabilities, DeadLetter, DeadLetterInfo, Delivery, DynTransport, Envelope, Error,
+    Replay, Result, Subscriber, SubscriptionSpec, Topology, Transport,
+};
+use tidings_memory::Memory;
+use tidings_testing::conformance::{self, Factory, TransportFactory};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flaw {
+    /// `publish` silently drops every second envelope.
+    LosesEnvelopes,
+    /// `publish` strips custom headers.
+    DropsHeaders,
+    /// Deliveries are acknowledged on receipt (at most once): nothing is redelivered.
+    AcksOnReceipt,
+    /// A delivery is handed out after the (up to) three that follow it.
+    HoldsBack,
+    /// Dead letters are never listed.
+    HidesDeadLetters,
+    /// Every subscriber gets a queue of its own: instances of a service do not compete.
+    NoCompetition,
+}
+
+struct Flawed {
+    inner: Memory,
+    flaw: Flaw,
+}
+
+struct FlawedSubscriber {
+    inner: <Memory as Transport>::Subscriber,
+    flaw: Flaw,
+    held: std::collections::VecDeque<Delivery<FlawedAcker>>,
+}
+
+enum FlawedAcker {
+    Real(<<Memory as Transport>::Subscriber as Subscriber>::Acker),
+    Settled,
+}
+
+fn wrap(
+    d: Delivery<<<Memory as Transport>::Subscriber as Subscriber>::Acker>,
+) -> Delivery<FlawedAcker> {
+    Delivery::new(
+        d.envelope,
+        d.attempt,
+        d.redelivered,
+        FlawedAcker::Real(d.acker),
+    )
+}
+
+impl Transport for Flawed {
+    type Subscriber = FlawedSubscriber;
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        self.inner.provision(topology).await
+    }
+
+    async fn publish(&self, topic: &str, mut envelopes: Vec<Envelope>) -> Result<()> {
+        match self.flaw {
+            Flaw::LosesEnvelopes => {
+                let mut i = 0;
+                envelopes.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+            }
+            Flaw::DropsHeaders => envelopes.iter_mut().for_each(|e| e.headers.clear()),
+            _ => {}
+        }
+        self.inner.publish(topic, envelopes).await
+    }
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<FlawedSubscriber> {
+        let mut spec = spec.clone();
+        if self.flaw == Flaw::NoCompetition {
+            spec.name = format!("{}-{}", spec.name, uuid::Uuid::new_v4().simple());
+            let mut topology = Topology::new(spec.service.clone());
+            topology.subscriptions.push(spec.clone());
+            self.inner.provision(&topology).await?;
+        }
+        Ok(FlawedSubscriber {
+            inner: self.inner.subscribe(&spec).await?,
+            flaw: self.flaw,
+            held: Default::default(),
+        })
+    }
+
+    async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
+        if self.flaw == Flaw::HidesDeadLetters {
+            return Ok(Vec::new());
+        }
+        self.inner.dead_letters(spec, limit).await
+    }
+
+    async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        self.inner.replay_dead_letters(spec, which).await
+    }
+}
+
+impl Subscriber for FlawedSubscriber {
+    type Acker = FlawedAcker;
+
+    async fn next(&mut self) -> Option<Result<Delivery<FlawedAcker>>> {
+        if let Some(held) = self.held.pop_front() {
+            return Some(Ok(held));
+        }
+        let first = match self.inner.next().await? {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        match self.flaw {
+            Flaw::AcksOnReceipt => {
+                let Delivery {
+                    envelope,
+                    attempt,
+                    redelivered,
+                    acker,
+                    ..
+                } = first;
+                if acker.ack().await.is_err() {
+                    return Some(Err(Error::unavailable("flawed: ack failed")));
+                }
+                Some(Ok(Delivery::new(
+                    envelope,
+                    attempt,
+                    redelivered,
+                    FlawedAcker::Settled,
+                )))
+            }
+            Flaw::HoldsBack => {
+                for _ in 0..3 {
+                    match tokio::time::timeout(Duration::from_millis(20), self.inner.next()).await {
+                        Ok(Some(Ok(later))) => self.held.push_back(wrap(later)),
+                        _ => break,
+                    }
+                }
+                self.held.push_back(wrap(first));
+                self.held.pop_front().map(Ok)
+            }
+            _ => Some(Ok(wrap(first))),
+        }
+    }
+}
+
+impl Acker for FlawedAcker {
+    async fn ack(self) -> Result<(), (Error, Self)> {
+        match self {
+            FlawedAcker::Real(a) => a.ack().await.map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Settled => Ok(()),
+        }
+    }
+
+    async fn retry(
+        self,
+        envelope: Arc<Envelope>,
+        next_attempt: u32,
+        delay: Duration,
+    ) -> Result<(), (Error, Self)> {
+        match self {
+            FlawedAcker::Real(a) => a
+                .retry(envelope, next_attempt, delay)
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Settled => Ok(()),
+        }
+    }
+
+    async fn dead_letter(
+        self,
+        envelope: Arc<Envelope>,
+        info: DeadLetterInfo,
+    ) -> Result<(), (Error, Self)> {
+        match self {
+            FlawedAcker::Real(a) => a
+                .dead_letter(envelope, info)
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Settled => Ok(()),
+        }
+    }
+}
+
+fn flawed(flaw: Flaw) -> Factory {
+    let transport: Arc<dyn DynTransport> = Arc::new(Flawed {
+        inner: Memory::new(),
+        flaw,
+    });
+    Factory::shared(format!("memory with flaw {flaw:?}"), transport)
+        .patience(Duration::from_secs(3))
+        .quiet(Duration::from_millis(200))
+}
+
+/// Run `case` against `factory`, expecting it to fail with a message containing `says`.
+fn must_fail<'a, F>(
+    factory: &'a Factory,
+    name: &str,
+    case: impl FnOnce(&'a dyn TransportFactory) -> F,
+    says: &str,
+) where
+    F: Future<Output = ()> + 'a,
+{
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        conformance::run(factory, name, case(factory))
+    }));
+    let panic = outcome.expect_err(&format!(
+        "{name} passed on {}: the suite misses that flaw",
+        factory.name()
+    ));
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        message.contains(says),
+        "{name} failed on {}, but not for the expected reason ({says:?}): {message}",
+        factory.name()
+    );
+}
+
+#[test]
+fn fan_out_catches_lost_envelopes() {
+    must_fail(
+        &flawed(Flaw::LosesEnvelopes),
+        "fan_out",
+        conformance::fan_out,
+        "in vain",
+    );
+}
+
+#[test]
+fn publish_confirms_catches_dropped_headers() {
+    must_fail(
+        &flawed(Flaw::DropsHeaders),
+        "publish_confirms",
+        conformance::publish_confirms,
+        "custom header",
+    );
+}
+
+#[test]
+fn at_least_once_redelivery_catches_ack_on_receipt() {
+    must_fail(
+        &flawed(Flaw::AcksOnReceipt),
+        "at_least_once_redelivery",
+        conformance::at_least_once_redelivery,
+        "in vain",
+    );
+}
+
+#[test]
+fn retry_then_dead_letter_catches_ack_on_receipt() {
+    must_fail(
+        &flawed(Flaw::AcksOnReceipt),
+        "retry_then_dead_letter",
+        conformance::retry_then_dead_letter,
+        "in vain",
+    );
+}
+
+#[test]
+fn ordering_per_key_catches_reordered_deliveries() {
+    must_fail(
+        &flawed(Flaw::HoldsBack),
+        "ordering_per_key",
+        conformance::ordering_per_key,
+        "handled in this order",
+    );
+}
+
+#[test]
+fn poison_payloads_catches_hidden_dead_letters() {
+    must_fail(
+        &flawed(Flaw::HidesDeadLetters),
+        "poison_payloads",
+        conformance::poison_payloads,
+        "in vain",
+    );
+}
+
+#[test]
+fn competing_consumers_catches_fan_out_to_instances() {
+    must_fail(
+        &flawed(Flaw::NoCompetition),
+        "competing_consumers",
+        conformance::competing_consumers,
+        "do not compete",
+    );
+}
