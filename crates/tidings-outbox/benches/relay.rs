@@ -1,0 +1,2 @@
+//! Relay throughput (placeholder until the benchmark lands).
+fn main() {}

@@ -1,0 +1,392 @@
+//! Crash tests, for real: a child process (this test binary run again, with
+//! `TIDINGS_CRASH_ROLE` set) is killed with SIGKILL at a chosen point, then this process
+//! plays the restarted service on the same database and checks that every event is
+//! delivered and every effect happened exactly once.
+//!
+//! (a) `after_commit_before_publish`: the victim commits loans and their events, then is
+//!     killed before any relay published them. The restarted relay publishes them.
+//! (b) `after_handling_before_ack`: the victim's relay publishes the events, but the
+//!     broker's confirms never come back (so the rows stay pending); the victim's inbox
+//!     handler commits the effects of the first three events and the process is killed
+//!     inside the handler call, after the commit and before the acknowledgement. On
+//!     restart the outbox publishes all events again (the at-least-once redelivery) and
+//!     the inbox acknowledges the three handled ones without running the handler.
+//!
+//! The memory transport dies with the victim, so redelivery comes from the outbox rows
+//! the victim left pending, not from a broker queue.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tidings_core::{
+    Bus, Capabilities, Context, DeadLetter, Envelope, Handler, HandlerError, Replay, Result,
+    Subscription, SubscriptionSpec, Topology, Transport,
+};
+use tidings_memory::{Memory, MemorySubscriber};
+use tidings_outbox::{InboxContext, Outbox, Relay, RelayConfig};
+
+const ROLE: &str = "TIDINGS_CRASH_ROLE";
+const DB: &str = "TIDINGS_CRASH_DB";
+const PREFIX: &str = "TIDINGS_CRASH_PREFIX";
+const EVENTS: u32 = 20;
+const HANDLED_BEFORE_KILL: u32 = 3;
+
+/// Kill this process with SIGKILL (no destructors, no flushing, like a power cut).
+fn kill_self() -> ! {
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The transport of the victim in (b): publishes into the memory hub, but the broker's
+/// confirmation never arrives, so the relay never marks the rows.
+#[derive(Clone)]
+struct ConfirmsNeverArrive(Memory);
+
+impl Transport for ConfirmsNeverArrive {
+    type Subscriber = MemorySubscriber;
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        self.0.provision(topology).await
+    }
+    async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        self.0.publish(topic, envelopes).await?;
+        std::future::pending().await
+    }
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<MemorySubscriber> {
+        self.0.subscribe(spec).await
+    }
+    async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.0.dead_letters(spec, limit).await
+    }
+    async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        self.0.replay_dead_letters(spec, which).await
+    }
+}
+
+/// Runs the inner handler, and after its `n`-th success (the inbox transaction has
+/// committed) kills the process before the consumer can acknowledge the delivery.
+struct KillAfter<H> {
+    inner: H,
+    n: u32,
+    done: AtomicU32,
+}
+
+impl<H, S> Handler<BookBorrowed, S> for KillAfter<H>
+where
+    H: Handler<BookBorrowed, S>,
+    S: Send + Sync + 'static,
+{
+    async fn handle(
+        &self,
+        event: BookBorrowed,
+        cx: Context<S>,
+    ) -> std::result::Result<(), HandlerError> {
+        self.inner.handle(event, cx).await?;
+        if self.done.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+            println!(
+                "victim: {} events handled and committed; SIGKILL before the ack",
+                self.n
+            );
+            kill_self();
+        }
+        Ok(())
+    }
+}
+
+/// Catalog's state: where effects go, and how often the handler body ran in this process.
+struct Effects {
+    table: String,
+    runs: AtomicU32,
+}
+
+/// Shared by both databases: the statements use `$n` placeholders, which SQLite accepts.
+macro_rules! crash_suite {
+    ($name:ident, $feature:literal, $db:ty) => {
+        #[cfg(feature = $feature)]
+        pub(crate) mod $name {
+            use super::*;
+            use tidings_outbox::sqlx;
+
+            type Db = $db;
+
+            /// Catalog's inbox handler: an effect row and a follow-up event, in the inbox
+            /// transaction.
+            async fn apply(e: BookBorrowed, cx: InboxContext<Effects, Db>) -> std::result::Result<(), HandlerError> {
+                cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                {
+                    let mut tx = cx.tx()?;
+                    sqlx::query(&format!("INSERT INTO {} (n, event_id) VALUES ($1, $2)", cx.state().table))
+                        .bind(i64::from(e.n))
+                        .bind(cx.id().to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                cx.publish(StockChanged { book: e.book, n: e.n }).await?;
+                Ok(())
+            }
+
+            async fn lending(transport: impl Transport) -> Bus {
+                Bus::builder("lending").transport(transport).publishes::<LendingEvents>().build().await.unwrap()
+            }
+
+            async fn count(pool: &sqlx::Pool<Db>, sql: &str) -> i64 {
+                sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+            }
+
+            /// Lending's use case: a loan row and its event in one transaction.
+            async fn borrow(pool: &sqlx::Pool<Db>, outbox: &Outbox<Db>, bus: &Bus, prefix: &str, n: u32) {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(&format!("INSERT INTO {prefix}loans (n) VALUES ($1)")).bind(i64::from(n)).execute(&mut *tx).await.unwrap();
+                outbox.enqueue(&mut tx, bus, BookBorrowed { book: format!("book-{n}"), n }).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+
+            pub(crate) async fn create_tables(pool: &sqlx::Pool<Db>, prefix: &str) -> Outbox<Db> {
+                sqlx::query(&format!("CREATE TABLE {prefix}loans (n BIGINT NOT NULL)")).execute(pool).await.unwrap();
+                sqlx::query(&format!("CREATE TABLE {prefix}effects (n BIGINT NOT NULL, event_id TEXT NOT NULL)"))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                Outbox::builder(pool.clone()).table_prefix(prefix).build().await.unwrap()
+            }
+
+            /// The victim's part; never returns normally (the process is killed).
+            pub(crate) async fn victim(pool: sqlx::Pool<Db>, role: &str, prefix: &str) {
+                let outbox = Outbox::builder(pool.clone()).table_prefix(prefix).build().await.unwrap();
+                match role {
+                    "enqueue" => {
+                        let bus = lending(Memory::new()).await;
+                        for n in 0..EVENTS {
+                            borrow(&pool, &outbox, &bus, prefix, n).await;
+                        }
+                        println!("victim: {EVENTS} loans and events committed; SIGKILL before any publish");
+                        kill_self();
+                    }
+                    "handle" => {
+                        let hub = ConfirmsNeverArrive(Memory::new());
+                        let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
+                        let handler = KillAfter { inner: outbox.inbox().handler(apply), n: HANDLED_BEFORE_KILL, done: AtomicU32::new(0) };
+                        let _catalog = Bus::builder("catalog")
+                            .transport(hub.clone())
+                            .publishes::<CatalogEvents>()
+                            .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects).on(handler))
+                            .build()
+                            .await
+                            .unwrap();
+                        let bus = lending(hub).await;
+                        let _relay = Relay::start(bus, outbox, RelayConfig::default());
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        panic!("victim: the handler was never called");
+                    }
+                    other => panic!("unknown crash role {other}"),
+                }
+            }
+
+            async fn run_victim(role: &str, db: &str, prefix: &str) {
+                let exe = std::env::current_exe().unwrap();
+                let child = tokio::process::Command::new(exe)
+                    .args(["crash_victim", "--exact", "--nocapture", "--test-threads=1"])
+                    .env(ROLE, role)
+                    .env(DB, db)
+                    .env(PREFIX, prefix)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap();
+                let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+                    .await
+                    .expect("the victim did not die within 120 s")
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    output.status.signal(),
+                    Some(9),
+                    "the victim was not killed by SIGKILL: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                    output.status
+                );
+                assert!(stdout.contains("SIGKILL"), "the victim died elsewhere:\n{stdout}\n{stderr}");
+            }
+
+            /// The restarted service: fresh buses and relays on the same database. Returns
+            /// how often the catalog handler body ran here.
+            async fn restart_and_check(pool: &sqlx::Pool<Db>, prefix: &str) -> u32 {
+                let outbox = Outbox::builder(pool.clone()).table_prefix(prefix).build().await.unwrap();
+                let hub = Memory::new();
+                let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
+                let follow_ups = Arc::new(Mutex::new(Vec::<u32>::new()));
+                let catalog = Bus::builder("catalog")
+                    .transport(hub.clone())
+                    .publishes::<CatalogEvents>()
+                    .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects.clone()).on(outbox.inbox().handler(apply)))
+                    .build()
+                    .await
+                    .unwrap();
+                let seen = follow_ups.clone();
+                let audit = Bus::builder("audit")
+                    .transport(hub.clone())
+                    .subscribe(Subscription::to::<CatalogEvents>().with_shared_state(seen).on(
+                        |e: StockChanged, cx: Context<Mutex<Vec<u32>>>| async move {
+                            cx.state().lock().unwrap().push(e.n);
+                            Ok(())
+                        },
+                    ))
+                    .build()
+                    .await
+                    .unwrap();
+                let lending = lending(hub.clone()).await;
+                let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
+                let lending_relay = Relay::start(lending.clone(), outbox.clone(), config.clone());
+                let catalog_relay = Relay::start(catalog.clone(), outbox.clone(), config);
+
+                eventually("every follow-up arrives", || async { follow_ups.lock().unwrap().len() >= EVENTS as usize }).await;
+                eventually("both outboxes are drained", || async { outbox.counts(None).await.unwrap().pending == 0 }).await;
+                hub.idle().await;
+                // Give a stray duplicate the chance to show up before counting.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                hub.idle().await;
+
+                let e = format!("{prefix}effects");
+                assert_eq!(count(pool, &format!("SELECT COUNT(*) FROM {prefix}loans")).await, i64::from(EVENTS));
+                assert_eq!(count(pool, &format!("SELECT COUNT(*) FROM {e}")).await, i64::from(EVENTS), "an effect is missing or doubled");
+                assert_eq!(count(pool, &format!("SELECT COUNT(DISTINCT n) FROM {e}")).await, i64::from(EVENTS));
+                assert_eq!(count(pool, &format!("SELECT COUNT(DISTINCT event_id) FROM {e}")).await, i64::from(EVENTS));
+                let mut follow = follow_ups.lock().unwrap().clone();
+                follow.sort_unstable();
+                assert_eq!(follow, (0..EVENTS).collect::<Vec<_>>(), "each follow-up event exactly once");
+
+                lending_relay.shutdown().await;
+                catalog_relay.shutdown().await;
+                catalog.shutdown().await;
+                audit.shutdown().await;
+                effects.runs.load(Ordering::SeqCst)
+            }
+
+            pub(crate) async fn after_commit_before_publish(pool: sqlx::Pool<Db>, db: &str) {
+                let prefix = unique("crash_a");
+                let outbox = create_tables(&pool, &prefix).await;
+                run_victim("enqueue", db, &prefix).await;
+                // The victim's work is committed and nothing was published.
+                assert_eq!(count(&pool, &format!("SELECT COUNT(*) FROM {prefix}loans")).await, i64::from(EVENTS));
+                assert_eq!(outbox.counts(Some("lending")).await.unwrap().pending, u64::from(EVENTS));
+                let runs = restart_and_check(&pool, &prefix).await;
+                assert_eq!(runs, EVENTS, "every event handled once after the restart");
+            }
+
+            pub(crate) async fn after_handling_before_ack(pool: sqlx::Pool<Db>, db: &str) {
+                let prefix = unique("crash_b");
+                let outbox = create_tables(&pool, &prefix).await;
+                let bus = lending(Memory::new()).await;
+                for n in 0..EVENTS {
+                    borrow(&pool, &outbox, &bus, &prefix, n).await;
+                }
+                run_victim("handle", db, &prefix).await;
+                // The victim handled three events and committed their effects and
+                // follow-ups; none was acknowledged and no row was marked published.
+                assert_eq!(count(&pool, &format!("SELECT COUNT(*) FROM {prefix}effects")).await, i64::from(HANDLED_BEFORE_KILL));
+                assert_eq!(count(&pool, &format!("SELECT COUNT(*) FROM {prefix}inbox")).await, i64::from(HANDLED_BEFORE_KILL));
+                assert_eq!(outbox.counts(Some("lending")).await.unwrap().pending, u64::from(EVENTS));
+                assert_eq!(outbox.counts(Some("catalog")).await.unwrap().pending, u64::from(HANDLED_BEFORE_KILL));
+                let runs = restart_and_check(&pool, &prefix).await;
+                assert_eq!(
+                    runs,
+                    EVENTS - HANDLED_BEFORE_KILL,
+                    "the inbox must absorb the redelivered events the victim handled"
+                );
+            }
+        }
+    };
+}
+
+crash_suite!(sqlite_db, "sqlite", tidings_outbox::sqlx::Sqlite);
+crash_suite!(postgres_db, "postgres", tidings_outbox::sqlx::Postgres);
+
+/// Not a test of its own: the entry point of the victim process. Does nothing unless
+/// `TIDINGS_CRASH_ROLE` is set (by the crash tests, for the child they start).
+#[test]
+fn crash_victim() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let db = std::env::var(DB).unwrap();
+    let prefix = std::env::var(PREFIX).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        if let Some(path) = db.strip_prefix("sqlite:") {
+            sqlite_db::victim(
+                common::sqlite::pool_at(std::path::Path::new(path)).await,
+                &role,
+                &prefix,
+            )
+            .await;
+        } else if db == "postgres" {
+            #[cfg(feature = "postgres")]
+            postgres_db::victim(
+                common::postgres::pool("victim").await.unwrap(),
+                &role,
+                &prefix,
+            )
+            .await;
+        }
+        panic!("victim: unknown database {db}");
+    });
+}
+
+fn sqlite_path() -> String {
+    format!("sqlite:{}", common::sqlite::temp_path("crash").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_crash_after_commit_before_publish() {
+    let db = sqlite_path();
+    let pool =
+        common::sqlite::pool_at(std::path::Path::new(db.strip_prefix("sqlite:").unwrap())).await;
+    sqlite_db::after_commit_before_publish(pool, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_crash_after_handling_before_ack() {
+    let db = sqlite_path();
+    let pool =
+        common::sqlite::pool_at(std::path::Path::new(db.strip_prefix("sqlite:").unwrap())).await;
+    sqlite_db::after_handling_before_ack(pool, &db).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_after_commit_before_publish() {
+    let Some(pool) = common::postgres::pool("postgres_crash_after_commit_before_publish").await
+    else {
+        return;
+    };
+    postgres_db::after_commit_before_publish(pool, "postgres").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_after_handling_before_ack() {
+    let Some(pool) = common::postgres::pool("postgres_crash_after_handling_before_ack").await
+    else {
+        return;
+    };
+    postgres_db::after_handling_before_ack(pool, "postgres").await;
+}
