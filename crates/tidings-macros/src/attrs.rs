@@ -1,0 +1,224 @@
+//! Parsing of `#[event(..)]` and `#[topic(..)]`, and the checks both derives share.
+
+use syn::meta::ParseNestedMeta;
+use syn::{Attribute, Error, Generics, Ident, LitInt, LitStr, Member, Meta, Result};
+
+/// Longest wire or topic name accepted, in bytes (broker names have limits around 250).
+pub(crate) const MAX_NAME_LEN: usize = 200;
+
+/// What `#[event(..)]` says.
+#[derive(Default)]
+pub(crate) struct EventAttrs {
+    pub(crate) name: Option<String>,
+    pub(crate) version: Option<u32>,
+    pub(crate) key: Option<Member>,
+}
+
+/// Parses every `#[event(..)]` on the type; keys: `name`, `version`, `key`.
+pub(crate) fn event_attrs(attrs: &[Attribute]) -> Result<EventAttrs> {
+    let mut out = EventAttrs::default();
+    for_each_key(attrs, "event", |key, meta| match key.to_string().as_str() {
+        "name" => set(
+            &mut out.name,
+            key,
+            wire_name(meta, "lending.book-borrowed")?,
+        ),
+        "version" => set(&mut out.version, key, version(meta)?),
+        "key" => set(&mut out.key, key, meta.value()?.parse()?),
+        _ => Err(unknown_key(key, "event", "`name`, `version` and `key`")),
+    })?;
+    Ok(out)
+}
+
+/// Parses every `#[topic(..)]` on the type and returns the topic name; key: `name`.
+pub(crate) fn topic_name(attrs: &[Attribute]) -> Result<Option<String>> {
+    let mut name = None;
+    for_each_key(attrs, "topic", |key, meta| match key.to_string().as_str() {
+        "name" => set(&mut name, key, wire_name(meta, "lending")?),
+        _ => Err(unknown_key(key, "topic", "`name`")),
+    })?;
+    Ok(name)
+}
+
+/// Rejects type and lifetime parameters: a wire name names one concrete type.
+pub(crate) fn reject_generics(generics: &Generics, ident: &Ident, what: &str) -> Result<()> {
+    match generics.params.first() {
+        None => Ok(()),
+        Some(param) => Err(Error::new_spanned(
+            param,
+            format!(
+                "{what} must not be generic: a wire name stands for one concrete type; \
+                 remove the parameters from `{ident}` (or wrap a concrete type in a new struct)"
+            ),
+        )),
+    }
+}
+
+/// Checks a wire or topic name: non-empty, at most [`MAX_NAME_LEN`] bytes, only ASCII
+/// letters, digits, `.`, `-` and `_`. Returns what is wrong, phrased as what to write.
+pub(crate) fn check_name(name: &str, example: &str) -> std::result::Result<(), String> {
+    let allowed = "use only ASCII letters, digits, `.`, `-` and `_`";
+    if name.is_empty() {
+        return Err(format!(
+            "the name is empty: write a name such as `\"{example}\"`"
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "the name is {} bytes long, over the limit of {MAX_NAME_LEN}: shorten it, e.g. `\"{example}\"`",
+            name.len()
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        Some(c) => Err(format!(
+            "the name `{name}` contains {c:?}: {allowed}, e.g. `\"{example}\"`"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Calls `f` with each `key = ..` of every `#[<attr>(..)]`.
+fn for_each_key(
+    attrs: &[Attribute],
+    attr: &str,
+    mut f: impl FnMut(&Ident, &ParseNestedMeta<'_>) -> Result<()>,
+) -> Result<()> {
+    for a in attrs.iter().filter(|a| a.path().is_ident(attr)) {
+        if !matches!(a.meta, Meta::List(_)) {
+            return Err(Error::new_spanned(
+                a,
+                format!("`#[{attr}]` needs its keys in parentheses: `#[{attr}(name = \"..\")]`"),
+            ));
+        }
+        a.parse_nested_meta(|meta| match meta.path.get_ident() {
+            Some(key) => f(&key.clone(), &meta),
+            None => Err(meta.error(format!("expected a key such as `name` in `#[{attr}(..)]`"))),
+        })?;
+    }
+    Ok(())
+}
+
+fn set<T>(slot: &mut Option<T>, key: &Ident, value: T) -> Result<()> {
+    if slot.replace(value).is_some() {
+        return Err(Error::new(
+            key.span(),
+            format!("`{key}` is given twice: keep one"),
+        ));
+    }
+    Ok(())
+}
+
+fn unknown_key(key: &Ident, attr: &str, valid: &str) -> Error {
+    Error::new(
+        key.span(),
+        format!("unknown key `{key}` in `#[{attr}(..)]`: the valid keys are {valid}"),
+    )
+}
+
+fn wire_name(meta: &ParseNestedMeta<'_>, example: &str) -> Result<String> {
+    let value = meta.value()?;
+    let lit: LitStr = value.parse().map_err(|e| {
+        Error::new(
+            e.span(),
+            format!("expected a string: `name = \"{example}\"`"),
+        )
+    })?;
+    let name = lit.value();
+    check_name(&name, example).map_err(|msg| Error::new(lit.span(), msg))?;
+    Ok(name)
+}
+
+fn version(meta: &ParseNestedMeta<'_>) -> Result<u32> {
+    let bad = |span| {
+        Error::new(
+            span,
+            "the version must be a whole number of at least 1: `version = 1`",
+        )
+    };
+    let value = meta.value()?;
+    let lit: LitInt = value.parse().map_err(|e| bad(e.span()))?;
+    match lit.base10_parse::<u32>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(bad(lit.span())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    #[test]
+    fn names_of_ascii_letters_digits_dots_dashes_underscores_pass() {
+        for name in [
+            "lending.book-borrowed",
+            "A_b-9.x",
+            "x",
+            &"a".repeat(MAX_NAME_LEN),
+        ] {
+            assert_eq!(check_name(name, "e"), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_names_say_what_is_allowed() {
+        let empty = check_name("", "lending").unwrap_err();
+        assert!(
+            empty.contains("empty") && empty.contains("\"lending\""),
+            "{empty}"
+        );
+        let long = check_name(&"a".repeat(MAX_NAME_LEN + 1), "e").unwrap_err();
+        assert!(
+            long.contains("201 bytes") && long.contains("limit of 200"),
+            "{long}"
+        );
+        for (name, c) in [
+            ("a b", "' '"),
+            ("a/b", "'/'"),
+            ("bücher", "'ü'"),
+            ("a:b", "':'"),
+        ] {
+            let msg = check_name(name, "e").unwrap_err();
+            assert!(
+                msg.contains(c) && msg.contains("ASCII letters, digits"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_attrs_merge_several_attributes_and_ignore_others() {
+        let input: syn::DeriveInput = parse_quote! {
+            #[derive(Serialize)]
+            #[event(name = "a.b", version = 3)]
+            #[serde(rename_all = "camelCase")]
+            #[event(key = 0)]
+            struct A(u64);
+        };
+        let attrs = event_attrs(&input.attrs).unwrap();
+        assert_eq!(attrs.name.as_deref(), Some("a.b"));
+        assert_eq!(attrs.version, Some(3));
+        assert_eq!(attrs.key, Some(parse_quote!(0)));
+    }
+
+    #[test]
+    fn repeated_and_unknown_keys_are_errors() {
+        let twice: syn::DeriveInput = parse_quote! {
+            #[event(version = 1)] #[event(version = 2)] struct A;
+        };
+        let err = event_attrs(&twice.attrs).err().unwrap().to_string();
+        assert_eq!(err, "`version` is given twice: keep one");
+        let unknown: syn::DeriveInput = parse_quote!(
+            #[topic(nmae = "x")]
+            enum T {}
+        );
+        let err = topic_name(&unknown.attrs).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "unknown key `nmae` in `#[topic(..)]`: the valid keys are `name`"
+        );
+    }
+}

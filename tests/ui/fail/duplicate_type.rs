@@ -1,0 +1,17 @@
+use serde::{Deserialize, Serialize};
+use tidings::{Event, Topic};
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "lending.book-borrowed")]
+struct BookBorrowed {
+    book_id: u64,
+}
+
+#[derive(Topic)]
+#[topic(name = "lending")]
+enum LendingEvents {
+    BookBorrowed(BookBorrowed),
+    BookLent(BookBorrowed),
+}
+
+fn main() {}
