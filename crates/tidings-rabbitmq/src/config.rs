@@ -1,0 +1,415 @@
+//! Configuration of the RabbitMQ transport: broker URL, TLS, queue type, prefetch,
+//! publisher-confirm window, reconnect backoff and the publish deadline.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use lapin::uri::{AMQPScheme, AMQPUri};
+use tidings_core::{Error, ErrorKind, Result};
+
+/// The type of the work and dead-letter queues the transport declares.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Classic durable queues (the default): fast, single node.
+    #[default]
+    Classic,
+    /// Quorum queues: replicated (Raft) and safe across node failures, and they count
+    /// redeliveries (`x-delivery-count`), which tidings adds to the delivery attempt.
+    Quorum,
+}
+
+impl QueueType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+/// TLS settings for `amqps://` URLs: a custom CA and a client certificate for mutual TLS.
+///
+/// Without any setting, `amqps://` verifies the broker against the system's root
+/// certificates. The key material never appears in `Debug` output.
+#[derive(Clone, Default)]
+pub struct TlsConfig {
+    /// PEM certificates trusted in addition to the system roots.
+    pub(crate) ca_pem: Option<String>,
+    /// PEM client certificate chain and PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsConfig {
+    /// No custom CA, no client certificate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trust the PEM certificate(s) in `pem` (a private CA), in addition to the system
+    /// roots.
+    pub fn ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Trust the PEM certificate(s) in the file at `path`.
+    pub fn ca_file(self, path: impl AsRef<Path>) -> Result<Self> {
+        let pem = read_file(path.as_ref(), "CA certificate")?;
+        let pem = String::from_utf8(pem).map_err(|_| {
+            Error::config(format!(
+                "the CA certificate file {} is not PEM text",
+                path.as_ref().display()
+            ))
+        })?;
+        Ok(self.ca_pem(pem))
+    }
+
+    /// Present a client certificate (PEM chain) and its private key (PEM) for mutual TLS.
+    pub fn client_cert_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Present the client certificate and key from PEM files for mutual TLS.
+    pub fn client_cert_files(self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self> {
+        let cert_pem = read_file(cert.as_ref(), "client certificate")?;
+        let key_pem = read_file(key.as_ref(), "client key")?;
+        Ok(self.client_cert_pem(cert_pem, key_pem))
+    }
+
+    pub(crate) fn to_lapin(&self) -> lapin::tcp::OwnedTLSConfig {
+        lapin::tcp::OwnedTLSConfig {
+            identity: self
+                .client
+                .as_ref()
+                .map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 {
+                    pem: pem.clone(),
+                    key: key.clone(),
+                }),
+            cert_chain: self.ca_pem.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::config(format!("cannot read the {what} file {}", path.display())).with_source(e)
+    })
+}
+
+/// How the transport reconnects after the connection dropped: exponential backoff with
+/// jitter between `min_delay` and `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reconnect {
+    /// The first delay (default 100 ms).
+    pub min_delay: Duration,
+    /// The longest delay (default 5 s).
+    pub max_delay: Duration,
+    /// The factor delays grow by (default 2).
+    pub factor: f32,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            factor: 2.0,
+        }
+    }
+}
+
+impl Reconnect {
+    pub(crate) fn backoff(&self) -> impl Iterator<Item = Duration> {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay.max(self.min_delay))
+            .with_factor(self.factor.max(1.0))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// Configuration of [`RabbitMq`](crate::RabbitMq).
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_rabbitmq::{QueueType, RabbitMqConfig};
+/// let config = RabbitMqConfig::new("amqp://app:s3cret@rabbit.internal:5672/%2f")
+///     .connection_name("catalog")
+///     .queue_type(QueueType::Quorum)
+///     .publish_timeout(Duration::from_secs(10));
+/// // The password never shows.
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct RabbitMqConfig {
+    pub(crate) url: String,
+    pub(crate) connection_name: Option<String>,
+    pub(crate) prefetch: Option<u16>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) queue_type: QueueType,
+    pub(crate) single_active_consumer: bool,
+    pub(crate) tls: TlsConfig,
+    pub(crate) reconnect: Reconnect,
+    pub(crate) publish_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_message_size: usize,
+}
+
+impl RabbitMqConfig {
+    /// Configuration for the broker at `url` (`amqp://user:pass@host:5672/vhost` or
+    /// `amqps://...`; the vhost `/` is written `%2f`), with the defaults:
+    /// classic queues, the prefetch each subscription asks for, 1024 publisher confirms in
+    /// flight, a 30 s publish deadline, reconnect backoff 100 ms to 5 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        RabbitMqConfig {
+            url: url.into(),
+            connection_name: None,
+            prefetch: None,
+            max_in_flight: 1024,
+            queue_type: QueueType::Classic,
+            single_active_consumer: false,
+            tls: TlsConfig::default(),
+            reconnect: Reconnect::default(),
+            publish_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_message_size: 128 * 1024 * 1024,
+        }
+    }
+
+    /// The name the connection shows in the RabbitMQ management UI (default `tidings`).
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// Prefetch (`basic.qos`) for every subscription of this transport, instead of the
+    /// value each subscription asks for (`Subscription::prefetch`, default 100).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// How many published messages may wait for their broker confirm at once, across all
+    /// publishes of this transport (default 1024). A batch larger than this is sent as a
+    /// sliding window.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The type of the work and dead-letter queues (default [`QueueType::Classic`]).
+    /// Changing it for existing queues fails at `build()`: RabbitMQ cannot convert a queue.
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// Declare work queues with `x-single-active-consumer`, so that of several competing
+    /// instances only one receives at a time: events are then handled in publish order,
+    /// and the transport reports the `ordering_key` capability. Off by default.
+    pub fn single_active_consumer(mut self, on: bool) -> Self {
+        self.single_active_consumer = on;
+        self
+    }
+
+    /// TLS settings for `amqps://` (custom CA, client certificate).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The reconnect backoff.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How long a publish may wait for the broker (reconnecting if needed, then for the
+    /// confirms) before it fails with [`ErrorKind::Unavailable`] or
+    /// [`ErrorKind::Timeout`] (default 30 s). `provision` uses it too.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest message the transport accepts (default 128 MiB, RabbitMQ's default
+    /// `max_message_size`).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The URL with the password replaced by `***`, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Parse and check the URL.
+    pub(crate) fn uri(&self) -> Result<AMQPUri> {
+        let uri: AMQPUri = self.url.parse().map_err(|e: String| {
+            // The parser's message may quote the URL: show it redacted.
+            let e = scrub(&e, &self.url);
+            Error::config(format!(
+                "invalid RabbitMQ URL {}: {e}; expected amqp://user:password@host:5672/vhost or amqps://...",
+                self.redacted_url()
+            ))
+        })?;
+        if uri.scheme == AMQPScheme::AMQP
+            && (self.tls.ca_pem.is_some() || self.tls.client.is_some())
+        {
+            tracing::warn!(
+                url = %self.redacted_url(),
+                "TLS settings are ignored for an amqp:// URL; use amqps:// to connect with TLS"
+            );
+        }
+        Ok(uri)
+    }
+}
+
+impl fmt::Debug for RabbitMqConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitMqConfig")
+            .field("url", &self.redacted_url())
+            .field("connection_name", &self.connection_name)
+            .field("prefetch", &self.prefetch)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("queue_type", &self.queue_type)
+            .field("single_active_consumer", &self.single_active_consumer)
+            .field("tls", &self.tls)
+            .field("reconnect", &self.reconnect)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .finish()
+    }
+}
+
+/// `url` without its password: `amqp://user:***@host/vhost`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    // The authority ends at the first '/', '?' or '#' after the scheme.
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    let authority = &url[start..end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!(
+                "{}{user}{hidden}@{}{}",
+                &url[..start],
+                &authority[at + 1..],
+                &url[end..]
+            )
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `message` with every occurrence of `url` (and of its password) hidden.
+pub(crate) fn scrub(message: &str, url: &str) -> String {
+    let mut out = message.replace(url, &redact(url));
+    if let Some(password) = password_of(url) {
+        if !password.is_empty() {
+            out = out.replace(password, "***");
+        }
+    }
+    out
+}
+
+fn password_of(url: &str) -> Option<&str> {
+    let start = url.find("://")? + 3;
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    let authority = &url[start..end];
+    let at = authority.rfind('@')?;
+    authority[..at].split_once(':').map(|(_, p)| p)
+}
+
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.len() > 255 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("the {kind} `{name}` is longer than RabbitMQ's limit of 255 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact("amqps://u:p@ss:w@rd@host/vh?heartbeat=10"),
+            "amqps://u:***@host/vh?heartbeat=10"
+        );
+        assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(redact("amqp://user@host"), "amqp://user@host");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let config = RabbitMqConfig::new("amqp://guest:hunter2@host/%2f")
+            .tls(TlsConfig::new().client_cert_pem("CERT", "-----BEGIN PRIVATE KEY----- topsecret"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("guest:***@host"), "{shown}");
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error_without_the_password() {
+        let err = RabbitMqConfig::new("amqp://guest:hunter2@host:notaport/%2f")
+            .uri()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn missing_tls_file_is_a_config_error_naming_it() {
+        let err = TlsConfig::new().ca_file("/nonexistent/ca.pem").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}

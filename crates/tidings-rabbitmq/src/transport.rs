@@ -1,0 +1,446 @@
+//! [`RabbitMq`]: the transport value, its shared connection and how it recovers.
+//!
+//! One AMQP connection per `RabbitMq` value (clones share it), opened on first use. When
+//! it drops, the next operation that needs it reconnects with exponential backoff and
+//! declares every topology provisioned so far again before anything else uses the new
+//! connection. Publishers wait for that within their deadline; subscribers report the
+//! failure to the bus's consumer loop, which asks again after a pause.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::options::ExchangeDeclareOptions;
+use lapin::types::{FieldTable, LongString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tidings_core::{
+    Capabilities, DeadLetter, Error, ErrorKind, Replay, Result, SubscriptionSpec, Topology,
+    Transport,
+};
+use tokio::time::Instant;
+
+use crate::config::{check_name, scrub, RabbitMqConfig};
+use crate::error::{code, from_lapin};
+use crate::publisher::Publisher;
+use crate::subscriber::{self, RabbitMqSubscriber};
+use crate::topology::{self, QueueNames};
+
+/// The RabbitMQ transport: give it to `Bus::builder(..).transport(..)`.
+///
+/// Cheap to clone; clones share one connection. Connecting is lazy: nothing touches the
+/// network until the bus provisions its topology in `build()`, which fails with a clear
+/// error if the broker cannot be reached within the publish timeout.
+///
+/// ```no_run
+/// # async fn run() -> tidings_core::Result<()> {
+/// use tidings_core::Bus;
+/// use tidings_rabbitmq::RabbitMq;
+/// let bus = Bus::builder("lending")
+///     .transport(RabbitMq::connect("amqp://guest:guest@127.0.0.1:5672/%2f"))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RabbitMq {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl RabbitMq {
+    /// The transport for the broker at `url` with the default configuration. Lazy: the
+    /// URL is checked and the connection opened when the bus first needs it (`build()`),
+    /// which reports a bad URL as a [`ErrorKind::Config`] error. Use
+    /// [`from_url`](Self::from_url) to check the URL at once.
+    pub fn connect(url: impl Into<String>) -> Self {
+        Self::with_config(RabbitMqConfig::new(url))
+    }
+
+    /// The transport with a full configuration (TLS, queue type, prefetch, timeouts). Lazy
+    /// like [`connect`](Self::connect).
+    pub fn with_config(config: RabbitMqConfig) -> Self {
+        RabbitMq {
+            shared: Arc::new(Shared::new(config)),
+        }
+    }
+
+    /// Like [`connect`](Self::connect), but fails at once with [`ErrorKind::Config`] if
+    /// `url` is not an `amqp://` or `amqps://` URL. Used by `tidings::connect` for
+    /// `transport_url("amqp://...")`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config = RabbitMqConfig::new(url);
+        config.uri()?;
+        Ok(Self::with_config(config))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RabbitMqConfig {
+        &self.shared.config
+    }
+
+    /// Open the connection now (it is otherwise opened on first use), waiting up to the
+    /// publish timeout.
+    pub async fn connected(self) -> Result<Self> {
+        self.shared.connection(self.shared.deadline()).await?;
+        Ok(self)
+    }
+
+    /// How many times the transport has (re)connected so far; grows by one on every
+    /// recovery. Useful in tests and health checks.
+    pub fn connection_generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is currently open.
+    pub fn is_connected(&self) -> bool {
+        self.shared.current().is_some()
+    }
+}
+
+impl fmt::Debug for RabbitMq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitMq")
+            .field("url", &self.shared.redacted)
+            .field("connected", &self.is_connected())
+            .field("generation", &self.connection_generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live connection and the number of the (re)connect that opened it.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) connection: Arc<Connection>,
+    pub(crate) generation: u64,
+}
+
+/// What all clones of a `RabbitMq` share.
+pub(crate) struct Shared {
+    pub(crate) config: RabbitMqConfig,
+    pub(crate) redacted: String,
+    current: Mutex<Option<Live>>,
+    reconnecting: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    /// Every topology provisioned so far, declared again after each reconnect.
+    topologies: Mutex<Vec<Topology>>,
+    /// Exchanges known to exist on the current connection (generation, names).
+    exchanges: Mutex<(u64, HashSet<String>)>,
+    /// Delay queues declared on the current connection (generation, names).
+    delay_queues: Mutex<(u64, HashSet<String>)>,
+    pub(crate) publisher: Publisher,
+}
+
+impl Shared {
+    fn new(config: RabbitMqConfig) -> Self {
+        Shared {
+            redacted: config.redacted_url(),
+            publisher: Publisher::new(config.max_in_flight),
+            config,
+            current: Mutex::new(None),
+            reconnecting: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            topologies: Mutex::new(Vec::new()),
+            exchanges: Mutex::new((0, HashSet::new())),
+            delay_queues: Mutex::new((0, HashSet::new())),
+        }
+    }
+
+    /// The deadline of an operation starting now.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.config.publish_timeout
+    }
+
+    /// The open connection, if there is one.
+    pub(crate) fn current(&self) -> Option<Live> {
+        let current = self.current.lock().expect("connection lock");
+        current
+            .as_ref()
+            .filter(|live| live.connection.status().connected())
+            .cloned()
+    }
+
+    /// The open connection, reconnecting (with backoff, until `deadline`) if there is
+    /// none. After a reconnect every provisioned topology has been declared again.
+    pub(crate) async fn connection(&self, deadline: Instant) -> Result<Live> {
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let Ok(_guard) = tokio::time::timeout_at(deadline, self.reconnecting.lock()).await else {
+            return Err(self.unreachable(None));
+        };
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let mut backoff = self.config.reconnect.backoff();
+        loop {
+            let error = match self.connect_once(deadline).await {
+                Ok(live) => return Ok(live),
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => e,
+            };
+            let delay = backoff.next().unwrap_or(self.config.reconnect.max_delay);
+            tracing::warn!(
+                url = %self.redacted, error = %error, retry_in = ?delay,
+                "cannot connect to RabbitMQ; trying again"
+            );
+            if Instant::now() + delay >= deadline {
+                return Err(self.unreachable(Some(error)));
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn unreachable(&self, last: Option<Error>) -> Error {
+        let e = Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "RabbitMQ at {} is unreachable: gave up after {:?}",
+                self.redacted, self.config.publish_timeout
+            ),
+        );
+        match last {
+            Some(last) => e.with_source(last),
+            None => e,
+        }
+    }
+
+    async fn connect_once(&self, deadline: Instant) -> Result<Live> {
+        let uri = self.config.uri()?;
+        let name = self
+            .config
+            .connection_name
+            .clone()
+            .unwrap_or_else(|| "tidings".into());
+        let properties =
+            ConnectionProperties::default().with_connection_name(LongString::from(name));
+        let runtime = lapin::runtime::default_runtime().map_err(|e| {
+            from_lapin(
+                e,
+                "lapin has no tokio runtime: connect from inside a tokio runtime",
+            )
+        })?;
+        let attempt = self
+            .config
+            .connect_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(10));
+        let connecting = Connection::connect_uri_with_config(
+            uri,
+            properties,
+            self.config.tls.to_lapin(),
+            runtime,
+        );
+        let connection = match tokio::time::timeout(attempt, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                let e = from_lapin(
+                    e,
+                    format_args!("connecting to RabbitMQ at {}", self.redacted),
+                );
+                // lapin's messages never carry the URL, but be sure.
+                let scrubbed = scrub(&e.to_string(), &self.config.url);
+                return Err(if scrubbed == e.to_string() {
+                    e
+                } else {
+                    Error::new(e.kind(), scrubbed)
+                });
+            }
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "connecting to RabbitMQ at {} took longer than {attempt:?}",
+                    self.redacted
+                )))
+            }
+        };
+        // Declare the topology again before anyone uses the new connection.
+        let topologies = self.topologies.lock().expect("topologies lock").clone();
+        if !topologies.is_empty() {
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| from_lapin(e, "opening a channel to declare the topology"))?;
+            for topology in &topologies {
+                topology::declare(&channel, topology, &self.config).await?;
+            }
+            let _ = channel.close(200, "declared".into()).await;
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let live = Live {
+            connection: Arc::new(connection),
+            generation,
+        };
+        *self.current.lock().expect("connection lock") = Some(live.clone());
+        if generation > 1 {
+            tracing::info!(url = %self.redacted, generation, "reconnected to RabbitMQ; topology declared again");
+        } else {
+            tracing::debug!(url = %self.redacted, "connected to RabbitMQ");
+        }
+        Ok(live)
+    }
+
+    /// A new channel on the open connection (reconnecting if needed).
+    pub(crate) async fn channel(&self, deadline: Instant) -> Result<(Channel, u64)> {
+        let live = self.connection(deadline).await?;
+        match live.connection.create_channel().await {
+            Ok(channel) => Ok((channel, live.generation)),
+            Err(e) => Err(from_lapin(e, "opening a channel")),
+        }
+    }
+
+    /// Make sure the exchange `name` exists before publishing to it (checked once per
+    /// connection), so that a publish to an unknown topic fails with
+    /// [`ErrorKind::NotFound`] instead of closing the shared publishing channel.
+    pub(crate) async fn check_exchange(&self, name: &str, deadline: Instant) -> Result<()> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        {
+            let known = self.exchanges.lock().expect("exchanges lock");
+            if known.0 == generation && known.1.contains(name) {
+                return Ok(());
+            }
+        }
+        check_name("topic", name)?;
+        let (channel, generation) = self.channel(deadline).await?;
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match channel
+            .exchange_declare(name.into(), ExchangeKind::Topic, passive, FieldTable::default())
+            .await
+        {
+            Ok(()) => {
+                let _ = channel.close(200, "checked".into()).await;
+                self.remember_exchange(name, generation);
+                Ok(())
+            }
+            Err(e) if crate::error::amqp_error(&e).map(|a| a.get_id()) == Some(code::NOT_FOUND) => {
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "the topic exchange `{name}` does not exist on RabbitMQ at {}: declare the topic with `.publishes::<T>()` so that `build()` creates it",
+                        self.redacted
+                    ),
+                ))
+            }
+            Err(e) => Err(from_lapin(e, format_args!("checking that the exchange `{name}` exists"))),
+        }
+    }
+
+    fn remember_exchange(&self, name: &str, generation: u64) {
+        let mut known = self.exchanges.lock().expect("exchanges lock");
+        if known.0 != generation {
+            *known = (generation, HashSet::new());
+        }
+        known.1.insert(name.to_string());
+    }
+
+    /// Declare the delay queue `name` of a subscription, once per connection.
+    pub(crate) async fn ensure_delay_queue(
+        &self,
+        names: &QueueNames,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<()> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        {
+            let known = self.delay_queues.lock().expect("delay queues lock");
+            if known.0 == generation && known.1.contains(name) {
+                return Ok(());
+            }
+        }
+        let (channel, generation) = self.channel(deadline).await?;
+        topology::declare_delay_queue(&channel, names, name).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        let mut known = self.delay_queues.lock().expect("delay queues lock");
+        if known.0 != generation {
+            *known = (generation, HashSet::new());
+        }
+        known.1.insert(name.to_string());
+        Ok(())
+    }
+
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        for t in &topology.publishes {
+            check_name("topic", &t.name)?;
+        }
+        for s in &topology.subscriptions {
+            let names = QueueNames::of(s);
+            check_name("queue", &names.dead_letter_exchange)?;
+            check_name("queue", &names.delay(Duration::from_secs(u32::MAX as u64)))?;
+        }
+        // Remember it first: a reconnect from here on declares it too.
+        {
+            let mut all = self.topologies.lock().expect("topologies lock");
+            if !all.iter().any(|t| same_topology(t, topology)) {
+                all.push(topology.clone());
+            }
+        }
+        let deadline = self.deadline();
+        let live = self.connection(deadline).await?;
+        let channel = live
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| from_lapin(e, "opening a channel to declare the topology"))?;
+        let declared = topology::declare(&channel, topology, &self.config).await;
+        if let Err(e) = declared {
+            // Do not redeclare a topology the broker refuses after every reconnect.
+            if !e.is_retryable() {
+                self.topologies
+                    .lock()
+                    .expect("topologies lock")
+                    .retain(|t| !same_topology(t, topology));
+            }
+            return Err(e);
+        }
+        let _ = channel.close(200, "declared".into()).await;
+        for t in &topology.publishes {
+            self.remember_exchange(&t.name, live.generation);
+        }
+        for s in &topology.subscriptions {
+            self.remember_exchange(&s.topic, live.generation);
+        }
+        Ok(())
+    }
+}
+
+fn same_topology(a: &Topology, b: &Topology) -> bool {
+    a.service == b.service && a.publishes == b.publishes && a.subscriptions == b.subscriptions
+}
+
+impl Transport for RabbitMq {
+    type Subscriber = RabbitMqSubscriber;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            delayed_redelivery: true,
+            ordering_key: self.shared.config.single_active_consumer,
+            native_dead_letter: true,
+            batch_publish: true,
+            competing_consumers: true,
+            durable: true,
+            max_message_size: self.shared.config.max_message_size,
+        }
+    }
+
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        self.shared.provision(topology).await
+    }
+
+    async fn publish(&self, topic: &str, envelopes: Vec<tidings_core::Envelope>) -> Result<()> {
+        crate::publisher::publish_to_topic(&self.shared, topic, envelopes).await
+    }
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<Self::Subscriber> {
+        RabbitMqSubscriber::start(self.shared.clone(), spec).await
+    }
+
+    async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
+        subscriber::dead_letters(&self.shared, spec, limit).await
+    }
+
+    async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        subscriber::replay_dead_letters(&self.shared, spec, which).await
+    }
+}
