@@ -58,7 +58,9 @@ impl Memory {
     }
 
     /// The process-wide hub named by `url`: `memory://` is the default hub, `memory://name`
-    /// a named one, created on first use. Options may follow:
+    /// a named one, created on first use and kept for the life of the process (envelopes
+    /// left in its queues stay there, so tests sharing a named hub should use distinct
+    /// names or drain what they publish). Options may follow:
     /// `memory://name?queue_capacity=1000&dead_letter_capacity=500&max_message_size=65536`.
     ///
     /// Fails with [`ErrorKind::Config`](tidings_core::ErrorKind::Config) for another
