@@ -1,0 +1,74 @@
+//! Service Bus answers as tidings errors: the status decides the kind, the `<Detail>` of
+//! the answer goes into the message. The SAS key is never part of one.
+
+use tidings_core::{Error, ErrorKind};
+
+/// The `<Detail>` (or the start of the body) of an error answer, for messages.
+pub(crate) fn detail(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let inner = match (text.find("<Detail>"), text.find("</Detail>")) {
+        (Some(a), Some(b)) if b > a => &text[a + 8..b],
+        _ => text.trim(),
+    };
+    let mut s: String = inner.chars().take(300).collect();
+    if s.is_empty() {
+        s = "no details".into();
+    }
+    s
+}
+
+/// An error for an unexpected status of `what` (`"sending to topic `lending`"`).
+pub(crate) fn status_error(status: u16, body: &[u8], what: &str, key_name: &str) -> Error {
+    let detail = detail(body);
+    match status {
+        401 => Error::new(
+            ErrorKind::Unauthorized,
+            format!("{what}: Service Bus refused the SAS policy `{key_name}` (401): {detail}"),
+        ),
+        403 if detail.contains("Size") || detail.contains("size") || detail.contains("large") => {
+            Error::new(
+                ErrorKind::MessageTooLarge,
+                format!("{what}: the message is larger than the namespace accepts (403): {detail}"),
+            )
+        }
+        403 => Error::new(
+            ErrorKind::Rejected,
+            format!("{what}: Service Bus refused it, quota exceeded or forbidden (403): {detail}"),
+        ),
+        404 | 410 => Error::new(
+            ErrorKind::NotFound,
+            format!("{what}: it does not exist ({status}): {detail}"),
+        ),
+        413 => Error::new(
+            ErrorKind::MessageTooLarge,
+            format!("{what}: the request is too large (413): {detail}"),
+        ),
+        400 | 409 => Error::new(
+            ErrorKind::Rejected,
+            format!("{what}: Service Bus rejected the request ({status}): {detail}"),
+        ),
+        408 | 429 | 500..=599 => Error::new(
+            ErrorKind::Unavailable,
+            format!("{what}: Service Bus is unavailable or busy ({status}): {detail}"),
+        ),
+        _ => Error::new(
+            ErrorKind::Backend,
+            format!("{what}: unexpected answer {status}: {detail}"),
+        ),
+    }
+}
+
+/// An error from the HTTP client or the azure crate.
+pub(crate) fn azure_error(e: azure_core::Error, what: &str, key_name: &str) -> Error {
+    if let Some(http) = e.as_http_error() {
+        let status: u16 = http.status().into();
+        let body = http.error_message().unwrap_or_default().as_bytes().to_vec();
+        return status_error(status, &body, what, key_name);
+    }
+    let kind = match e.kind() {
+        azure_core::error::ErrorKind::Io => ErrorKind::Unavailable,
+        azure_core::error::ErrorKind::Credential => ErrorKind::Unauthorized,
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, format!("{what}: {e}")).with_source(e)
+}

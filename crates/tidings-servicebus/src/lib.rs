@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod http;
+mod publisher;
+mod subscriber;
+mod topology;
+mod transport;
+mod wire;
+
+pub use config::ServiceBusConfig;
+pub use subscriber::{ServiceBusAcker, ServiceBusSubscriber};
+pub use transport::ServiceBus;

@@ -1,0 +1,291 @@
+//! Provisioning through the management REST API (Atom XML, `api-version=2017-04`): a topic
+//! per tidings topic, a subscription per subscribing service, and on it one SQL rule
+//! `tidings` that lets through the wire names the service handles (by `Label`) and the
+//! re-sends addressed to it (by `To`). The azure crate has no management calls, so these
+//! are built here.
+
+use azure_core::Method;
+use bytes::Bytes;
+use tidings_core::{Error, ErrorKind, Result, SubscriptionSpec, Topology};
+
+use crate::http::Rest;
+use crate::ServiceBusConfig;
+
+const API: &str = "api-version=2017-04";
+const SB_NS: &str = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
+/// The rule this transport owns on each subscription.
+pub(crate) const RULE: &str = "tidings";
+
+/// The SQL filter of a subscription's rule: its handled wire names, and re-sends addressed
+/// to it.
+pub(crate) fn rule_expression(spec: &SubscriptionSpec) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let to = quote(&spec.name);
+    if spec.events.is_empty() {
+        return format!("sys.To = {to}");
+    }
+    let names: Vec<String> = spec.events.iter().map(|e| quote(e)).collect();
+    format!(
+        "(sys.Label IN ({}) AND sys.To IS NULL) OR sys.To = {to}",
+        names.join(", ")
+    )
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&apos;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+fn entry(content: String) -> Bytes {
+    Bytes::from(format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><entry xmlns=\"http://www.w3.org/2005/Atom\"><content type=\"application/xml\">{content}</content></entry>"
+    ))
+}
+
+/// The text of the first `<tag>` in `xml`.
+fn tag_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(&xml[start..end])
+}
+
+/// Whether a management GET found the entity: Service Bus answers a missing one with an
+/// empty feed (or, some versions, 404).
+fn found(status: u16, body: &[u8]) -> bool {
+    status == 200 && String::from_utf8_lossy(body).contains("<entry")
+}
+
+pub(crate) async fn provision(
+    rest: &Rest,
+    config: &ServiceBusConfig,
+    topology: &Topology,
+) -> Result<()> {
+    if !config.provision {
+        tracing::debug!("provisioning is off; assuming the topics, subscriptions and rules exist");
+        return Ok(());
+    }
+    let mut topics: Vec<&str> = topology.publishes.iter().map(|t| t.name.as_str()).collect();
+    topics.extend(topology.subscriptions.iter().map(|s| s.topic.as_str()));
+    topics.sort_unstable();
+    topics.dedup();
+    for topic in topics {
+        ensure_topic(rest, topic)
+            .await
+            .map_err(|e| explain(e, rest, config, topology))?;
+    }
+    for spec in &topology.subscriptions {
+        ensure_subscription(rest, config, spec)
+            .await
+            .map_err(|e| explain(e, rest, config, topology))?;
+    }
+    Ok(())
+}
+
+/// Turn a refusal into a message that says what to provision by hand.
+fn explain(e: Error, rest: &Rest, config: &ServiceBusConfig, topology: &Topology) -> Error {
+    if e.kind() != ErrorKind::Unauthorized {
+        return e;
+    }
+    let mut needs: Vec<String> = topology
+        .publishes
+        .iter()
+        .map(|t| format!("topic `{}`", t.name))
+        .collect();
+    for s in &topology.subscriptions {
+        needs.push(format!(
+            "subscription `{}` on topic `{}` (MaxDeliveryCount {}) with a SQL rule `{RULE}`: {} (and without the `$Default` rule)",
+            s.name,
+            s.topic,
+            config.max_delivery_count,
+            rule_expression(s)
+        ));
+    }
+    Error::new(
+        ErrorKind::Unauthorized,
+        format!(
+            "cannot provision on namespace `{}`: the SAS policy `{}` lacks the Manage right ({}). Create {} yourself, or use a policy with Manage rights; once they exist, turn provisioning off (`ServiceBusConfig::provision(false)`, `provision=false` in the URL)",
+            rest.namespace,
+            rest.key_name,
+            e.message(),
+            needs.join("; ")
+        ),
+    )
+}
+
+async fn ensure_topic(rest: &Rest, topic: &str) -> Result<()> {
+    let path = format!("/{topic}?{API}");
+    let what = format!("reading topic `{topic}`");
+    let got = rest.call(Method::Get, &path, &[], None, &what).await?;
+    if found(got.status, &got.body) {
+        return Ok(());
+    }
+    if got.status != 200 && got.status != 404 {
+        return Err(crate::error::status_error(
+            got.status,
+            &got.body,
+            &what,
+            &rest.key_name,
+        ));
+    }
+    let body = entry(format!("<TopicDescription xmlns=\"{SB_NS}\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"></TopicDescription>"));
+    let headers = [(
+        "content-type",
+        "application/atom+xml;type=entry;charset=utf-8".to_string(),
+    )];
+    rest.expect(
+        Method::Put,
+        &path,
+        &headers,
+        Some(body),
+        &[200, 201, 409],
+        &format!("creating topic `{topic}`"),
+    )
+    .await?;
+    tracing::info!(topic, "created Service Bus topic");
+    Ok(())
+}
+
+async fn ensure_subscription(
+    rest: &Rest,
+    config: &ServiceBusConfig,
+    spec: &SubscriptionSpec,
+) -> Result<()> {
+    let (topic, name) = (&spec.topic, &spec.name);
+    let path = format!("/{topic}/subscriptions/{name}?{API}");
+    let what = format!("reading subscription `{name}` of topic `{topic}`");
+    let got = rest.call(Method::Get, &path, &[], None, &what).await?;
+    let headers = [(
+        "content-type",
+        "application/atom+xml;type=entry;charset=utf-8".to_string(),
+    )];
+    if found(got.status, &got.body) {
+        let body = String::from_utf8_lossy(&got.body);
+        if let Some(n) =
+            tag_text(&body, "MaxDeliveryCount").and_then(|n| n.trim().parse::<u32>().ok())
+        {
+            if n > 100 {
+                tracing::warn!(subscription = %name, topic = %topic, max_delivery_count = n,
+                    "the subscription's MaxDeliveryCount is high: parking a dead letter takes that many unlocks");
+            }
+        }
+    } else {
+        if got.status != 200 && got.status != 404 {
+            return Err(crate::error::status_error(
+                got.status,
+                &got.body,
+                &what,
+                &rest.key_name,
+            ));
+        }
+        let lock = format!("PT{}S", config.lock_duration.as_secs().max(1));
+        let body = entry(format!(
+            "<SubscriptionDescription xmlns=\"{SB_NS}\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"><LockDuration>{lock}</LockDuration><RequiresSession>false</RequiresSession><DeadLetteringOnMessageExpiration>false</DeadLetteringOnMessageExpiration><DeadLetteringOnFilterEvaluationExceptions>false</DeadLetteringOnFilterEvaluationExceptions><MaxDeliveryCount>{}</MaxDeliveryCount></SubscriptionDescription>",
+            config.max_delivery_count
+        ));
+        rest.expect(
+            Method::Put,
+            &path,
+            &headers,
+            Some(body),
+            &[200, 201, 409],
+            &format!("creating subscription `{name}` of topic `{topic}`"),
+        )
+        .await?;
+        tracing::info!(subscription = %name, topic = %topic, "created Service Bus subscription");
+    }
+    // Our rule first, then away with `$Default`, so no message falls between two rules.
+    let rules_path = format!("/{topic}/subscriptions/{name}/rules?{API}");
+    let rules = rest
+        .expect(
+            Method::Get,
+            &rules_path,
+            &[],
+            None,
+            &[200],
+            &format!("listing the rules of subscription `{name}`"),
+        )
+        .await?;
+    let rules = String::from_utf8_lossy(&rules.body).into_owned();
+    let mut existing: Vec<(String, Option<String>)> = Vec::new();
+    for part in rules.split("<entry").skip(1) {
+        let Some(title) = tag_text(part, "Name").or_else(|| {
+            part.find("<title").and_then(|i| {
+                let rest = &part[i..];
+                let start = rest.find('>')? + 1;
+                let end = rest.find("</title>")?;
+                Some(&rest[start..end])
+            })
+        }) else {
+            continue;
+        };
+        existing.push((
+            xml_unescape(title.trim()),
+            tag_text(part, "SqlExpression").map(xml_unescape),
+        ));
+    }
+    let want = rule_expression(spec);
+    let ours = existing.iter().find(|(n, _)| n.eq_ignore_ascii_case(RULE));
+    if ours.and_then(|(_, e)| e.as_deref()) != Some(want.as_str()) {
+        let mut headers = headers.to_vec();
+        if ours.is_some() {
+            headers.push(("if-match", "*".to_string()));
+        }
+        let body = entry(format!(
+            "<RuleDescription xmlns=\"{SB_NS}\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"><Filter i:type=\"SqlFilter\"><SqlExpression>{}</SqlExpression></Filter><Action i:type=\"EmptyRuleAction\"/><Name>{RULE}</Name></RuleDescription>",
+            xml_escape(&want)
+        ));
+        rest.expect(
+            Method::Put,
+            &format!("/{topic}/subscriptions/{name}/rules/{RULE}?{API}"),
+            &headers,
+            Some(body),
+            &[200, 201],
+            &format!("setting the rule `{RULE}` of subscription `{name}`"),
+        )
+        .await?;
+        tracing::info!(subscription = %name, topic = %topic, rule = %want, "set the subscription's rule");
+    }
+    if existing.iter().any(|(n, _)| n == "$Default") {
+        rest.expect(
+            Method::Delete,
+            &format!("/{topic}/subscriptions/{name}/rules/$Default?{API}"),
+            &[],
+            None,
+            &[200, 404],
+            &format!("removing the `$Default` rule of subscription `{name}`"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_lets_through_handled_names_and_resends_to_the_subscription() {
+        let spec = SubscriptionSpec::new(
+            "catalog",
+            "catalog",
+            "lending",
+            vec!["lending.book-borrowed".into(), "it's".into()],
+        );
+        assert_eq!(
+            rule_expression(&spec),
+            "(sys.Label IN ('lending.book-borrowed', 'it''s') AND sys.To IS NULL) OR sys.To = 'catalog'"
+        );
+    }
+}

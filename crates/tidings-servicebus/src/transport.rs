@@ -1,0 +1,243 @@
+//! The transport: [`ServiceBus`], its capabilities, provisioning, publishing, subscribing,
+//! and the dead-letter subqueue (listing and replay).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::Method;
+use tidings_core::{
+    attrs, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, Replay, Result,
+    SubscriptionSpec, Topology, Transport,
+};
+
+use crate::config::ServiceBusConfig;
+use crate::http::{queue_path, Redirecting, Rest};
+use crate::publisher;
+use crate::subscriber::{self, peek_lock, ServiceBusSubscriber, Target};
+use crate::wire::{self, Received, Resend};
+
+/// What the transport's parts share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServiceBusConfig,
+    pub(crate) rest: Rest,
+}
+
+/// The Azure Service Bus transport, over the Service Bus REST API.
+///
+/// Cheap to clone. See the [crate docs](crate) for the mapping and the guarantees.
+#[derive(Debug, Clone)]
+pub struct ServiceBus {
+    shared: Arc<Shared>,
+}
+
+impl ServiceBus {
+    /// A transport for the namespace and policy in `config`. Fails only if the HTTP client
+    /// cannot be built.
+    pub fn new(config: ServiceBusConfig) -> Result<Self> {
+        let http = Arc::new(Redirecting::new(&config)?);
+        let rest = Rest::new(&config, http);
+        Ok(ServiceBus {
+            shared: Arc::new(Shared { config, rest }),
+        })
+    }
+
+    /// From `servicebus://<namespace>?key_name=..&key=..` (see
+    /// [`ServiceBusConfig::from_url`]) or a connection string
+    /// `Endpoint=sb://...;SharedAccessKeyName=..;SharedAccessKey=..`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config = if url.starts_with("servicebus://") {
+            ServiceBusConfig::from_url(url)?
+        } else {
+            ServiceBusConfig::from_connection_string(url)?
+        };
+        Self::new(config)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceBusConfig {
+        &self.shared.config
+    }
+
+    fn target(spec: &SubscriptionSpec) -> Target {
+        Target {
+            service: Arc::from(spec.service.as_str()),
+            topic: Arc::from(spec.topic.as_str()),
+            subscription: Arc::from(spec.name.as_str()),
+        }
+    }
+
+    /// Peek-lock up to `limit` messages of the dead-letter subqueue, oldest first, holding
+    /// their locks (on an error, the ones held are unlocked).
+    async fn lock_dead_letters(
+        &self,
+        spec: &SubscriptionSpec,
+        limit: usize,
+    ) -> Result<Vec<(Received, String)>> {
+        let queue = queue_path(&spec.topic, &spec.name, true);
+        let mut seen = HashSet::new();
+        let mut held: Vec<(Received, String)> = Vec::new();
+        while held.len() < limit {
+            match peek_lock(&self.shared.rest, &queue, Duration::ZERO).await {
+                Ok(None) => break,
+                Ok(Some((m, lock_uri))) => {
+                    if !seen.insert(m.sequence_number) {
+                        // A lock of this walk expired and the message came round again.
+                        self.unlock_all([lock_uri]).await;
+                        break;
+                    }
+                    held.push((m, lock_uri));
+                }
+                Err(e) => {
+                    self.unlock_all(held.into_iter().map(|(_, l)| l)).await;
+                    return Err(e);
+                }
+            }
+        }
+        held.sort_by_key(|(m, _)| m.sequence_number);
+        Ok(held)
+    }
+
+    async fn unlock_all(&self, locks: impl IntoIterator<Item = String>) {
+        for lock_uri in locks {
+            let unlocked = self
+                .shared
+                .rest
+                .expect(
+                    Method::Put,
+                    &lock_uri,
+                    &[],
+                    None,
+                    &[200],
+                    "unlocking a dead letter",
+                )
+                .await;
+            if let Err(e) = unlocked {
+                tracing::debug!(error = %e, "unlocking a dead letter failed; its lock will expire");
+            }
+        }
+    }
+}
+
+/// A dead letter's envelope and details: ours from the `tidings-dlq-*` properties, or
+/// Service Bus's own `DeadLetterReason` for messages it parked by itself.
+fn dead_letter_of(m: &Received, spec: &SubscriptionSpec) -> DeadLetter {
+    let mut env = m.envelope_lenient();
+    if env.header(attrs::DLQ_REASON).is_none() {
+        let reason = m.property("deadletterreason").unwrap_or("unknown");
+        let description = m.property("deadlettererrordescription").unwrap_or("");
+        DeadLetterInfo::new(
+            format!("dead-lettered by Service Bus: {reason}: {description}"),
+            0,
+            Arc::from(spec.service.as_str()),
+            Arc::from(spec.name.as_str()),
+            Arc::from(spec.topic.as_str()),
+        )
+        .stamp(&mut env);
+    }
+    DeadLetter::from_envelope(env).expect("the reason header was just set")
+}
+
+/// The envelope to replay: without the dead-letter details of tidings or Service Bus.
+fn for_replay(m: &Received) -> Envelope {
+    let mut env = m.envelope_lenient();
+    DeadLetterInfo::clear(&mut env);
+    for h in [
+        "deadletterreason",
+        "deadlettererrordescription",
+        "deadlettersource",
+    ] {
+        env.remove_header(h);
+    }
+    env
+}
+
+impl Transport for ServiceBus {
+    type Subscriber = ServiceBusSubscriber;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            delayed_redelivery: self.shared.config.scheduled_retries,
+            ordering_key: false,
+            native_dead_letter: true,
+            batch_publish: true,
+            competing_consumers: true,
+            durable: true,
+            max_message_size: self.shared.config.max_message_size,
+        }
+    }
+
+    async fn provision(&self, topology: &Topology) -> Result<()> {
+        crate::topology::provision(&self.shared.rest, &self.shared.config, topology).await
+    }
+
+    async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        publisher::publish(&self.shared.rest, topic, envelopes).await
+    }
+
+    async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<ServiceBusSubscriber> {
+        Ok(subscriber::start(self.shared.clone(), Self::target(spec)))
+    }
+
+    async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
+        let held = self.lock_dead_letters(spec, limit).await?;
+        let out = held.iter().map(|(m, _)| dead_letter_of(m, spec)).collect();
+        self.unlock_all(held.into_iter().map(|(_, l)| l)).await;
+        Ok(out)
+    }
+
+    async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        let rest = &self.shared.rest;
+        let held = self.lock_dead_letters(spec, usize::MAX).await?;
+        let mut moved = 0usize;
+        let mut rest_of = held.into_iter();
+        let mut keep = Vec::new();
+        let mut failure = None;
+        for (m, lock_uri) in rest_of.by_ref() {
+            let env = for_replay(&m);
+            if !which.selects(&env.id) {
+                keep.push(lock_uri);
+                continue;
+            }
+            let replayed = async {
+                let out = wire::encode(
+                    &env,
+                    Resend {
+                        to: Some(&spec.name),
+                        scheduled: None,
+                        extra: Vec::new(),
+                    },
+                )?;
+                publisher::send_one(rest, &spec.topic, out)
+                    .await
+                    .map_err(|e: Error| e.context("replaying a dead letter"))?;
+                rest.expect(
+                    Method::Delete,
+                    &lock_uri,
+                    &[],
+                    None,
+                    &[200],
+                    "completing a replayed dead letter",
+                )
+                .await
+                .map(|_| ())
+            }
+            .await;
+            match replayed {
+                Ok(()) => moved += 1,
+                Err(e) => {
+                    keep.push(lock_uri);
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        keep.extend(rest_of.map(|(_, l)| l));
+        self.unlock_all(keep).await;
+        match failure {
+            Some(e) => Err(e.context(format_args!("after replaying {moved}"))),
+            None => Ok(moved),
+        }
+    }
+}
