@@ -65,6 +65,10 @@ pub(crate) fn azure_error(e: azure_core::Error, what: &str, key_name: &str) -> E
         let body = http.error_message().unwrap_or_default().as_bytes().to_vec();
         return status_error(status, &body, what, key_name);
     }
+    if let azure_core::error::ErrorKind::HttpResponse { status, error_code } = e.kind() {
+        let body = error_code.clone().unwrap_or_default();
+        return status_error(u16::from(*status), body.as_bytes(), what, key_name);
+    }
     let kind = match e.kind() {
         azure_core::error::ErrorKind::Io => ErrorKind::Unavailable,
         azure_core::error::ErrorKind::Credential => ErrorKind::Unauthorized,

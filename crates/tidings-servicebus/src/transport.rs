@@ -60,6 +60,14 @@ impl ServiceBus {
         &self.shared.config
     }
 
+    /// The `HttpClient` this transport plugs into `azure_messaging_servicebus`: reqwest
+    /// with rustls, sending `https://<namespace>.servicebus.windows.net` requests to the
+    /// configured endpoint if there is one. Hand it to the azure crate's clients to use
+    /// them against the same namespace (or development server).
+    pub fn http_client(&self) -> Arc<dyn azure_core::HttpClient> {
+        self.shared.rest.http.clone()
+    }
+
     fn target(spec: &SubscriptionSpec) -> Target {
         Target {
             service: Arc::from(spec.service.as_str()),
