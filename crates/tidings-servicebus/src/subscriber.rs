@@ -25,6 +25,7 @@ use crate::wire::{self, Received, Resend};
 /// Where a subscription's deliveries come from.
 #[derive(Debug)]
 pub(crate) struct Target {
+    pub(crate) spec: tidings_core::SubscriptionSpec,
     pub(crate) service: Arc<str>,
     pub(crate) topic: Arc<str>,
     pub(crate) subscription: Arc<str>,
@@ -118,8 +119,24 @@ async fn receive_loop(
             }
             Err(e) => {
                 failures += 1;
+                let gone = e.kind() == ErrorKind::NotFound;
                 if tx.send(Err(e)).await.is_err() {
                     return;
+                }
+                if gone && shared.config.provision {
+                    // The subscription vanished (deleted, or a development server
+                    // restarted): declare it again.
+                    let mut topology = tidings_core::Topology::new(target.spec.service.clone());
+                    topology.subscriptions.push(target.spec.clone());
+                    match crate::topology::provision(&shared.rest, &shared.config, &topology).await
+                    {
+                        Ok(()) => {
+                            tracing::info!(subscription = %target.subscription, "declared the missing subscription again")
+                        }
+                        Err(e) => {
+                            tracing::warn!(subscription = %target.subscription, error = %e, "declaring the missing subscription again failed")
+                        }
+                    }
                 }
                 let pause = Duration::from_millis(100 * 2u64.pow(failures.min(8)));
                 tokio::select! {

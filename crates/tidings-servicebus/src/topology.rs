@@ -124,7 +124,7 @@ fn explain(e: Error, rest: &Rest, config: &ServiceBusConfig, topology: &Topology
     )
 }
 
-async fn ensure_topic(rest: &Rest, topic: &str) -> Result<()> {
+pub(crate) async fn ensure_topic(rest: &Rest, topic: &str) -> Result<()> {
     let path = format!("/{topic}?{API}");
     let what = format!("reading topic `{topic}`");
     let got = rest.call(Method::Get, &path, &[], None, &what).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use azure_core::Method;
 use tidings_core::{
-    attrs, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, Replay, Result,
+    attrs, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
     SubscriptionSpec, Topology, Transport,
 };
 
@@ -70,6 +70,7 @@ impl ServiceBus {
 
     fn target(spec: &SubscriptionSpec) -> Target {
         Target {
+            spec: spec.clone(),
             service: Arc::from(spec.service.as_str()),
             topic: Arc::from(spec.topic.as_str()),
             subscription: Arc::from(spec.name.as_str()),
@@ -181,7 +182,19 @@ impl Transport for ServiceBus {
     }
 
     async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
-        publisher::publish(&self.shared.rest, topic, envelopes).await
+        let rest = &self.shared.rest;
+        match publisher::publish(rest, topic, envelopes.clone()).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.shared.config.provision => {
+                // The topic vanished (deleted, or a development server restarted): declare
+                // it again and send once more.
+                tracing::info!(topic, "the topic is missing; declaring it again");
+                crate::topology::ensure_topic(rest, topic)
+                    .await
+                    .map_err(|_| e)?;
+                publisher::publish(rest, topic, envelopes).await
+            }
+            other => other,
+        }
     }
 
     async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<ServiceBusSubscriber> {

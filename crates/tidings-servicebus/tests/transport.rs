@@ -778,3 +778,69 @@ async fn batches_publish_many_envelopes_in_order() {
     );
     catalog.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deleted_topic_and_subscription_are_declared_again() {
+    if !in_process() {
+        return;
+    }
+    let ns = support::unique("again");
+    let seen = Arc::new(Seen::default());
+    let catalog = Bus::builder("catalog")
+        .transport(transport())
+        .namespace(ns.clone())
+        .subscribe(
+            Subscription::to::<Things>()
+                .with_shared_state(seen.clone())
+                .on(record_thing),
+        )
+        .build()
+        .await
+        .unwrap();
+    let lending = Bus::builder("lending")
+        .transport(transport())
+        .namespace(ns.clone())
+        .publishes::<Things>()
+        .build()
+        .await
+        .unwrap();
+    // As after a restart of the (in-memory) development server: everything is gone.
+    let (status, _) = Raw::new()
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/{ns}.things?api-version=2017-04"),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The consumer notices on its next receive and declares its subscription again.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (status, body) = Raw::new()
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/{ns}.things/subscriptions/{ns}.catalog?api-version=2017-04"),
+                    &[],
+                    Vec::new(),
+                )
+                .await;
+            if status == 200 && body.contains("<entry") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the subscription is declared again");
+    lending
+        .publish(ThingHappened {
+            n: 9,
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    seen.wait_for(1).await;
+    assert_eq!(seen.runs(), vec![(9, 1)]);
+    catalog.shutdown().await;
+}
