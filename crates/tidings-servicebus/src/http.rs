@@ -75,7 +75,6 @@ pub(crate) struct Answer {
 }
 
 /// Signs and sends the requests the transport builds itself.
-#[derive(Debug)]
 pub(crate) struct Rest {
     pub(crate) http: Arc<dyn HttpClient>,
     pub(crate) base: String,
@@ -83,6 +82,16 @@ pub(crate) struct Rest {
     pub(crate) key_name: String,
     key: crate::config::Key,
     token: Mutex<Option<(String, SystemTime)>>,
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the key nor the cached token (a bearer credential) is shown.
+        f.debug_struct("Rest")
+            .field("base", &self.base)
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
 }
 
 const TOKEN_TTL: Duration = Duration::from_secs(3600);

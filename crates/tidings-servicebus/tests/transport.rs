@@ -330,7 +330,20 @@ async fn a_wrong_key_is_an_unauthorized_error_that_does_not_show_the_key() {
     )
     .endpoint(support::endpoint());
     let sb = ServiceBus::new(wrong).unwrap();
-    assert!(!format!("{sb:?}").contains("wrong-s3cret-key"));
+    let env = Envelope::new(
+        "sbtest.thing-happened",
+        1,
+        "lending",
+        "application/json",
+        &b"{}"[..],
+    );
+    let _ = sb.publish("things", vec![env]).await;
+    // Neither the key nor the (cached) SAS token shows.
+    let debug = format!("{sb:?}");
+    assert!(
+        !debug.contains("wrong-s3cret-key") && !debug.contains("SharedAccessSignature"),
+        "{debug}"
+    );
     let env = Envelope::new(
         "sbtest.thing-happened",
         1,
@@ -843,4 +856,69 @@ async fn a_deleted_topic_and_subscription_are_declared_again() {
     seen.wait_for(1).await;
     assert_eq!(seen.runs(), vec![(9, 1)]);
     catalog.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_azure_crate_peek_lock_message_loses_the_lock_uri_and_the_message_stalls() {
+    if !in_process() {
+        return;
+    }
+    let ns = support::unique("lockuri");
+    let sb = transport();
+    let spec = SubscriptionSpec::new(
+        "catalog",
+        format!("{ns}.catalog"),
+        format!("{ns}.things"),
+        vec!["sbtest.thing-happened".into()],
+    );
+    let mut topology = tidings_core::Topology::new("catalog");
+    topology.subscriptions.push(spec.clone());
+    sb.provision(&topology).await.unwrap();
+    let env = Envelope::new(
+        "sbtest.thing-happened",
+        1,
+        "lending",
+        "application/json",
+        &br#"{"n":3,"note":""}"#[..],
+    );
+    sb.publish(&spec.topic, vec![env.clone()]).await.unwrap();
+    sb.publish(&spec.topic, vec![env.clone()]).await.unwrap();
+
+    // The crate: the body, and no way to complete or unlock the message.
+    let client = TopicClient::new(
+        sb.http_client(),
+        support::NAMESPACE,
+        spec.topic.clone(),
+        support::KEY_NAME,
+        support::KEY,
+    )
+    .unwrap();
+    let body = client
+        .subscription_receiver(&spec.name)
+        .peek_lock_message(Some(Duration::from_secs(0)))
+        .await
+        .unwrap();
+    assert_eq!(body, r#"{"n":3,"note":""}"#);
+
+    // The transport: it takes the other copy, completes it by its lock URI, and the
+    // subscription is left with only the copy the crate stranded (still locked).
+    let mut subscriber = sb.subscribe(&spec).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.envelope.id, env.id);
+    tidings_core::Acker::ack(d.acker).await.unwrap();
+    drop(subscriber);
+    let desc = Raw::new()
+        .get(&format!(
+            "/{}/subscriptions/{}?api-version=2017-04",
+            spec.topic, spec.name
+        ))
+        .await;
+    assert!(
+        desc.contains("<d2p1:ActiveMessageCount>1</d2p1:ActiveMessageCount>"),
+        "{desc}"
+    );
 }
