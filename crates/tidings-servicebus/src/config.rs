@@ -66,7 +66,7 @@ impl ServiceBusConfig {
             max_delivery_count: 10,
             receive_wait: Duration::from_secs(5),
             scheduled_retries: true,
-            max_message_size: 192 * 1024,
+            max_message_size: 180 * 1024,
         }
     }
 
@@ -205,8 +205,8 @@ impl ServiceBusConfig {
         self
     }
 
-    /// The largest envelope the transport accepts, in bytes (default 192 KiB, so that a
-    /// base64-encoded binary body still fits the Standard tier's 256 KiB).
+    /// The largest envelope the transport accepts, in bytes (default 180 KiB, so that a
+    /// base64-encoded binary body and its properties still fit the Standard tier's 256 KiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self

@@ -251,7 +251,8 @@ async fn ensure_subscription(
             &format!("/{topic}/subscriptions/{name}/rules/{RULE}?{API}"),
             &headers,
             Some(body),
-            &[200, 201],
+            // 409: another instance of the service created it at the same moment.
+            &[200, 201, 409],
             &format!("setting the rule `{RULE}` of subscription `{name}`"),
         )
         .await?;

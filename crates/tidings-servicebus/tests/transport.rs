@@ -362,7 +362,7 @@ async fn a_handler_running_past_the_lock_duration_keeps_its_lock() {
         return;
     }
     let ns = support::unique("renew");
-    let config = || support::config().lock_duration(Duration::from_secs(1));
+    let config = || support::config().lock_duration(Duration::from_secs(2));
     let runs = Arc::new(AtomicU32::new(0));
     let done = Arc::new(Notify::new());
     async fn slow(
@@ -370,8 +370,8 @@ async fn a_handler_running_past_the_lock_duration_keeps_its_lock() {
         cx: Context<(Arc<AtomicU32>, Arc<Notify>)>,
     ) -> Result<(), HandlerError> {
         cx.state().0.fetch_add(1, Ordering::SeqCst);
-        // Three lock durations.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Two and a half lock durations.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(e.n, 1);
         cx.state().1.notify_one();
         Ok(())
