@@ -1,7 +1,11 @@
 //! What differs between the databases, behind one sealed trait: the SQL of the schema, of
 //! enqueueing, of the relay's claim and of the inbox record.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -50,7 +54,11 @@ impl Names {
     }
 }
 
-/// One event to write into the outbox.
+/// The envelope columns of an outbox row, in table order after `seq` and `topic`.
+pub(crate) const ENVELOPE_COLUMNS: &str = "id, event_type, version, time_us, content_type, correlation_id, causation_id, traceparent, tracestate, ordering_key, headers, payload";
+
+/// One event to write into the outbox: the envelope as columns, so the relay rebuilds it
+/// without parsing text.
 #[derive(Debug)]
 pub(crate) struct NewRow {
     pub(crate) id: Uuid,
@@ -58,27 +66,50 @@ pub(crate) struct NewRow {
     pub(crate) topic: String,
     pub(crate) event_type: String,
     pub(crate) version: i64,
-    pub(crate) attributes: String,
+    pub(crate) time_us: i64,
+    pub(crate) content_type: String,
+    pub(crate) correlation_id: Option<Uuid>,
+    pub(crate) causation_id: Option<Uuid>,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) tracestate: Option<String>,
+    pub(crate) ordering_key: Option<String>,
+    /// Custom headers as a JSON array of `[name, value]` pairs; `None` when there are none.
+    pub(crate) headers: Option<String>,
     pub(crate) payload: Vec<u8>,
 }
 
 impl NewRow {
     pub(crate) fn new(topic: &str, envelope: &Envelope) -> Result<Self> {
-        let attributes = envelope.attributes();
-        let attributes = serde_json::to_string(&attributes).map_err(|e| {
-            Error::new(
-                ErrorKind::Encode,
-                "encoding the envelope attributes for the outbox",
-            )
-            .with_source(e)
-        })?;
+        let headers = if envelope.headers.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&envelope.headers).map_err(|e| {
+                Error::new(
+                    ErrorKind::Encode,
+                    "encoding the envelope headers for the outbox",
+                )
+                .with_source(e)
+            })?)
+        };
+        let time_us = envelope
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
         Ok(NewRow {
             id: envelope.id,
             service: envelope.source.to_string(),
             topic: topic.to_string(),
             event_type: envelope.event_type.to_string(),
             version: i64::from(envelope.version),
-            attributes,
+            time_us,
+            content_type: envelope.content_type.to_string(),
+            correlation_id: envelope.correlation_id,
+            causation_id: envelope.causation_id,
+            traceparent: envelope.traceparent.clone(),
+            tracestate: envelope.tracestate.clone(),
+            ordering_key: envelope.ordering_key.clone(),
+            headers,
             payload: envelope.payload.to_vec(),
         })
     }
@@ -89,25 +120,67 @@ impl NewRow {
 pub(crate) struct Pending {
     pub(crate) seq: i64,
     pub(crate) topic: String,
-    pub(crate) attributes: String,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) id: Uuid,
+    pub(crate) event_type: String,
+    pub(crate) version: i64,
+    pub(crate) time_us: i64,
+    pub(crate) content_type: String,
+    pub(crate) correlation_id: Option<Uuid>,
+    pub(crate) causation_id: Option<Uuid>,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) tracestate: Option<String>,
+    pub(crate) ordering_key: Option<String>,
+    pub(crate) headers: Option<String>,
+    pub(crate) payload: Bytes,
+    /// Why the row cannot be read back (a malformed id in SQLite); it is parked.
+    pub(crate) bad: Option<String>,
 }
 
 impl Pending {
-    /// Rebuild the envelope exactly as it was enqueued (same id, time and headers).
-    pub(crate) fn envelope(&self) -> Result<Envelope> {
-        let attributes: Vec<(String, String)> =
-            serde_json::from_str(&self.attributes).map_err(|e| {
+    /// Rebuild the envelope exactly as it was enqueued (same id, time and headers), with
+    /// `source`, the relay's service, which every row it claims was written with.
+    pub(crate) fn envelope(&self, source: &Arc<str>) -> Result<Envelope> {
+        if let Some(bad) = &self.bad {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("outbox row {}: {bad}", self.seq),
+            ));
+        }
+        let version = u32::try_from(self.version).map_err(|_| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("outbox row {} has version {}", self.seq, self.version),
+            )
+        })?;
+        let content_type: Cow<'static, str> = match self.content_type.as_str() {
+            tidings_core::MSGPACK => Cow::Borrowed(tidings_core::MSGPACK),
+            tidings_core::JSON => Cow::Borrowed(tidings_core::JSON),
+            other => Cow::Owned(other.to_string()),
+        };
+        let mut env = Envelope::new(
+            self.event_type.clone(),
+            version,
+            source.clone(),
+            content_type,
+            self.payload.clone(),
+        );
+        env.id = self.id;
+        env.time = UNIX_EPOCH + Duration::from_micros(u64::try_from(self.time_us).unwrap_or(0));
+        env.correlation_id = self.correlation_id;
+        env.causation_id = self.causation_id;
+        env.traceparent = self.traceparent.clone();
+        env.tracestate = self.tracestate.clone();
+        env.ordering_key = self.ordering_key.clone();
+        if let Some(headers) = &self.headers {
+            env.headers = serde_json::from_str(headers).map_err(|e| {
                 Error::new(
                     ErrorKind::Decode,
-                    format!("outbox row {} has unreadable attributes", self.seq),
+                    format!("outbox row {} has unreadable headers", self.seq),
                 )
                 .with_source(e)
             })?;
-        Envelope::from_attributes(
-            attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            self.payload.clone(),
-        )
+        }
+        Ok(env)
     }
 }
 
@@ -154,6 +227,7 @@ fn stops_batch(e: &Error) -> bool {
 /// the rows to park; an unreachable broker or a closed bus stops the batch.
 pub(crate) async fn publish_rows(bus: &Bus, rows: &[Pending]) -> Report {
     let mut report = Report::default();
+    let source: Arc<str> = Arc::from(bus.service());
     let mut start = 0;
     while start < rows.len() {
         let topic = &rows[start].topic;
@@ -166,7 +240,7 @@ pub(crate) async fn publish_rows(bus: &Bus, rows: &[Pending]) -> Report {
         let mut envelopes = Vec::with_capacity(run.len());
         let mut seqs = Vec::with_capacity(run.len());
         for row in run {
-            match row.envelope() {
+            match row.envelope(&source) {
                 Ok(env) => {
                     envelopes.push(env);
                     seqs.push(row.seq);
@@ -184,7 +258,7 @@ pub(crate) async fn publish_rows(bus: &Bus, rows: &[Pending]) -> Report {
                 Err(e) if seqs.len() == 1 => report.parked.push((seqs[0], e.to_string())),
                 Err(_) => {
                     for row in run.iter().filter(|r| seqs.contains(&r.seq)) {
-                        let env = match row.envelope() {
+                        let env = match row.envelope(&source) {
                             Ok(env) => env,
                             Err(e) => {
                                 report.parked.push((row.seq, e.to_string()));

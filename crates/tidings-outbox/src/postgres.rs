@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::backend::{
     check_version, db_error, publish_rows, sealed::Sealed, BatchOutcome, Claim, Names, NewRow,
-    Pending, SCHEMA_VERSION,
+    Pending, ENVELOPE_COLUMNS, SCHEMA_VERSION,
 };
 
 fn schema_sql(n: &Names) -> Vec<String> {
@@ -24,12 +24,19 @@ fn schema_sql(n: &Names) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {o} (
                 seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                id           UUID NOT NULL,
                 service      TEXT NOT NULL,
                 topic        TEXT NOT NULL,
+                id           UUID NOT NULL,
                 event_type   TEXT NOT NULL,
                 version      BIGINT NOT NULL,
-                attributes   TEXT NOT NULL,
+                time_us      BIGINT NOT NULL,
+                content_type TEXT NOT NULL,
+                correlation_id UUID,
+                causation_id UUID,
+                traceparent  TEXT,
+                tracestate   TEXT,
+                ordering_key TEXT,
+                headers      TEXT,
                 payload      BYTEA NOT NULL,
                 created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
                 published_at TIMESTAMPTZ,
@@ -103,23 +110,32 @@ impl Sealed for Postgres {
         rows: Vec<NewRow>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let columns = "(id, service, topic, event_type, version, attributes, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+            let columns = format!(
+                "(service, topic, {ENVELOPE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            );
             let plain = format!("INSERT INTO {} {columns}", names.outbox);
             // The last row also queues a NOTIFY, which PostgreSQL delivers on commit only.
             let notify = format!(
-                "WITH ins AS (INSERT INTO {} {columns} RETURNING seq) SELECT pg_notify($8, '') FROM ins",
+                "WITH ins AS (INSERT INTO {} {columns} RETURNING seq) SELECT pg_notify($15, '') FROM ins",
                 names.outbox
             );
             let count = rows.len();
             for (i, row) in rows.into_iter().enumerate() {
                 let last = i + 1 == count;
                 let mut q = sqlx::query(if last { &notify } else { &plain })
-                    .bind(row.id)
                     .bind(row.service)
                     .bind(row.topic)
+                    .bind(row.id)
                     .bind(row.event_type)
                     .bind(row.version)
-                    .bind(row.attributes)
+                    .bind(row.time_us)
+                    .bind(row.content_type)
+                    .bind(row.correlation_id)
+                    .bind(row.causation_id)
+                    .bind(row.traceparent)
+                    .bind(row.tracestate)
+                    .bind(row.ordering_key)
+                    .bind(row.headers)
                     .bind(row.payload);
                 if last {
                     q = q.bind(&names.channel);
@@ -181,7 +197,7 @@ impl Sealed for Postgres {
                 }
             }
             let rows = sqlx::query(&format!(
-                "SELECT seq, topic, attributes, payload FROM {} WHERE service = $1 AND published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+                "SELECT seq, topic, {ENVELOPE_COLUMNS} FROM {} WHERE service = $1 AND published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
                 names.outbox
             ))
             .bind(claim.service)
@@ -191,11 +207,25 @@ impl Sealed for Postgres {
             .map_err(|e| db_error("claiming pending outbox rows", e))?;
             let rows = rows
                 .into_iter()
-                .map(|r| Pending {
-                    seq: r.get(0),
-                    topic: r.get(1),
-                    attributes: r.get(2),
-                    payload: r.get(3),
+                .map(|r| {
+                    let payload: Vec<u8> = r.get(13);
+                    Pending {
+                        seq: r.get(0),
+                        topic: r.get(1),
+                        id: r.get(2),
+                        event_type: r.get(3),
+                        version: r.get(4),
+                        time_us: r.get(5),
+                        content_type: r.get(6),
+                        correlation_id: r.get(7),
+                        causation_id: r.get(8),
+                        traceparent: r.get(9),
+                        tracestate: r.get(10),
+                        ordering_key: r.get(11),
+                        headers: r.get(12),
+                        payload: payload.into(),
+                        bad: None,
+                    }
                 })
                 .collect::<Vec<_>>();
             let mut outcome = BatchOutcome {

@@ -112,6 +112,20 @@ struct Effects {
     runs: AtomicU32,
 }
 
+/// Removes the SQLite file or the PostgreSQL tables of one crash test when dropped.
+fn cleanup(db: &str, prefix: &str) -> Cleanup {
+    match db.strip_prefix("sqlite:") {
+        Some(path) => Cleanup {
+            sqlite_file: Some(path.into()),
+            postgres_prefix: None,
+        },
+        None => Cleanup {
+            sqlite_file: None,
+            postgres_prefix: Some(prefix.to_string()),
+        },
+    }
+}
+
 /// Shared by both databases: the statements use `$n` placeholders, which SQLite accepts.
 macro_rules! crash_suite {
     ($name:ident, $feature:literal, $db:ty) => {
@@ -279,6 +293,7 @@ macro_rules! crash_suite {
 
             pub(crate) async fn after_commit_before_publish(pool: sqlx::Pool<Db>, db: &str) {
                 let prefix = unique("crash_a");
+                let _cleanup = cleanup(db, &prefix);
                 let outbox = create_tables(&pool, &prefix).await;
                 run_victim("enqueue", db, &prefix).await;
                 // The victim's work is committed and nothing was published.
@@ -290,6 +305,7 @@ macro_rules! crash_suite {
 
             pub(crate) async fn after_handling_before_ack(pool: sqlx::Pool<Db>, db: &str) {
                 let prefix = unique("crash_b");
+                let _cleanup = cleanup(db, &prefix);
                 let outbox = create_tables(&pool, &prefix).await;
                 let bus = lending(Memory::new()).await;
                 for n in 0..EVENTS {

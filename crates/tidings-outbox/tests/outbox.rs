@@ -85,13 +85,34 @@ fn ns(log: &Log) -> Vec<u32> {
 }
 
 #[cfg(feature = "sqlite")]
-async fn sqlite_pool(_test: &str) -> Option<tidings_outbox::sqlx::SqlitePool> {
-    Some(common::sqlite::pool().await)
+async fn sqlite_pool(
+    _test: &str,
+    _prefix: &str,
+) -> Option<(tidings_outbox::sqlx::SqlitePool, Cleanup)> {
+    let path = common::sqlite::temp_path("t");
+    let pool = common::sqlite::pool_at(&path).await;
+    Some((
+        pool,
+        Cleanup {
+            sqlite_file: Some(path),
+            postgres_prefix: None,
+        },
+    ))
 }
 
 #[cfg(feature = "postgres")]
-async fn postgres_pool(test: &str) -> Option<tidings_outbox::sqlx::PgPool> {
-    common::postgres::pool(test).await
+async fn postgres_pool(
+    test: &str,
+    prefix: &str,
+) -> Option<(tidings_outbox::sqlx::PgPool, Cleanup)> {
+    let pool = common::postgres::pool(test).await?;
+    Some((
+        pool,
+        Cleanup {
+            sqlite_file: None,
+            postgres_prefix: Some(prefix.to_string()),
+        },
+    ))
 }
 
 macro_rules! suite {
@@ -104,20 +125,20 @@ macro_rules! suite {
             type Db = $db;
             type Pool = sqlx::Pool<Db>;
 
-            async fn setup(test: &str) -> Option<(Pool, Outbox<Db>, String)> {
-                let pool = $pool(test).await?;
+            async fn setup(test: &str) -> Option<(Pool, Outbox<Db>, String, Cleanup)> {
                 let prefix = unique("t");
+                let (pool, cleanup) = $pool(test, &prefix).await?;
                 let outbox = Outbox::builder(pool.clone())
                     .table_prefix(prefix.clone())
                     .build()
                     .await
                     .unwrap();
-                Some((pool, outbox, prefix))
+                Some((pool, outbox, prefix, cleanup))
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn committed_events_are_published_rolled_back_ones_never() {
-                let Some((pool, outbox, _)) =
+                let Some((pool, outbox, _, _cleanup)) =
                     setup("committed_events_are_published_rolled_back_ones_never").await
                 else {
                     return;
@@ -193,7 +214,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn relay_publishes_in_order_and_in_batches() {
-                let Some((pool, outbox, _)) =
+                let Some((pool, outbox, _, _cleanup)) =
                     setup("relay_publishes_in_order_and_in_batches").await
                 else {
                     return;
@@ -233,7 +254,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn relay_backs_off_while_the_broker_is_down_then_catches_up() {
-                let Some((pool, outbox, _)) =
+                let Some((pool, outbox, _, _cleanup)) =
                     setup("relay_backs_off_while_the_broker_is_down_then_catches_up").await
                 else {
                     return;
@@ -276,14 +297,14 @@ macro_rules! suite {
                 .await;
                 hub.idle().await;
                 assert_eq!(ns(&log), vec![0, 1, 2, 3, 4]);
-                assert_eq!(outbox.counts(None).await.unwrap().pending, 0);
+                eventually("the rows are marked", || async { outbox.counts(None).await.unwrap().pending == 0 }).await;
                 relay.shutdown().await;
                 observer.shutdown().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_refused_row_is_parked_and_does_not_block_the_rest() {
-                let Some((pool, outbox, _)) =
+                let Some((pool, outbox, _, _cleanup)) =
                     setup("a_refused_row_is_parked_and_does_not_block_the_rest").await
                 else {
                     return;
@@ -358,7 +379,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn published_rows_are_deleted_after_the_retention() {
-                let Some((pool, outbox, _)) =
+                let Some((pool, outbox, _, _cleanup)) =
                     setup("published_rows_are_deleted_after_the_retention").await
                 else {
                     return;
@@ -498,7 +519,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_inbox_absorbs_a_redelivered_event() {
-                let Some((pool, outbox, prefix)) =
+                let Some((pool, outbox, prefix, _cleanup)) =
                     setup("the_inbox_absorbs_a_redelivered_event").await
                 else {
                     return;
@@ -583,7 +604,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_failed_handler_leaves_no_effect_no_record_and_no_event() {
-                let Some((pool, outbox, prefix)) =
+                let Some((pool, outbox, prefix, _cleanup)) =
                     setup("a_failed_handler_leaves_no_effect_no_record_and_no_event").await
                 else {
                     return;
@@ -643,7 +664,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn holding_the_transaction_while_publishing_is_an_error_not_a_deadlock() {
-                let Some((_pool, outbox, _)) =
+                let Some((_pool, outbox, _, _cleanup)) =
                     setup("holding_the_transaction_while_publishing_is_an_error_not_a_deadlock")
                         .await
                 else {
@@ -696,7 +717,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tables_are_created_once_and_a_newer_schema_is_refused() {
-                let Some((pool, outbox, prefix)) =
+                let Some((pool, outbox, prefix, _cleanup)) =
                     setup("tables_are_created_once_and_a_newer_schema_is_refused").await
                 else {
                     return;
@@ -730,7 +751,8 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn enqueue_refuses_an_undeclared_topic() {
-                let Some((pool, outbox, _)) = setup("enqueue_refuses_an_undeclared_topic").await
+                let Some((pool, outbox, _, _cleanup)) =
+                    setup("enqueue_refuses_an_undeclared_topic").await
                 else {
                     return;
                 };
@@ -770,7 +792,6 @@ suite!(
 mod postgres_relays {
     use super::*;
     use std::collections::HashSet;
-    use tidings_outbox::sqlx;
 
     async fn two_relays(exclusive: bool) {
         let test = if exclusive {
@@ -778,11 +799,15 @@ mod postgres_relays {
         } else {
             "two_sharing_relays"
         };
-        let Some(pool_a) = postgres_pool(test).await else {
+        let Some(pool_a) = common::postgres::pool(test).await else {
             return;
         };
-        let pool_b = postgres_pool(test).await.unwrap();
+        let pool_b = common::postgres::pool(test).await.unwrap();
         let prefix = unique("t");
+        let _cleanup = Cleanup {
+            sqlite_file: None,
+            postgres_prefix: Some(prefix.clone()),
+        };
         let outbox_a = Outbox::builder(pool_a.clone())
             .table_prefix(prefix.clone())
             .build()
@@ -844,11 +869,6 @@ mod postgres_relays {
         relay_a.shutdown().await;
         relay_b.shutdown().await;
         observer.shutdown().await;
-        let _ = sqlx::query(&format!(
-            "DROP TABLE {prefix}outbox, {prefix}inbox, {prefix}schema"
-        ))
-        .execute(&pool_a)
-        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,11 +884,15 @@ mod postgres_relays {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_in_another_process_wakes_the_relay_through_listen() {
         let test = "a_commit_in_another_process_wakes_the_relay_through_listen";
-        let Some(pool_a) = postgres_pool(test).await else {
+        let Some(pool_a) = common::postgres::pool(test).await else {
             return;
         };
-        let pool_b = postgres_pool(test).await.unwrap();
+        let pool_b = common::postgres::pool(test).await.unwrap();
         let prefix = unique("t");
+        let _cleanup = Cleanup {
+            sqlite_file: None,
+            postgres_prefix: Some(prefix.clone()),
+        };
         let outbox_a = Outbox::builder(pool_a.clone())
             .table_prefix(prefix.clone())
             .build()
@@ -923,10 +947,5 @@ mod postgres_relays {
         assert_eq!(ns(&log), vec![1, 2]);
         relay.shutdown().await;
         observer.shutdown().await;
-        let _ = sqlx::query(&format!(
-            "DROP TABLE {prefix}outbox, {prefix}inbox, {prefix}schema"
-        ))
-        .execute(&pool_a)
-        .await;
     }
 }

@@ -62,6 +62,49 @@ impl Topic for CatalogEvents {
     }
 }
 
+/// Removes what a test created when dropped: its SQLite file, or its tables in the shared
+/// PostgreSQL database (all tables whose name starts with the prefix).
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    pub sqlite_file: Option<std::path::PathBuf>,
+    pub postgres_prefix: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(path) = self.sqlite_file.take() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+        #[cfg(feature = "postgres")]
+        if let (Some(prefix), Ok(url)) = (
+            self.postgres_prefix.take(),
+            std::env::var("TIDINGS_POSTGRES_URL"),
+        ) {
+            // Drop runs inside the test's runtime: clean up from a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    use tidings_outbox::sqlx::{self, Connection};
+                    let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else { return };
+                    let tables: Vec<String> = sqlx::query_scalar(
+                        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, $1)",
+                    )
+                    .bind(&prefix)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                    if !tables.is_empty() {
+                        let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {}", tables.join(", "))).execute(&mut conn).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
 /// A short unique name for tables of one test (PostgreSQL tests share a database).
 pub fn unique(prefix: &str) -> String {
     format!(
