@@ -2,7 +2,7 @@
 //!
 //! Dead letters are records of `<topic>.<subscription>.dlq`. Listing reads that topic from
 //! the beginning with a throwaway consumer that is assigned the partitions directly (no
-//! consumer group, nothing committed), up to the end offsets it found when it started.
+//! consumer group, nothing committed), up to the end of each partition.
 //!
 //! Replaying writes the selected envelopes, with their dead-letter headers removed, to the
 //! subscription's retry topic, due at once, so only this subscription sees them again
@@ -12,7 +12,7 @@
 //! dead letter) and listing leaves out the dead letters that have one. A dead letter that
 //! fails again is a new record in the dead-letter topic and is listed again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -80,27 +80,33 @@ fn read_all(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
             KafkaError::MetadataFetch(code),
         ));
     }
+    // ListOffsets tells which partitions are empty; the end of the others comes from the
+    // fetch responses (partition EOF), because some Kafka-API brokers (tansu 0.6 with
+    // in-memory storage) answer ListOffsets with the base offset of the last batch rather
+    // than its end.
     let mut tpl = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
+    let mut open: HashMap<i32, i64> = HashMap::new();
+    let mut seen: HashMap<i32, i64> = HashMap::new();
     for p in meta.partitions() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p.id(), timeout)
             .map_err(|e| from_kafka(format_args!("reading the offsets of {topic}"), e))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
-                .map_err(|e| from_kafka("reading dead letters", e))?;
-            ends.insert(p.id(), high);
+        if high <= low {
+            continue; // empty
         }
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .map_err(|e| from_kafka("reading dead letters", e))?;
+        open.insert(p.id(), high);
     }
     let mut out = Vec::new();
-    if ends.is_empty() {
+    if open.is_empty() {
         return Ok(out);
     }
     consumer
         .assign(&tpl)
         .map_err(|e| from_kafka(format_args!("reading {topic}"), e))?;
     let deadline = Instant::now() + timeout;
-    while !ends.is_empty() {
+    while !open.is_empty() {
         if Instant::now() >= deadline {
             return Err(Error::new(
                 ErrorKind::Timeout,
@@ -108,21 +114,26 @@ fn read_all(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
             ));
         }
         match consumer.poll(Duration::from_millis(200)) {
-            None => {}
+            None => {
+                // Nothing more fetched: a partition read past its ListOffsets end is done
+                // (that end is only a lower bound on brokers like tansu, but the record at
+                // it came in a whole batch, now delivered).
+                open.retain(|p, high| seen.get(p).is_none_or(|s| s + 1 < *high));
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
             Some(Err(e)) => tracing::debug!(%topic, error = %e, "reading failed; trying again"),
             Some(Ok(m)) => {
-                let partition = m.partition();
-                let offset = m.offset();
-                if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
-                    ends.remove(&partition);
-                }
                 let envelope = match decode_record(m.headers(), m.payload().unwrap_or_default()) {
                     Decoded::Envelope(env) => env,
                     Decoded::Poison(_, substitute) => substitute,
                 };
+                let last = seen.entry(m.partition()).or_insert(m.offset());
+                *last = (*last).max(m.offset());
                 out.push(Read {
-                    partition,
-                    offset,
+                    partition: m.partition(),
+                    offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     envelope,
                 });

@@ -215,6 +215,7 @@ impl Shared {
 
     /// Record how a handed-out offset ended and move the commit point.
     fn settle(&self, tp: Tp, epoch: u64, offset: i64, how: Slot) {
+        tracing::trace!(?tp, offset, epoch, ?how, "settled");
         let mut state = self.lock();
         if let Some(part) = state.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
             if let Some(entry) = part
@@ -527,8 +528,10 @@ impl Subscriber for KafkaSubscriber {
                     origin,
                 } => {
                     if !self.shared.hand_out(tp, epoch, offset) {
+                        tracing::trace!(?tp, offset, epoch, "stale record dropped");
                         continue;
                     }
+                    tracing::trace!(?tp, offset, epoch, "record handed out");
                     let acker = self.acker(tp, epoch, offset, origin);
                     return Some(Ok(Delivery::new(
                         Arc::new(envelope),
@@ -982,6 +985,7 @@ impl Poller {
         let tp = (source, message.partition());
         let offset = message.offset();
         let epoch = self.shared.lock().epoch_of(tp);
+        tracing::trace!(?tp, offset, epoch, "record read");
         let item = match decode_record(message.headers(), message.payload().unwrap_or_default()) {
             Decoded::Poison(reason, envelope) => Item::Poison {
                 tp,
