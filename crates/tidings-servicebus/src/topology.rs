@@ -115,7 +115,7 @@ fn explain(e: Error, rest: &Rest, config: &ServiceBusConfig, topology: &Topology
     Error::new(
         ErrorKind::Unauthorized,
         format!(
-            "cannot provision on namespace `{}`: the SAS policy `{}` lacks the Manage right ({}). Create {} yourself, or use a policy with Manage rights; once they exist, turn provisioning off (`ServiceBusConfig::provision(false)`, `provision=false` in the URL)",
+            "cannot provision on namespace `{}`: Service Bus refused the SAS policy `{}` for managing entities ({}). Check the key; if the policy lacks the Manage right, create {} yourself, or use a policy with Manage rights; once they exist, turn provisioning off (`ServiceBusConfig::provision(false)`, `provision=false` in the URL)",
             rest.namespace,
             rest.key_name,
             e.message(),
