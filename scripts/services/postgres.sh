@@ -27,7 +27,7 @@ START_TIMEOUT="${TIDINGS_POSTGRES_START_TIMEOUT:-120}"
 # The newest installed server's bin dir, or nothing.
 pg_bin() {
     local d
-    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    d="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)"
     if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
         echo "$d"
     fi

@@ -184,7 +184,7 @@ stop() {
     while is_running || { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }; do
         i=$((i + 1))
         if [ "$i" -gt 300 ]; then
-            [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+            if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
             die "node did not stop within 60s"
         fi
         sleep 0.2

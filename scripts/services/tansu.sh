@@ -33,7 +33,7 @@ TANSU_PORT="${TIDINGS_KAFKA_PORT:-9092}"
 TANSU_STORAGE_SET="${TANSU_STORAGE:+1}"
 TANSU_STORAGE="${TANSU_STORAGE:-memory://tansu/}"
 START_TIMEOUT="${TIDINGS_KAFKA_START_TIMEOUT:-60}"
-CARGO_BIN_DIR="${CARGO_HOME:-$HOME/.cargo}/bin"
+CARGO_BIN_DIR="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
 
 # The storage engine feature that TANSU_STORAGE needs.
 needed_feature() {
@@ -100,8 +100,9 @@ install() {
         log "installed $("$CARGO_BIN_DIR/tansu" --version) in $(elapsed "$t0")s"
     ) 9>"$TIDINGS_SERVICES_DIR/tansu-install.lock"
     bin="$(find_tansu)"
-    [ -n "$bin" ] && has_engine "$bin" "$feature" ||
+    if [ -z "$bin" ] || ! has_engine "$bin" "$feature"; then
         die "tansu was installed but $CARGO_BIN_DIR/tansu lacks the '$feature' engine"
+    fi
 }
 
 # The pid of our running broker, or nothing.
