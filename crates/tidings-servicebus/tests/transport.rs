@@ -922,3 +922,54 @@ async fn the_azure_crate_peek_lock_message_loses_the_lock_uri_and_the_message_st
         "{desc}"
     );
 }
+
+#[tokio::test]
+async fn without_scheduled_retries_the_bus_waits_in_place_holding_the_lock() {
+    let ns = support::unique("inplace");
+    let sb = || ServiceBus::new(support::config().scheduled_retries(false)).unwrap();
+    assert!(!tidings_core::Transport::capabilities(&sb()).delayed_redelivery);
+    let seen = Arc::new(Seen::default());
+    async fn fails_once(e: ThingHappened, cx: Context<Arc<Seen>>) -> Result<(), HandlerError> {
+        cx.state().record(e.n, cx.attempt());
+        if cx.attempt() == 1 {
+            return Err(HandlerError::msg("not yet"));
+        }
+        Ok(())
+    }
+    let catalog = Bus::builder("catalog")
+        .transport(sb())
+        .namespace(ns.clone())
+        .retry(
+            RetryPolicy::default()
+                .immediate(1)
+                .redeliveries(2)
+                .backoff(Duration::from_millis(200), 2.0, Duration::from_secs(1))
+                .jitter(false),
+        )
+        .subscribe(
+            Subscription::to::<Things>()
+                .with_state(seen.clone())
+                .on(fails_once),
+        )
+        .build()
+        .await
+        .unwrap();
+    let lending = Bus::builder("lending")
+        .transport(sb())
+        .namespace(ns.clone())
+        .publishes::<Things>()
+        .build()
+        .await
+        .unwrap();
+    lending
+        .publish(ThingHappened {
+            n: 3,
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    seen.wait_for(2).await;
+    assert_eq!(seen.runs(), vec![(3, 1), (3, 2)]);
+    assert!(catalog.dead_letters::<Things>(10).await.unwrap().is_empty());
+    catalog.shutdown().await;
+}
