@@ -604,3 +604,46 @@ async fn bad_expired_missing_or_underprivileged_signatures_get_401() {
     let sent = call_as(&s, Some(app), Method::POST, "/t/messages", &[], "m").await;
     assert_eq!(sent.status, 201);
 }
+
+#[tokio::test]
+async fn expired_messages_go_to_the_dead_letter_subqueue_when_the_subscription_asks() {
+    let s = server(Duration::from_secs(60), 10).await;
+    topic_with_subscription(&s, "t", "plain").await;
+    let sub = ENTRY.replace("{}", r#"<SubscriptionDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"><DeadLetteringOnMessageExpiration>true</DeadLetteringOnMessageExpiration></SubscriptionDescription>"#);
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/t/subscriptions/keeps?api-version=2017-04",
+            &[],
+            sub
+        )
+        .await
+        .status,
+        201
+    );
+    let sent = call(
+        &s,
+        Method::POST,
+        "/t/messages",
+        &[("brokerproperties", r#"{"TimeToLive":0.3}"#)],
+        "short-lived",
+    )
+    .await;
+    assert_eq!(sent.status, 201);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(peek(&s, "/t/subscriptions/plain").await.status, 204);
+    assert_eq!(peek(&s, "/t/subscriptions/keeps").await.status, 204);
+    assert_eq!(
+        s.message_counts("t", "plain"),
+        Some((0, 0)),
+        "expired and dropped"
+    );
+    let dead = peek(&s, "/t/subscriptions/keeps/$DeadLetterQueue").await;
+    assert_eq!(dead.status, 201);
+    assert_eq!(
+        dead.header("deadletterreason"),
+        Some("\"TTLExpiredException\"")
+    );
+    assert_eq!(dead.text(), "short-lived");
+}
