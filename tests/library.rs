@@ -1,5 +1,7 @@
 //! The Library example's behaviour, on the test harness (memory transport + recording).
 
+#![allow(unreachable_pub)]
+
 #[path = "../examples/library/catalog.rs"]
 #[allow(dead_code)]
 mod catalog;

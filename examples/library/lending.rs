@@ -55,11 +55,6 @@ impl LendingStore {
         self.patrons.lock().unwrap().get(&id).cloned()
     }
 
-    /// A loan by id.
-    pub fn loan(&self, id: Uuid) -> Option<Loan> {
-        self.loans.lock().unwrap().get(&id).cloned()
-    }
-
     fn book_on_loan(&self, book_id: BookId) -> bool {
         self.loans.lock().unwrap().values().any(|l| l.book_id == book_id && !l.returned)
     }

@@ -6,6 +6,10 @@
 //! cargo run --example library -- --transport memory://library   # any compiled-in URL
 //! ```
 
+// The modules stand for the contexts' crates (hence `pub`) and are shared with
+// tests/library.rs, which uses some items this binary doesn't.
+#![allow(dead_code, unreachable_pub)]
+
 mod catalog;
 mod contracts;
 mod lending;

@@ -111,6 +111,7 @@ impl Bus {
             namespace: None,
             topics: Vec::new(),
             subscriptions: Vec::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -203,7 +204,7 @@ impl Bus {
             self.inner.codec.content_type(),
             payload,
         );
-        env.ordering_key = options.ordering_key.or_else(|| event.ordering_key());
+        env.ordering_key = options.ordering_key.or_else(|| event.event_ordering_key());
         env.headers = options.headers;
         env.correlation_id = options.correlation_id;
         env.causation_id = options.causation_id;
@@ -378,6 +379,7 @@ pub struct BusBuilder {
     namespace: Option<String>,
     topics: Vec<(&'static str, &'static [EventInfo])>,
     subscriptions: Vec<ErasedSubscription>,
+    problems: Vec<String>,
 }
 
 impl BusBuilder {
@@ -404,8 +406,13 @@ impl BusBuilder {
 
     /// Declare that this service publishes the events of topic `T`.
     pub fn publishes<T: Topic>(mut self) -> Self {
-        if !self.topics.iter().any(|(n, _)| *n == T::NAME) {
-            self.topics.push((T::NAME, T::events()));
+        match self.topics.iter().find(|(n, _)| *n == T::NAME) {
+            None => self.topics.push((T::NAME, T::events())),
+            Some((_, events)) if *events == T::events() => {}
+            Some(_) => self.problems.push(format!(
+                "two different topic types are named `{}`: every topic needs its own #[topic(name = ..)]",
+                T::NAME
+            )),
         }
         self
     }
@@ -451,11 +458,17 @@ impl BusBuilder {
     }
 
     fn validate(&self) -> Result<()> {
-        let mut problems = Vec::new();
+        let mut problems = self.problems.clone();
         if !valid_name(&self.service) {
             problems.push(format!(
                 "service name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
                 self.service
+            ));
+        }
+        if Codec::for_content_type(self.codec.content_type()).is_none() {
+            problems.push(format!(
+                "the {:?} codec is not compiled in: enable the matching feature of tidings (`json` or `msgpack`)",
+                self.codec
             ));
         }
         if self.transport.is_none() {

@@ -324,9 +324,10 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
                     let waiting = lanes.get_mut(&key).expect("lane exists while in use");
                     match waiting.pop_front() {
                         Some(next) if !shutdown.is_cancelled() => next,
-                        _ => {
-                            // Undelivered waiters are dropped here: the transport delivers
-                            // them again.
+                        popped => {
+                            // Shutting down: release the waiters oldest first, so a
+                            // transport that requeues at the back keeps their order.
+                            drop(popped);
                             lanes.remove(&key);
                             return;
                         }

@@ -3,10 +3,10 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use uuid::Uuid;
+use uuid::{NoContext, Timestamp, Uuid};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -110,11 +110,19 @@ impl Envelope {
         content_type: impl Into<Cow<'static, str>>,
         payload: impl Into<Bytes>,
     ) -> Self {
+        // One clock read for both the time and the (time-ordered) id.
+        let time = SystemTime::now();
+        let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let id = Uuid::new_v7(Timestamp::from_unix(
+            NoContext,
+            since_epoch.as_secs(),
+            since_epoch.subsec_nanos(),
+        ));
         Envelope {
-            id: Uuid::now_v7(),
+            id,
             event_type: event_type.into(),
             source: source.into(),
-            time: SystemTime::now(),
+            time,
             version,
             correlation_id: None,
             causation_id: None,

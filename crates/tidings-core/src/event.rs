@@ -77,8 +77,8 @@ pub trait Publishable: Send + 'static {
     fn event_name(&self) -> &'static str;
     /// The contract version of this value's event.
     fn event_version(&self) -> u32;
-    /// The ordering key, if any.
-    fn ordering_key(&self) -> Option<String>;
+    /// The ordering key, if any (`Event::ordering_key` of the event).
+    fn event_ordering_key(&self) -> Option<String>;
     /// Encode the event (not the enum wrapper) with `codec`.
     fn encode(&self, codec: Codec) -> Result<Vec<u8>>;
 }
@@ -91,7 +91,7 @@ impl<E: TopicMember> Publishable for E {
     fn event_version(&self) -> u32 {
         E::VERSION
     }
-    fn ordering_key(&self) -> Option<String> {
+    fn event_ordering_key(&self) -> Option<String> {
         Event::ordering_key(self)
     }
     fn encode(&self, codec: Codec) -> Result<Vec<u8>> {

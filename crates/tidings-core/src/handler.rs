@@ -206,7 +206,9 @@ impl<S> Context<S> {
     }
 
     /// Which run of the handler this is for this envelope: 1 the first time, counting
-    /// immediate retries and redeliveries.
+    /// immediate retries and redeliveries (an earlier delivery counts as a full round of
+    /// the policy's immediate attempts, since a consumer that stopped can't say how many
+    /// it made).
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

@@ -95,8 +95,8 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
             fn event_version(&self) -> u32 {
                 match self { #(Self::#variants(_) => #events::VERSION,)* }
             }
-            fn ordering_key(&self) -> ::core::option::Option<::std::string::String> {
-                match self { #(Self::#variants(event) => #events::ordering_key(event),)* }
+            fn event_ordering_key(&self) -> ::core::option::Option<::std::string::String> {
+                match self { #(Self::#variants(event) => ::tidings::Event::ordering_key(event),)* }
             }
             fn encode(&self, codec: ::tidings::Codec) -> ::tidings::Result<::std::vec::Vec<u8>> {
                 match self { #(Self::#variants(event) => codec.encode(event),)* }

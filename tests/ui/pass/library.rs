@@ -84,12 +84,12 @@ fn main() {
     assert_eq!(as_topic.event_name(), "lending.book-borrowed");
     assert_eq!(as_topic.event_version(), 1);
     assert_eq!(
-        Publishable::ordering_key(&as_topic).as_deref(),
+        Publishable::event_ordering_key(&as_topic).as_deref(),
         Some("book-7")
     );
     let returned_topic: LendingEvents = returned.clone().into();
     assert_eq!(returned_topic.event_name(), "lending.book-returned");
-    assert_eq!(Publishable::ordering_key(&returned_topic), None);
+    assert_eq!(Publishable::event_ordering_key(&returned_topic), None);
 
     // The enum encodes its event, not itself: subscribers decode the event type.
     let bytes = as_topic.encode(Codec::MessagePack).unwrap();

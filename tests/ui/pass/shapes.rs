@@ -55,6 +55,6 @@ fn main() {
         ("Catalog.Book-Status_2", 1)
     );
     let e = CatalogEvents::from(CopiesChanged(4, 1));
-    assert_eq!(Publishable::ordering_key(&e).as_deref(), Some("4"));
+    assert_eq!(Publishable::event_ordering_key(&e).as_deref(), Some("4"));
     assert!(matches!(e, CatalogEvents::Copies(CopiesChanged(4, 1))));
 }

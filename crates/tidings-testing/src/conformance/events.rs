@@ -164,11 +164,11 @@ impl Publishable for ConfEvents {
             ConfEvents::Unhandled(e) => e.event_version(),
         }
     }
-    fn ordering_key(&self) -> Option<String> {
+    fn event_ordering_key(&self) -> Option<String> {
         match self {
-            ConfEvents::Ping(e) => Publishable::ordering_key(e),
-            ConfEvents::Pong(e) => Publishable::ordering_key(e),
-            ConfEvents::Unhandled(e) => Publishable::ordering_key(e),
+            ConfEvents::Ping(e) => Publishable::event_ordering_key(e),
+            ConfEvents::Pong(e) => Publishable::event_ordering_key(e),
+            ConfEvents::Unhandled(e) => Publishable::event_ordering_key(e),
         }
     }
     fn encode(&self, codec: Codec) -> Result<Vec<u8>> {
