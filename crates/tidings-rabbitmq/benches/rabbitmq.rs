@@ -1,1 +1,636 @@
-fn main() {}
+//! Raw lapin against tidings on RabbitMQ, in the same run with the same settings: a
+//! durable queue bound to a durable topic exchange, persistent messages, publisher
+//! confirms with 1000 in flight, prefetch 1000, batched acks, MessagePack payloads.
+//!
+//! ```text
+//! TIDINGS_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/%2f \
+//!   cargo bench -p tidings-rabbitmq --bench rabbitmq
+//! ```
+//!
+//! - `publish/*`: N events published as one batch (raw: sent in a sliding window of 1000
+//!   unconfirmed, then every confirm awaited; tidings: `Bus::publish_batch`, whose
+//!   transport keeps the same window), throughput in events/s.
+//! - `consume/*`: N events waiting in the queue, consumed and decoded until all are
+//!   acknowledged (raw: `basic.ack multiple` every 100 deliveries; tidings: a typed
+//!   handler on a subscription with prefetch 1000, acks batched by the transport).
+//! - end to end (printed after the groups): one publisher sending events one at a time
+//!   (each confirmed) while a consumer runs; the latency from just before the publish
+//!   to the handler, recorded in an HDR histogram, p50 and p99.
+//!
+//! N defaults to 10 000 (`TIDINGS_BENCH_EVENTS`). Without `TIDINGS_RABBITMQ_URL` the
+//! benchmark prints a line and does nothing.
+
+extern crate tidings_core as tidings;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tidings_core::{
+    Bus, Context, Envelope, Event, EventInfo, HandlerError, Subscription, Topic, TopicMember,
+};
+use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+const WINDOW: usize = 1000;
+const PREFETCH: u16 = 1000;
+const ACK_EVERY: u64 = 100;
+
+/// The benchmark event: about 100 bytes of MessagePack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tick {
+    n: u64,
+    sent_micros: u64,
+    note: String,
+}
+
+impl Event for Tick {
+    const NAME: &'static str = "bench.tick";
+    const VERSION: u32 = 1;
+}
+
+impl TopicMember for Tick {
+    type Topic = BenchEvents;
+}
+
+struct BenchEvents;
+
+impl Topic for BenchEvents {
+    const NAME: &'static str = "bench";
+    fn events() -> &'static [EventInfo] {
+        &[EventInfo {
+            name: "bench.tick",
+            version: 1,
+            type_name: "Tick",
+        }]
+    }
+}
+
+fn tick(n: u64) -> Tick {
+    Tick {
+        n,
+        sent_micros: now_micros(),
+        note: "the quick brown fox jumps over the lazy dog, twice: the quick brown fox".into(),
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn events() -> u64 {
+    std::env::var("TIDINGS_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// The broker objects of one side (raw or tidings): names as tidings makes them.
+struct Side {
+    exchange: String,
+    queue: String,
+}
+
+fn side(ns: &str) -> Side {
+    Side {
+        exchange: format!("{ns}.bench"),
+        queue: format!("{ns}.reader.{ns}.bench"),
+    }
+}
+
+/// Headers like the ones tidings writes, built once: what a hand-rolled publisher that
+/// wants the same metadata on the wire would send.
+fn raw_headers() -> FieldTable {
+    let env = Envelope::new("bench.tick", 1, "writer", "application/msgpack", Vec::new());
+    let mut table = FieldTable::default();
+    for (name, value) in env.attributes() {
+        table.insert(
+            ShortString::from(name.as_ref()),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    table
+}
+
+fn raw_properties(headers: &FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/msgpack".into())
+        .with_message_id(uuid::Uuid::now_v7().to_string().into())
+        .with_headers(headers.clone())
+}
+
+async fn raw_declare(channel: &Channel, s: &Side) {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            s.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(s.queue.as_str().into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            s.queue.as_str().into(),
+            s.exchange.as_str().into(),
+            "bench.tick".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Raw lapin: publish `n` events in a sliding window of unconfirmed messages.
+async fn raw_publish(channel: &Channel, s: &Side, headers: &FieldTable, n: u64) {
+    let mut in_flight = FuturesUnordered::new();
+    for i in 0..n {
+        if in_flight.len() >= WINDOW {
+            let confirm: lapin::Result<lapin::Confirmation> = in_flight.next().await.unwrap();
+            assert!(confirm.unwrap().is_ack());
+        }
+        let payload = rmp_serde::to_vec_named(&tick(i)).unwrap();
+        let confirm = channel
+            .basic_publish(
+                s.exchange.as_str().into(),
+                "bench.tick".into(),
+                BasicPublishOptions::default(),
+                &payload,
+                raw_properties(headers),
+            )
+            .await
+            .unwrap();
+        in_flight.push(confirm);
+    }
+    while let Some(confirm) = in_flight.next().await {
+        assert!(confirm.unwrap().is_ack());
+    }
+}
+
+/// Raw lapin: consume and decode `n` events, `basic.ack multiple` every ACK_EVERY.
+async fn raw_consume(conn: &Connection, s: &Side, n: u64) -> Duration {
+    let start = Instant::now();
+    let channel = conn.create_channel().await.unwrap();
+    raw_declare(&channel, s).await;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            s.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen = 0u64;
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery.unwrap();
+        let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
+        std::hint::black_box(event);
+        seen += 1;
+        if seen % ACK_EVERY == 0 || seen == n {
+            channel
+                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
+        }
+        if seen == n {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = channel.close(200, "done".into()).await;
+    elapsed
+}
+
+struct Counter {
+    seen: AtomicU64,
+    target: AtomicU64,
+    done: Notify,
+    latencies: Mutex<Option<Histogram<u64>>>,
+}
+
+async fn count(e: Tick, cx: Context<Counter>) -> Result<(), HandlerError> {
+    let c = cx.state();
+    if let Some(h) = c.latencies.lock().unwrap().as_mut() {
+        h.saturating_record(now_micros().saturating_sub(e.sent_micros));
+    }
+    std::hint::black_box(e);
+    if c.seen.fetch_add(1, Ordering::Relaxed) + 1 == c.target.load(Ordering::Relaxed) {
+        c.done.notify_one();
+    }
+    Ok(())
+}
+
+fn counter(target: u64, latencies: bool) -> Arc<Counter> {
+    Arc::new(Counter {
+        seen: AtomicU64::new(0),
+        target: AtomicU64::new(target),
+        done: Notify::new(),
+        latencies: Mutex::new(
+            latencies.then(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
+        ),
+    })
+}
+
+async fn tidings_publisher(url: &str, ns: &str) -> Bus {
+    let transport = RabbitMq::with_config(RabbitMqConfig::new(url).max_in_flight(WINDOW))
+        .connected()
+        .await
+        .unwrap();
+    Bus::builder("writer")
+        .namespace(ns)
+        .transport(transport)
+        .publishes::<BenchEvents>()
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn tidings_consumer(transport: RabbitMq, ns: &str, counter: Arc<Counter>) -> Bus {
+    Bus::builder("reader")
+        .namespace(ns)
+        .transport(transport)
+        .subscribe(
+            Subscription::to::<BenchEvents>()
+                .with_shared_state(counter)
+                .on(count)
+                .prefetch(PREFETCH),
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn purge(conn: &Connection, s: &Side) {
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_purge(s.queue.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    let _ = channel.close(200, "purged".into()).await;
+}
+
+fn ns() -> String {
+    format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// One timed round of each kind; the untimed setup and cleanup around it.
+struct Rounds<'a> {
+    url: &'a str,
+    conn: &'a Connection,
+    raw_channel: &'a Channel,
+    raw_side: &'a Side,
+    headers: &'a FieldTable,
+    publisher: &'a Bus,
+    tidings_ns: &'a str,
+    tidings_side: &'a Side,
+    n: u64,
+}
+
+impl Rounds<'_> {
+    async fn raw_publish(&self) -> Duration {
+        let start = Instant::now();
+        raw_publish(self.raw_channel, self.raw_side, self.headers, self.n).await;
+        let elapsed = start.elapsed();
+        purge(self.conn, self.raw_side).await;
+        elapsed
+    }
+
+    async fn tidings_publish(&self) -> Duration {
+        let start = Instant::now();
+        self.publisher
+            .publish_batch((0..self.n).map(tick))
+            .await
+            .unwrap();
+        let elapsed = start.elapsed();
+        purge(self.conn, self.tidings_side).await;
+        elapsed
+    }
+
+    async fn raw_consume(&self) -> Duration {
+        raw_publish(self.raw_channel, self.raw_side, self.headers, self.n).await;
+        raw_consume(self.conn, self.raw_side, self.n).await
+    }
+
+    async fn tidings_consume(&self) -> Duration {
+        self.publisher
+            .publish_batch((0..self.n).map(tick))
+            .await
+            .unwrap();
+        let transport = RabbitMq::connect(self.url).connected().await.unwrap();
+        let counter = counter(self.n, false);
+        let start = Instant::now();
+        let bus = tidings_consumer(transport, self.tidings_ns, counter.clone()).await;
+        counter.done.notified().await;
+        let elapsed = start.elapsed();
+        bus.shutdown().await;
+        elapsed
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Alternate raw and tidings rounds (order swapped every round) and report the median
+/// of the per-round throughput ratios: robust against a machine whose load changes.
+async fn paired(r: &Rounds<'_>, rounds: usize) {
+    let mut publish = Vec::new();
+    let mut consume = Vec::new();
+    let (mut rp, mut tp, mut rc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let (raw_p, ours_p, raw_c, ours_c) = if i % 2 == 0 {
+            let a = r.raw_publish().await;
+            let b = r.tidings_publish().await;
+            let c = r.raw_consume().await;
+            let d = r.tidings_consume().await;
+            (a, b, c, d)
+        } else {
+            let b = r.tidings_publish().await;
+            let a = r.raw_publish().await;
+            let d = r.tidings_consume().await;
+            let c = r.raw_consume().await;
+            (a, b, c, d)
+        };
+        publish.push(raw_p.as_secs_f64() / ours_p.as_secs_f64());
+        consume.push(raw_c.as_secs_f64() / ours_c.as_secs_f64());
+        let rate = |d: Duration| r.n as f64 / d.as_secs_f64();
+        rp.push(rate(raw_p));
+        tp.push(rate(ours_p));
+        rc.push(rate(raw_c));
+        tc.push(rate(ours_c));
+    }
+    println!(
+        "paired/{rounds} rounds of {} events, raw and tidings alternating (median events/s):",
+        r.n
+    );
+    println!(
+        "  publish  raw_lapin {:>8.0}  tidings {:>8.0}  ratio {:.3}",
+        median(rp),
+        median(tp),
+        median(publish)
+    );
+    println!(
+        "  consume  raw_lapin {:>8.0}  tidings {:>8.0}  ratio {:.3}",
+        median(rc),
+        median(tc),
+        median(consume)
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok(url) = std::env::var("TIDINGS_RABBITMQ_URL") else {
+        println!("skipped: TIDINGS_RABBITMQ_URL is not set; nothing to benchmark");
+        return;
+    };
+    let rt = Runtime::new().unwrap();
+    let n = events();
+    let conn = rt.block_on(async {
+        Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .expect("TIDINGS_RABBITMQ_URL is set but the broker is unreachable")
+    });
+    let headers = raw_headers();
+    let raw_ns = ns();
+    let raw_side = side(&raw_ns);
+    let tidings_ns = ns();
+    let tidings_side = side(&tidings_ns);
+    let (raw_channel, publisher) = rt.block_on(async {
+        let channel = conn.create_channel().await.unwrap();
+        raw_declare(&channel, &raw_side).await;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        // Declares the tidings side's exchange, queue and binding.
+        let reader = RabbitMq::connect(&url);
+        let bus = tidings_consumer(reader, &tidings_ns, counter(u64::MAX, false)).await;
+        bus.shutdown().await;
+        (channel, tidings_publisher(&url, &tidings_ns).await)
+    });
+
+    let mut group = c.benchmark_group("publish");
+    group.throughput(Throughput::Elements(n));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(15));
+    group.bench_function("raw_lapin", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (channel, side, headers, conn) = (&raw_channel, &raw_side, &headers, &conn);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    raw_publish(channel, side, headers, n).await;
+                    total += start.elapsed();
+                    purge(conn, side).await;
+                }
+                total
+            }
+        })
+    });
+    group.bench_function("tidings", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (publisher, side, conn) = (&publisher, &tidings_side, &conn);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    publisher.publish_batch((0..n).map(tick)).await.unwrap();
+                    total += start.elapsed();
+                    purge(conn, side).await;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("consume");
+    group.throughput(Throughput::Elements(n));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(15));
+    group.bench_function("raw_lapin", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (channel, side, headers, conn) = (&raw_channel, &raw_side, &headers, &conn);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    raw_publish(channel, side, headers, n).await;
+                    total += raw_consume(conn, side, n).await;
+                }
+                total
+            }
+        })
+    });
+    group.bench_function("tidings", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (publisher, url, ns) = (&publisher, &url, &tidings_ns);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    publisher.publish_batch((0..n).map(tick)).await.unwrap();
+                    let transport = RabbitMq::connect(url.as_str()).connected().await.unwrap();
+                    let counter = counter(n, false);
+                    let start = Instant::now();
+                    let bus = tidings_consumer(transport, ns, counter.clone()).await;
+                    counter.done.notified().await;
+                    total += start.elapsed();
+                    bus.shutdown().await;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+
+    rt.block_on(async {
+        let rounds = Rounds {
+            url: &url,
+            conn: &conn,
+            raw_channel: &raw_channel,
+            raw_side: &raw_side,
+            headers: &headers,
+            publisher: &publisher,
+            tidings_ns: &tidings_ns,
+            tidings_side: &tidings_side,
+            n,
+        };
+        let count = std::env::var("TIDINGS_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6);
+        paired(&rounds, count).await;
+        let e2e = n.min(5000);
+        let raw = raw_end_to_end(&conn, &raw_channel, &raw_side, &headers, e2e).await;
+        let ours = tidings_end_to_end(&url, &publisher, &tidings_ns, e2e).await;
+        println!("end_to_end/{e2e} events, one publish at a time (each confirmed):");
+        for (name, h) in [("raw_lapin", &raw), ("tidings", &ours)] {
+            println!(
+                "  {name:<9}  p50 {:>6} µs   p99 {:>6} µs   max {:>7} µs   ({} samples)",
+                h.value_at_quantile(0.50),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len()
+            );
+        }
+        println!(
+            "  ratio tidings/raw: p50 {:.2}, p99 {:.2}",
+            ours.value_at_quantile(0.5) as f64 / raw.value_at_quantile(0.5).max(1) as f64,
+            ours.value_at_quantile(0.99) as f64 / raw.value_at_quantile(0.99).max(1) as f64
+        );
+        publisher.shutdown().await;
+    });
+}
+
+async fn raw_end_to_end(
+    conn: &Connection,
+    channel: &Channel,
+    s: &Side,
+    headers: &FieldTable,
+    n: u64,
+) -> Histogram<u64> {
+    let consuming = conn.create_channel().await.unwrap();
+    consuming
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consuming
+        .basic_consume(
+            s.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        let mut seen = 0u64;
+        while let Some(delivery) = consumer.next().await {
+            let delivery = delivery.unwrap();
+            let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
+            h.saturating_record(now_micros().saturating_sub(event.sent_micros));
+            seen += 1;
+            // Batched where safe: everything up to here is handled.
+            if seen % ACK_EVERY == 0 || seen == n {
+                consuming
+                    .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap();
+            }
+            if seen == n {
+                break;
+            }
+        }
+        let _ = consuming.close(200, "done".into()).await;
+        h
+    });
+    for i in 0..n {
+        let payload = rmp_serde::to_vec_named(&tick(i)).unwrap();
+        let confirm = channel
+            .basic_publish(
+                s.exchange.as_str().into(),
+                "bench.tick".into(),
+                BasicPublishOptions::default(),
+                &payload,
+                raw_properties(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+    reader.await.unwrap()
+}
+
+async fn tidings_end_to_end(url: &str, publisher: &Bus, ns: &str, n: u64) -> Histogram<u64> {
+    let counter = counter(n, true);
+    let transport = RabbitMq::connect(url).connected().await.unwrap();
+    let bus = tidings_consumer(transport, ns, counter.clone()).await;
+    for i in 0..n {
+        publisher.publish(tick(i)).await.unwrap();
+    }
+    counter.done.notified().await;
+    bus.shutdown().await;
+    let h = counter.latencies.lock().unwrap().take().unwrap();
+    h
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

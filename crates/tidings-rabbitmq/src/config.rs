@@ -225,7 +225,8 @@ impl RabbitMqConfig {
 
     /// Declare work queues with `x-single-active-consumer`, so that of several competing
     /// instances only one receives at a time: events are then handled in publish order,
-    /// and the transport reports the `ordering_key` capability. Off by default.
+    /// and the transport reports the `ordering_key` capability (and no longer
+    /// `competing_consumers`: the other instances stand by). Off by default.
     pub fn single_active_consumer(mut self, on: bool) -> Self {
         self.single_active_consumer = on;
         self

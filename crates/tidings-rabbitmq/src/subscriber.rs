@@ -9,6 +9,7 @@
 //! each is acknowledged immediately. A delivery dropped unsettled is requeued with
 //! `basic.nack` (requeue), sent before any later multiple ack.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -128,7 +129,7 @@ impl RabbitMqSubscriber {
             )
             .await
             .map_err(|e| from_lapin(e, format_args!("consuming the queue `{queue}`")))?;
-        let acks = AckBatcher::start(channel);
+        let acks = AckBatcher::start(channel, self.prefetch);
         Ok(Active { consumer, acks })
     }
 
@@ -225,23 +226,24 @@ impl Subscriber for RabbitMqSubscriber {
     }
 }
 
-/// A header value as text, for the envelope; `None` for tables and arrays.
-fn value_text(value: &AMQPValue) -> Option<String> {
+/// A header value as text, for the envelope; `None` for tables and arrays. Borrowed
+/// for the strings tidings writes, so receiving copies no header.
+fn value_text(value: &AMQPValue) -> Option<Cow<'_, str>> {
     Some(match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_string(),
-        AMQPValue::Boolean(b) => b.to_string(),
-        AMQPValue::ShortShortInt(n) => n.to_string(),
-        AMQPValue::ShortShortUInt(n) => n.to_string(),
-        AMQPValue::ShortInt(n) => n.to_string(),
-        AMQPValue::ShortUInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        AMQPValue::LongUInt(n) => n.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        AMQPValue::Timestamp(n) => n.to_string(),
-        AMQPValue::Float(n) => n.to_string(),
-        AMQPValue::Double(n) => n.to_string(),
-        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()),
+        AMQPValue::ShortString(s) => Cow::Borrowed(s.as_str()),
+        AMQPValue::Boolean(b) => Cow::Owned(b.to_string()),
+        AMQPValue::ShortShortInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::ShortShortUInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::ShortInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::ShortUInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::LongInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::LongUInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::LongLongInt(n) => Cow::Owned(n.to_string()),
+        AMQPValue::Timestamp(n) => Cow::Owned(n.to_string()),
+        AMQPValue::Float(n) => Cow::Owned(n.to_string()),
+        AMQPValue::Double(n) => Cow::Owned(n.to_string()),
+        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()),
         AMQPValue::DecimalValue(_)
         | AMQPValue::FieldArray(_)
         | AMQPValue::FieldTable(_)
@@ -262,7 +264,7 @@ fn is_broker_header(name: &str) -> bool {
 }
 
 /// The string headers of a message, broker headers left out.
-fn text_headers(properties: &BasicProperties) -> Vec<(String, String)> {
+fn text_headers(properties: &BasicProperties) -> Vec<(&str, Cow<'_, str>)> {
     let Some(headers) = properties.headers() else {
         return Vec::new();
     };
@@ -270,7 +272,7 @@ fn text_headers(properties: &BasicProperties) -> Vec<(String, String)> {
         .inner()
         .iter()
         .filter(|(name, _)| !is_broker_header(name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value_text(value)?)))
+        .filter_map(|(name, value)| Some((name.as_str(), value_text(value)?)))
         .collect()
 }
 
@@ -287,7 +289,7 @@ enum Parsed {
 fn parse(properties: &BasicProperties, routing_key: &str, body: Vec<u8>) -> Parsed {
     let mut headers = text_headers(properties);
     let mut attempt = 1u32;
-    if let Some(at) = headers.iter().position(|(n, _)| n == attrs::ATTEMPT) {
+    if let Some(at) = headers.iter().position(|(n, _)| *n == attrs::ATTEMPT) {
         let (_, value) = headers.remove(at);
         attempt = value.parse().unwrap_or(1).max(1);
     }
@@ -300,16 +302,13 @@ fn parse(properties: &BasicProperties, routing_key: &str, body: Vec<u8>) -> Pars
     {
         attempt = attempt.saturating_add(count);
     }
-    if !headers.iter().any(|(n, _)| n == attrs::CONTENT_TYPE) {
+    if !headers.iter().any(|(n, _)| *n == attrs::CONTENT_TYPE) {
         if let Some(ct) = properties.content_type() {
-            headers.push((attrs::CONTENT_TYPE.to_string(), ct.as_str().to_string()));
+            headers.push((attrs::CONTENT_TYPE, Cow::Borrowed(ct.as_str())));
         }
     }
     let body = Bytes::from(body);
-    match Envelope::from_attributes(
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        body.clone(),
-    ) {
+    match Envelope::from_attributes(headers.iter().map(|(n, v)| (*n, v.as_ref())), body.clone()) {
         Ok(envelope) => Parsed::Envelope(envelope, attempt),
         Err(e) => {
             let reason = format!("undecodable: not a valid tidings envelope: {}", e.message());
@@ -324,7 +323,7 @@ fn parse(properties: &BasicProperties, routing_key: &str, body: Vec<u8>) -> Pars
 fn placeholder(
     properties: &BasicProperties,
     routing_key: &str,
-    headers: Vec<(String, String)>,
+    headers: Vec<(&str, Cow<'_, str>)>,
     body: Bytes,
 ) -> Envelope {
     let content_type = properties
@@ -346,9 +345,10 @@ fn placeholder(
         envelope.id = id;
     }
     for (name, value) in headers {
-        envelope
-            .headers
-            .push((format!("{ORIGINAL_HEADER_PREFIX}{name}"), value));
+        envelope.headers.push((
+            format!("{ORIGINAL_HEADER_PREFIX}{name}"),
+            value.into_owned(),
+        ));
     }
     envelope
 }
@@ -495,9 +495,16 @@ impl Acker for RabbitMqAcker {
     }
 }
 
+/// How long settled deliveries may wait for more before their acknowledgement is sent,
+/// when fewer than a batch are waiting.
+const ACK_LINGER: Duration = Duration::from_millis(2);
+
 /// Acknowledgements of one channel, sent in batches by a background task.
 pub(crate) struct AckBatcher {
     channel: Channel,
+    /// Send at once when this many settled deliveries wait (a quarter of the prefetch, so
+    /// the broker never runs dry); fewer wait up to [`ACK_LINGER`].
+    batch: u64,
     state: Mutex<AckState>,
     wake: Notify,
 }
@@ -507,11 +514,15 @@ struct AckState {
     low: u64,
     /// Settled tags above `low`.
     settled: BTreeSet<u64>,
+    /// Every tag up to this one is acknowledged or requeued on the broker.
+    sent: u64,
     /// Tags to requeue (sent before the next multiple ack).
     requeue: Vec<u64>,
     /// Requeued tags not yet passed by a multiple ack: a multiple ack must name a tag
     /// that is still unacknowledged, so it never names one of these.
     nacked: BTreeSet<u64>,
+    /// The sending task was woken for the settled deliveries not yet sent.
+    armed: bool,
     /// Ackers handed out and not yet settled or dropped.
     outstanding: usize,
     /// The subscriber let go of the channel: close it once nothing is outstanding.
@@ -521,6 +532,20 @@ struct AckState {
 }
 
 impl AckState {
+    fn new() -> Self {
+        AckState {
+            low: 1,
+            settled: BTreeSet::new(),
+            sent: 0,
+            requeue: Vec::new(),
+            nacked: BTreeSet::new(),
+            armed: false,
+            outstanding: 0,
+            retired: false,
+            closed: false,
+        }
+    }
+
     fn settle(&mut self, tag: u64) {
         if tag == self.low {
             self.low += 1;
@@ -531,107 +556,146 @@ impl AckState {
             self.settled.insert(tag);
         }
     }
+
+    /// Settled deliveries whose acknowledgement is not sent yet.
+    fn waiting(&self) -> u64 {
+        (self.low - 1).saturating_sub(self.sent)
+    }
+
+    fn done(&self) -> bool {
+        self.retired && self.outstanding == 0 && self.requeue.is_empty()
+    }
 }
 
 impl AckBatcher {
-    fn start(channel: Channel) -> Arc<Self> {
+    fn start(channel: Channel, prefetch: u16) -> Arc<Self> {
         let batcher = Arc::new(AckBatcher {
             channel,
-            state: Mutex::new(AckState {
-                low: 1,
-                settled: BTreeSet::new(),
-                requeue: Vec::new(),
-                nacked: BTreeSet::new(),
-                outstanding: 0,
-                retired: false,
-                closed: false,
-            }),
+            batch: (u64::from(prefetch) / 4).clamp(1, 256),
+            state: Mutex::new(AckState::new()),
             wake: Notify::new(),
         });
         tokio::spawn(batcher.clone().run());
         batcher
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.state.lock().expect("ack lock")
+    }
+
     fn is_open(&self) -> bool {
-        !self.state.lock().expect("ack lock").closed && self.channel.status().connected()
+        !self.lock().closed && self.channel.status().connected()
     }
 
     fn track(&self) {
-        self.state.lock().expect("ack lock").outstanding += 1;
+        self.lock().outstanding += 1;
     }
 
     fn ack(&self, tag: u64) {
-        {
-            let mut state = self.state.lock().expect("ack lock");
+        let wake = {
+            let mut state = self.lock();
             state.outstanding -= 1;
             state.settle(tag);
+            if !state.armed {
+                state.armed = true;
+                true
+            } else {
+                state.waiting() >= self.batch || state.done()
+            }
+        };
+        if wake {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 
     fn requeue(&self, tag: u64) {
         {
-            let mut state = self.state.lock().expect("ack lock");
+            let mut state = self.lock();
             state.outstanding -= 1;
             state.requeue.push(tag);
+            state.armed = true;
         }
         self.wake.notify_one();
     }
 
     fn retire(&self) {
-        self.state.lock().expect("ack lock").retired = true;
+        {
+            let mut state = self.lock();
+            state.retired = true;
+            state.armed = true;
+        }
         self.wake.notify_one();
     }
 
-    /// Send what was settled, until the channel closes or is retired with nothing
-    /// outstanding.
+    /// Whether to send now rather than linger for more.
+    fn ready(&self) -> bool {
+        let state = self.lock();
+        !state.requeue.is_empty() || state.retired || state.waiting() >= self.batch
+    }
+
+    /// Send the requeues, then one multiple ack for what is settled.
+    async fn flush(&self) -> lapin::Result<()> {
+        let requeue = std::mem::take(&mut self.lock().requeue);
+        for tag in requeue {
+            let options = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            self.channel.basic_nack(tag, options).await?;
+            let mut state = self.lock();
+            state.nacked.insert(tag);
+            state.settle(tag);
+        }
+        let (upto, floor, sent) = {
+            let mut state = self.lock();
+            let floor = state.low - 1;
+            let mut upto = floor;
+            while upto > state.sent && state.nacked.contains(&upto) {
+                upto -= 1;
+            }
+            state.nacked.retain(|t| *t > floor);
+            (upto, floor, state.sent)
+        };
+        if upto > sent {
+            let options = BasicAckOptions { multiple: true };
+            self.channel.basic_ack(upto, options).await?;
+        }
+        let mut state = self.lock();
+        state.sent = state.sent.max(floor);
+        Ok(())
+    }
+
+    /// Send what was settled, in batches, until the channel closes or is retired with
+    /// nothing outstanding.
     async fn run(self: Arc<Self>) {
-        let mut sent = 0u64;
         loop {
             self.wake.notified().await;
             loop {
-                let requeue = std::mem::take(&mut self.state.lock().expect("ack lock").requeue);
-                for tag in requeue {
-                    let options = BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    };
-                    if let Err(e) = self.channel.basic_nack(tag, options).await {
-                        return self.fail(e);
+                let until = tokio::time::Instant::now() + ACK_LINGER;
+                while !self.ready() {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep_until(until) => break,
                     }
-                    let mut state = self.state.lock().expect("ack lock");
-                    state.nacked.insert(tag);
-                    state.settle(tag);
                 }
-                let (upto, floor, done) = {
-                    let mut state = self.state.lock().expect("ack lock");
-                    let floor = state.low - 1;
-                    let mut upto = floor;
-                    while upto > sent && state.nacked.contains(&upto) {
-                        upto -= 1;
+                if let Err(e) = self.flush().await {
+                    return self.fail(e);
+                }
+                let (done, again) = {
+                    let mut state = self.lock();
+                    let again = state.waiting() > 0 || !state.requeue.is_empty();
+                    if !again {
+                        state.armed = false;
                     }
-                    state.nacked.retain(|t| *t > floor);
-                    let done = state.retired && state.outstanding == 0 && state.requeue.is_empty();
-                    (upto, floor, done)
+                    (state.done(), again)
                 };
-                if upto > sent {
-                    let options = BasicAckOptions { multiple: true };
-                    if let Err(e) = self.channel.basic_ack(upto, options).await {
-                        return self.fail(e);
-                    }
-                }
-                sent = sent.max(floor);
-                if done {
-                    self.state.lock().expect("ack lock").closed = true;
+                if done && !again {
+                    self.lock().closed = true;
                     // Closing requeues what the broker sent ahead and nobody took.
                     let _ = self.channel.close(200, "subscriber stopped".into()).await;
                     return;
                 }
-                let more = {
-                    let state = self.state.lock().expect("ack lock");
-                    !state.requeue.is_empty() || state.low - 1 > sent
-                };
-                if !more {
+                if !again {
                     break;
                 }
             }
@@ -639,7 +703,7 @@ impl AckBatcher {
     }
 
     fn fail(&self, e: lapin::Error) {
-        self.state.lock().expect("ack lock").closed = true;
+        self.lock().closed = true;
         tracing::debug!(error = %e, "channel closed while acknowledging; the broker redelivers what was not acknowledged");
     }
 }
@@ -875,15 +939,7 @@ mod tests {
 
     #[test]
     fn ack_state_advances_only_over_contiguous_settled_tags() {
-        let mut s = AckState {
-            low: 1,
-            settled: BTreeSet::new(),
-            requeue: Vec::new(),
-            nacked: BTreeSet::new(),
-            outstanding: 0,
-            retired: false,
-            closed: false,
-        };
+        let mut s = AckState::new();
         s.settle(2);
         s.settle(4);
         assert_eq!(s.low, 1);

@@ -418,7 +418,8 @@ impl Transport for RabbitMq {
             ordering_key: self.shared.config.single_active_consumer,
             native_dead_letter: true,
             batch_publish: true,
-            competing_consumers: true,
+            // With a single active consumer, instances stand by instead of sharing.
+            competing_consumers: !self.shared.config.single_active_consumer,
             durable: true,
             max_message_size: self.shared.config.max_message_size,
         }

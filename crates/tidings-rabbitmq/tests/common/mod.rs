@@ -45,10 +45,13 @@ pub enum OrderEvents {
     OrderCancelled(OrderCancelled),
 }
 
+/// (attempt, redelivered) of each handler run.
+pub type Runs = Vec<(u32, bool)>;
+
 /// Counts handler runs per number, with the attempts and redelivered flags seen.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
-    inner: Arc<Mutex<HashMap<u64, Vec<(u32, bool)>>>>,
+    inner: Arc<Mutex<HashMap<u64, Runs>>>,
 }
 
 impl Seen {

@@ -1,0 +1,133 @@
+//! Recovery for real: the RabbitMQ server restarts in the middle of a stream of events;
+//! publishers and consumers reconnect by themselves, the topology is declared again, and
+//! every event is handled at least once. Needs `TIDINGS_RABBITMQ_URL` and
+//! `TIDINGS_RABBITMQ_CTL` (a command supporting `restart`, e.g.
+//! `scripts/services/rabbitmq.sh`).
+
+extern crate tidings_core as tidings;
+
+mod common;
+
+use std::time::Duration;
+
+use tidings_core::{Bus, Context, HandlerError, Subscription};
+use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+
+use common::{eventually, namespace, OrderEvents, OrderPlaced, Seen};
+
+const EVENTS: u64 = 600;
+
+async fn record(e: OrderPlaced, cx: Context<Seen>) -> Result<(), HandlerError> {
+    cx.state().record(e.n, cx.attempt(), cx.redelivered());
+    Ok(())
+}
+
+async fn restart_broker(ctl: &str) {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ctl} restart"))
+        .status()
+        .await
+        .expect("running TIDINGS_RABBITMQ_CTL");
+    assert!(status.success(), "`{ctl} restart` failed: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    let Some(url) = common::url() else { return };
+    let Ok(ctl) = std::env::var("TIDINGS_RABBITMQ_CTL") else {
+        println!("skipped: TIDINGS_RABBITMQ_CTL is not set (scripts/test sets it)");
+        return;
+    };
+    let ns = namespace();
+    // Generous deadlines: a publish waits through the whole restart.
+    let config = RabbitMqConfig::new(&url).publish_timeout(Duration::from_secs(180));
+    let consuming = RabbitMq::with_config(config.clone().connection_name("recovery-consumer"));
+    let publishing = RabbitMq::with_config(config.connection_name("recovery-publisher"));
+
+    let seen = Seen::default();
+    let catalog = Bus::builder("catalog")
+        .namespace(&ns)
+        .transport(consuming.clone())
+        .subscribe(
+            Subscription::to::<OrderEvents>()
+                .with_state(seen.clone())
+                .on(record)
+                .concurrency(4),
+        )
+        .build()
+        .await
+        .expect("building the consumer");
+    let shop = Bus::builder("shop")
+        .namespace(&ns)
+        .transport(publishing.clone())
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .expect("building the publisher");
+
+    // A steady stream of single publishes, each awaited: none may fail or vanish.
+    let stream = {
+        let shop = shop.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for n in 0..EVENTS {
+                if let Err(e) = shop.publish(OrderPlaced { n }).await {
+                    failures.push((n, e.to_string()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            failures
+        })
+    };
+
+    eventually(Duration::from_secs(60), "the stream under way", || {
+        seen.distinct() >= 100
+    })
+    .await;
+    let before = (
+        consuming.connection_generation(),
+        publishing.connection_generation(),
+    );
+    restart_broker(&ctl).await;
+    println!(
+        "broker restarted after {} events were handled",
+        seen.distinct()
+    );
+
+    let failures = stream.await.expect("publisher task");
+    assert!(
+        failures.is_empty(),
+        "publishes failed across the restart: {failures:?}"
+    );
+    eventually(
+        Duration::from_secs(120),
+        "every event handled after the restart",
+        || seen.distinct() as u64 == EVENTS,
+    )
+    .await;
+    assert!(seen.missing(EVENTS).is_empty());
+    assert!(
+        consuming.connection_generation() > before.0
+            && publishing.connection_generation() > before.1,
+        "both transports reconnected: before {before:?}, after ({}, {})",
+        consuming.connection_generation(),
+        publishing.connection_generation()
+    );
+    println!(
+        "handled {} distinct events in {} runs (duplicates are allowed: at least once)",
+        seen.distinct(),
+        seen.total()
+    );
+
+    // Topology was declared again: a new subscriber-side event still flows.
+    shop.publish(OrderPlaced { n: EVENTS })
+        .await
+        .expect("publishing after recovery");
+    eventually(Duration::from_secs(30), "an event after recovery", || {
+        !seen.runs(EVENTS).is_empty()
+    })
+    .await;
+    shop.shutdown().await;
+    catalog.shutdown().await;
+}
