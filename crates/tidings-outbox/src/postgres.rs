@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::backend::{
     check_version, db_error, publish_rows, sealed::Sealed, BatchOutcome, Claim, Names, NewRow,
-    Pending, ENVELOPE_COLUMNS, SCHEMA_VERSION,
+    Pending, SCHEMA_VERSION, WRITE_COLUMNS,
 };
 
 fn schema_sql(n: &Names) -> Vec<String> {
@@ -29,14 +29,7 @@ fn schema_sql(n: &Names) -> Vec<String> {
                 id           UUID NOT NULL,
                 event_type   TEXT NOT NULL,
                 version      BIGINT NOT NULL,
-                time_us      BIGINT NOT NULL,
-                content_type TEXT NOT NULL,
-                correlation_id UUID,
-                causation_id UUID,
-                traceparent  TEXT,
-                tracestate   TEXT,
-                ordering_key TEXT,
-                headers      TEXT,
+                meta         BYTEA NOT NULL,
                 payload      BYTEA NOT NULL,
                 created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
                 published_at TIMESTAMPTZ,
@@ -110,13 +103,12 @@ impl Sealed for Postgres {
         rows: Vec<NewRow>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let columns = format!(
-                "(service, topic, {ENVELOPE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-            );
+            let columns =
+                format!("(service, topic, {WRITE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
             let plain = format!("INSERT INTO {} {columns}", names.outbox);
             // The last row also queues a NOTIFY, which PostgreSQL delivers on commit only.
             let notify = format!(
-                "WITH ins AS (INSERT INTO {} {columns} RETURNING seq) SELECT pg_notify($15, '') FROM ins",
+                "WITH ins AS (INSERT INTO {} {columns} RETURNING seq) SELECT pg_notify($8, '') FROM ins",
                 names.outbox
             );
             let count = rows.len();
@@ -128,14 +120,7 @@ impl Sealed for Postgres {
                     .bind(row.id)
                     .bind(row.event_type)
                     .bind(row.version)
-                    .bind(row.time_us)
-                    .bind(row.content_type)
-                    .bind(row.correlation_id)
-                    .bind(row.causation_id)
-                    .bind(row.traceparent)
-                    .bind(row.tracestate)
-                    .bind(row.ordering_key)
-                    .bind(row.headers)
+                    .bind(row.meta)
                     .bind(row.payload);
                 if last {
                     q = q.bind(&names.channel);
@@ -197,7 +182,7 @@ impl Sealed for Postgres {
                 }
             }
             let rows = sqlx::query(&format!(
-                "SELECT seq, topic, {ENVELOPE_COLUMNS} FROM {} WHERE service = $1 AND published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+                "SELECT seq, topic, meta, payload FROM {} WHERE service = $1 AND published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
                 names.outbox
             ))
             .bind(claim.service)
@@ -208,23 +193,12 @@ impl Sealed for Postgres {
             let rows = rows
                 .into_iter()
                 .map(|r| {
-                    let payload: Vec<u8> = r.get(13);
+                    let payload: Vec<u8> = r.get(3);
                     Pending {
                         seq: r.get(0),
                         topic: r.get(1),
-                        id: r.get(2),
-                        event_type: r.get(3),
-                        version: r.get(4),
-                        time_us: r.get(5),
-                        content_type: r.get(6),
-                        correlation_id: r.get(7),
-                        causation_id: r.get(8),
-                        traceparent: r.get(9),
-                        tracestate: r.get(10),
-                        ordering_key: r.get(11),
-                        headers: r.get(12),
+                        meta: r.get(2),
                         payload: payload.into(),
-                        bad: None,
                     }
                 })
                 .collect::<Vec<_>>();

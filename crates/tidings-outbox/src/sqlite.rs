@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::backend::{
     check_version, db_error, millis, publish_rows, sealed::Sealed, unix_ms, BatchOutcome, Claim,
-    Names, NewRow, Pending, ENVELOPE_COLUMNS, SCHEMA_VERSION,
+    Names, NewRow, Pending, SCHEMA_VERSION, WRITE_COLUMNS,
 };
 
 fn now_ms() -> i64 {
@@ -30,14 +30,7 @@ fn schema_sql(n: &Names) -> Vec<String> {
                 id           TEXT NOT NULL,
                 event_type   TEXT NOT NULL,
                 version      INTEGER NOT NULL,
-                time_us      INTEGER NOT NULL,
-                content_type TEXT NOT NULL,
-                correlation_id TEXT,
-                causation_id TEXT,
-                traceparent  TEXT,
-                tracestate   TEXT,
-                ordering_key TEXT,
-                headers      TEXT,
+                meta         BLOB NOT NULL,
                 payload      BLOB NOT NULL,
                 created_at   INTEGER NOT NULL,
                 published_at INTEGER,
@@ -106,7 +99,7 @@ impl Sealed for Sqlite {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let sql = format!(
-                "INSERT INTO {} (service, topic, {ENVELOPE_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO {} (service, topic, {WRITE_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 names.outbox
             );
             let now = now_ms();
@@ -117,14 +110,7 @@ impl Sealed for Sqlite {
                     .bind(row.id.to_string())
                     .bind(row.event_type)
                     .bind(row.version)
-                    .bind(row.time_us)
-                    .bind(row.content_type)
-                    .bind(row.correlation_id.map(|u| u.to_string()))
-                    .bind(row.causation_id.map(|u| u.to_string()))
-                    .bind(row.traceparent)
-                    .bind(row.tracestate)
-                    .bind(row.ordering_key)
-                    .bind(row.headers)
+                    .bind(row.meta)
                     .bind(row.payload)
                     .bind(now)
                     .execute(&mut *conn)
@@ -169,7 +155,7 @@ impl Sealed for Sqlite {
             // between publishing and marking publishes the rows again (the inbox absorbs
             // the duplicates).
             let rows = sqlx::query(&format!(
-                "SELECT seq, topic, {ENVELOPE_COLUMNS} FROM {} WHERE service = ? AND published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT ?",
+                "SELECT seq, topic, meta, payload FROM {} WHERE service = ? AND published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT ?",
                 names.outbox
             ))
             .bind(claim.service)
@@ -347,38 +333,13 @@ impl Sealed for Sqlite {
     }
 }
 
-/// A claimed row; ids are stored as text in SQLite.
+/// A claimed row.
 fn pending(r: sqlx::sqlite::SqliteRow) -> Pending {
-    let mut bad = None;
-    let mut uuid = |value: Option<String>, what: &str| -> Option<Uuid> {
-        let value = value?;
-        match Uuid::parse_str(&value) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                bad = Some(format!("malformed {what} {value:?}"));
-                None
-            }
-        }
-    };
-    let id = uuid(r.get(2), "id").unwrap_or_default();
-    let correlation_id = uuid(r.get(7), "correlation id");
-    let causation_id = uuid(r.get(8), "causation id");
-    let payload: Vec<u8> = r.get(13);
+    let payload: Vec<u8> = r.get(3);
     Pending {
         seq: r.get(0),
         topic: r.get(1),
-        id,
-        event_type: r.get(3),
-        version: r.get(4),
-        time_us: r.get(5),
-        content_type: r.get(6),
-        correlation_id,
-        causation_id,
-        traceparent: r.get(9),
-        tracestate: r.get(10),
-        ordering_key: r.get(11),
-        headers: r.get(12),
+        meta: r.get(2),
         payload: payload.into(),
-        bad,
     }
 }

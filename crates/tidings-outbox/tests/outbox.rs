@@ -297,7 +297,10 @@ macro_rules! suite {
                 .await;
                 hub.idle().await;
                 assert_eq!(ns(&log), vec![0, 1, 2, 3, 4]);
-                eventually("the rows are marked", || async { outbox.counts(None).await.unwrap().pending == 0 }).await;
+                eventually("the rows are marked", || async {
+                    outbox.counts(None).await.unwrap().pending == 0
+                })
+                .await;
                 relay.shutdown().await;
                 observer.shutdown().await;
             }
