@@ -66,7 +66,9 @@ async fn raw_pipeline(n: u64) {
         }
     });
     for i in 0..n {
-        tx.send(rmp_serde::to_vec_named(&event(i)).unwrap()).await.unwrap();
+        tx.send(rmp_serde::to_vec_named(&event(i)).unwrap())
+            .await
+            .unwrap();
     }
     consumer.await.unwrap();
 }
@@ -90,7 +92,11 @@ async fn tidings_bus(counter: Arc<Counter>) -> (Bus, Bus) {
     let memory = Memory::new();
     let consumer = Bus::builder("catalog")
         .transport(memory.clone())
-        .subscribe(Subscription::to::<BenchEvents>().with_shared_state(counter).on(count))
+        .subscribe(
+            Subscription::to::<BenchEvents>()
+                .with_shared_state(counter)
+                .on(count),
+        )
         .build()
         .await
         .unwrap();
@@ -161,7 +167,11 @@ fn latency(c: &mut Criterion) {
         let memory = Memory::new();
         let consumer = Bus::builder("catalog")
             .transport(memory.clone())
-            .subscribe(Subscription::to::<BenchEvents>().with_shared_state(state.clone()).on(stamp))
+            .subscribe(
+                Subscription::to::<BenchEvents>()
+                    .with_shared_state(state.clone())
+                    .on(stamp),
+            )
             .build()
             .await
             .unwrap();

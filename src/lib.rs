@@ -17,10 +17,10 @@ pub use url::{connect, TransportUrl};
 
 /// The names most services need: `use tidings::prelude::*;`.
 pub mod prelude {
-    pub use crate::{
-        Bus, Context, Event, HandlerError, PublishOptions, Replay, RetryPolicy, Subscription, Topic,
-        TransportUrl,
-    };
     #[cfg(feature = "memory")]
     pub use crate::Memory;
+    pub use crate::{
+        Bus, Context, Event, HandlerError, PublishOptions, Replay, RetryPolicy, Subscription,
+        Topic, TransportUrl,
+    };
 }

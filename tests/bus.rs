@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings::prelude::*;
-use tidings::ErrorKind;
 #[cfg(feature = "json")]
 use tidings::Codec;
+use tidings::ErrorKind;
 use tidings_testing::TestBus;
 use tokio::sync::Semaphore;
 
@@ -72,7 +72,11 @@ async fn build_refuses_two_events_sharing_a_wire_name() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.message().contains("share the wire name `orders.order-placed`"), "{err}");
+    assert!(
+        err.message()
+            .contains("share the wire name `orders.order-placed`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -92,23 +96,38 @@ async fn build_refuses_a_subscription_without_handlers_and_duplicate_handlers() 
         .build()
         .await
         .unwrap_err();
-    assert!(err.message().contains("two handlers for event `orders.order-placed`"), "{err}");
+    assert!(
+        err.message()
+            .contains("two handlers for event `orders.order-placed`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn build_refuses_a_missing_transport_and_a_bad_service_name() {
     let err = Bus::builder("audit").build().await.unwrap_err();
     assert!(err.message().contains("no transport"), "{err}");
-    let err = Bus::builder("has space").transport(Memory::new()).build().await.unwrap_err();
+    let err = Bus::builder("has space")
+        .transport(Memory::new())
+        .build()
+        .await
+        .unwrap_err();
     assert!(err.message().contains("service name"), "{err}");
 }
 
 #[tokio::test]
 async fn publishing_an_undeclared_topic_says_what_to_declare() {
-    let bus = Bus::builder("shipping").transport(Memory::new()).build().await.unwrap();
+    let bus = Bus::builder("shipping")
+        .transport(Memory::new())
+        .build()
+        .await
+        .unwrap();
     let err = bus.publish(OrderPlaced { order: 1 }).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotDeclared);
-    assert!(err.message().contains(".publishes::<OrderEvents>()"), "{err}");
+    assert!(
+        err.message().contains(".publishes::<OrderEvents>()"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -118,12 +137,14 @@ async fn transport_url_picks_the_memory_transport_and_rejects_unknown_schemes() 
     let counter = seen.clone();
     let consumer = Bus::builder("audit")
         .transport_url(url.clone())
-        .subscribe(Subscription::to::<OrderEvents>().with_shared_state(counter).on(
-            |_: OrderPlaced, cx: Context<AtomicUsize>| async move {
-                cx.state().fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            },
-        ))
+        .subscribe(
+            Subscription::to::<OrderEvents>()
+                .with_shared_state(counter)
+                .on(|_: OrderPlaced, cx: Context<AtomicUsize>| async move {
+                    cx.state().fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }),
+        )
         .build()
         .await
         .unwrap();
@@ -138,7 +159,11 @@ async fn transport_url_picks_the_memory_transport_and_rejects_unknown_schemes() 
     wait_until(|| seen.load(Ordering::SeqCst) == 1).await;
     consumer.shutdown().await;
 
-    let err = Bus::builder("x").transport_url("smtp://mail").build().await.unwrap_err();
+    let err = Bus::builder("x")
+        .transport_url("smtp://mail")
+        .build()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.message().contains("memory://"), "{err}");
 }
@@ -150,13 +175,18 @@ async fn a_type_implementing_handler_gets_state_and_metadata() {
     }
     impl tidings::Handler<OrderShipped, ()> for Shipper {
         async fn handle(&self, event: OrderShipped, cx: Context) -> Result<(), HandlerError> {
-            self.shipped.lock().unwrap().push((event.order, cx.attempt()));
+            self.shipped
+                .lock()
+                .unwrap()
+                .push((event.order, cx.attempt()));
             assert_eq!(cx.source(), "orders");
             Ok(())
         }
     }
     let shipped = Arc::new(Mutex::new(Vec::new()));
-    let shipper = Shipper { shipped: shipped.clone() };
+    let shipper = Shipper {
+        shipped: shipped.clone(),
+    };
     let harness = TestBus::new();
     let _consumer = harness
         .builder("audit")
@@ -164,10 +194,18 @@ async fn a_type_implementing_handler_gets_state_and_metadata() {
         .build()
         .await
         .unwrap();
-    let orders = harness.builder("orders").publishes::<OrderEvents>().build().await.unwrap();
+    let orders = harness
+        .builder("orders")
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
     orders.publish(OrderShipped { order: 9 }).await.unwrap();
     // The topic enum publishes too.
-    orders.publish(OrderEvents::OrderShipped(OrderShipped { order: 10 })).await.unwrap();
+    orders
+        .publish(OrderEvents::OrderShipped(OrderShipped { order: 10 }))
+        .await
+        .unwrap();
     harness.settle().await;
     assert_eq!(*shipped.lock().unwrap(), vec![(9, 1), (10, 1)]);
 }
@@ -178,16 +216,21 @@ async fn a_handler_publishing_carries_correlation_and_causation() {
     let _shipping = harness
         .builder("shipping")
         .publishes::<OrderEvents>()
-        .subscribe(Subscription::to::<OrderEvents>().on(
-            |e: OrderPlaced, cx: Context| async move {
+        .subscribe(
+            Subscription::to::<OrderEvents>().on(|e: OrderPlaced, cx: Context| async move {
                 cx.publish(OrderShipped { order: e.order }).await?;
                 Ok(())
-            },
-        ))
+            }),
+        )
         .build()
         .await
         .unwrap();
-    let orders = harness.builder("orders").publishes::<OrderEvents>().build().await.unwrap();
+    let orders = harness
+        .builder("orders")
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
     let placed = orders.publish(OrderPlaced { order: 3 }).await.unwrap();
     harness.settle().await;
     let shipped = harness
@@ -207,7 +250,11 @@ async fn no_more_handlers_run_at_once_than_the_concurrency_limit() {
         max: AtomicUsize,
         done: AtomicUsize,
     }
-    let gauge = Arc::new(Gauge { now: AtomicUsize::new(0), max: AtomicUsize::new(0), done: AtomicUsize::new(0) });
+    let gauge = Arc::new(Gauge {
+        now: AtomicUsize::new(0),
+        max: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    });
     let harness = TestBus::new();
     let _consumer = harness
         .builder("audit")
@@ -228,11 +275,23 @@ async fn no_more_handlers_run_at_once_than_the_concurrency_limit() {
         .build()
         .await
         .unwrap();
-    let orders = harness.builder("orders").publishes::<OrderEvents>().build().await.unwrap();
-    orders.publish_batch((0..30).map(|order| OrderPlaced { order })).await.unwrap();
+    let orders = harness
+        .builder("orders")
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
+    orders
+        .publish_batch((0..30).map(|order| OrderPlaced { order }))
+        .await
+        .unwrap();
     harness.settle().await;
     assert_eq!(gauge.done.load(Ordering::SeqCst), 30);
-    assert_eq!(gauge.max.load(Ordering::SeqCst), 3, "the limit is reached and never exceeded");
+    assert_eq!(
+        gauge.max.load(Ordering::SeqCst),
+        3,
+        "the limit is reached and never exceeded"
+    );
 }
 
 #[tokio::test]
@@ -241,16 +300,23 @@ async fn a_slow_handler_slows_the_publisher_instead_of_growing_memory() {
     let memory = Memory::builder().queue_capacity(4).build();
     let _consumer = Bus::builder("audit")
         .transport(memory.clone())
-        .subscribe(Subscription::to::<OrderEvents>().with_shared_state(gate.clone()).on(
-            |_: OrderPlaced, cx: Context<Semaphore>| async move {
-                cx.state().acquire().await.unwrap().forget();
-                Ok(())
-            },
-        ))
+        .subscribe(
+            Subscription::to::<OrderEvents>()
+                .with_shared_state(gate.clone())
+                .on(|_: OrderPlaced, cx: Context<Semaphore>| async move {
+                    cx.state().acquire().await.unwrap().forget();
+                    Ok(())
+                }),
+        )
         .build()
         .await
         .unwrap();
-    let orders = Bus::builder("orders").transport(memory.clone()).publishes::<OrderEvents>().build().await.unwrap();
+    let orders = Bus::builder("orders")
+        .transport(memory.clone())
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
     // One event in the handler, four in the queue: the sixth publish must wait.
     for order in 0..5 {
         orders.publish(OrderPlaced { order }).await.unwrap();
@@ -260,7 +326,10 @@ async fn a_slow_handler_slows_the_publisher_instead_of_growing_memory() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
-    assert!(futures::poll!(sixth.as_mut()).is_pending(), "publish waits while the queue is full");
+    assert!(
+        futures::poll!(sixth.as_mut()).is_pending(),
+        "publish waits while the queue is full"
+    );
     gate.add_permits(100);
     sixth.await.unwrap();
     memory.idle().await;
@@ -274,20 +343,33 @@ async fn json_publishers_and_msgpack_subscribers_understand_each_other() {
     let sink = got.clone();
     let _consumer = harness
         .builder("audit")
-        .subscribe(Subscription::to::<OrderEvents>().with_shared_state(sink).on(
-            |e: OrderPlaced, cx: Context<Mutex<Vec<(u64, String)>>>| async move {
-                let ct = cx.envelope().content_type.to_string();
-                cx.state().lock().unwrap().push((e.order, ct));
-                Ok(())
-            },
-        ))
+        .subscribe(
+            Subscription::to::<OrderEvents>()
+                .with_shared_state(sink)
+                .on(
+                    |e: OrderPlaced, cx: Context<Mutex<Vec<(u64, String)>>>| async move {
+                        let ct = cx.envelope().content_type.to_string();
+                        cx.state().lock().unwrap().push((e.order, ct));
+                        Ok(())
+                    },
+                ),
+        )
         .build()
         .await
         .unwrap();
-    let json = harness.builder("orders").codec(Codec::Json).publishes::<OrderEvents>().build().await.unwrap();
+    let json = harness
+        .builder("orders")
+        .codec(Codec::Json)
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
     json.publish(OrderPlaced { order: 1 }).await.unwrap();
     harness.settle().await;
-    assert_eq!(*got.lock().unwrap(), vec![(1, "application/json".to_string())]);
+    assert_eq!(
+        *got.lock().unwrap(),
+        vec![(1, "application/json".to_string())]
+    );
     let raw = &harness.envelopes()[0];
     assert_eq!(std::str::from_utf8(&raw.payload).unwrap(), r#"{"order":1}"#);
 }
@@ -306,14 +388,25 @@ async fn oversized_events_are_refused_at_publish() {
     }
     let bus = Bus::builder("blobs")
         .transport(Memory::new())
-        .decode_limits(tidings::DecodeLimits { max_size: 1024, max_depth: 32 })
+        .decode_limits(tidings::DecodeLimits {
+            max_size: 1024,
+            max_depth: 32,
+        })
         .publishes::<BlobEvents>()
         .build()
         .await
         .unwrap();
-    let err = bus.publish(BlobStored { bytes: vec![7; 4096] }).await.unwrap_err();
+    let err = bus
+        .publish(BlobStored {
+            bytes: vec![7; 4096],
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::MessageTooLarge);
-    assert!(err.message().contains("over the limit of 1024 bytes"), "{err}");
+    assert!(
+        err.message().contains("over the limit of 1024 bytes"),
+        "{err}"
+    );
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool) {

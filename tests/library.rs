@@ -53,7 +53,10 @@ async fn borrow_book_publishes_integration_event() {
 async fn a_refused_command_publishes_nothing() {
     let harness = TestBus::new();
     let lending = lending_on(&harness).await;
-    let err = lending.borrow_book(PatronId::new(), BookId::new()).await.unwrap_err();
+    let err = lending
+        .borrow_book(PatronId::new(), BookId::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LendingError::UnknownPatron(_)), "{err}");
     harness.assert_not_published::<BookBorrowed>();
 }
@@ -103,14 +106,28 @@ async fn an_event_catalog_cannot_apply_is_dead_lettered_and_replayable() {
     harness.settle().await;
     let dead = catalog.dead_letters::<LendingEvents>(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].info.reason.contains("the catalog has no book"), "{}", dead[0].info.reason);
+    assert!(
+        dead[0].info.reason.contains("the catalog has no book"),
+        "{}",
+        dead[0].info.reason
+    );
     assert_eq!(dead[0].info.service.as_ref(), "catalog");
     assert_eq!(dead[0].info.topic.as_ref(), "lending");
 
     // Once the book is catalogued, replaying the dead letter applies it.
     inventory.add_book(book_id, "Dune", 1);
-    assert_eq!(catalog.replay_dead_letters::<LendingEvents>(Replay::All).await.unwrap(), 1);
+    assert_eq!(
+        catalog
+            .replay_dead_letters::<LendingEvents>(Replay::All)
+            .await
+            .unwrap(),
+        1
+    );
     harness.settle().await;
     assert_eq!(inventory.stock(book_id).unwrap().available, 0);
-    assert!(catalog.dead_letters::<LendingEvents>(10).await.unwrap().is_empty());
+    assert!(catalog
+        .dead_letters::<LendingEvents>(10)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -36,15 +36,26 @@ pub enum InventoryError {
     /// The catalog doesn't know the book.
     UnknownBook(BookId),
     /// The update would leave fewer than 0 or more than all copies on the shelf.
-    OutOfRange { book_id: BookId, available: u32, delta: i32 },
+    OutOfRange {
+        book_id: BookId,
+        available: u32,
+        delta: i32,
+    },
 }
 
 impl fmt::Display for InventoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InventoryError::UnknownBook(id) => write!(f, "the catalog has no book {id}"),
-            InventoryError::OutOfRange { book_id, available, delta } => {
-                write!(f, "cannot change book {book_id} with {available} available by {delta}")
+            InventoryError::OutOfRange {
+                book_id,
+                available,
+                delta,
+            } => {
+                write!(
+                    f,
+                    "cannot change book {book_id} with {available} available by {delta}"
+                )
             }
         }
     }
@@ -55,7 +66,11 @@ impl std::error::Error for InventoryError {}
 impl Inventory {
     /// Add a book with `copies` copies.
     pub fn add_book(&self, id: BookId, title: &str, copies: u32) {
-        let stock = Stock { title: title.to_string(), available: copies, total: copies };
+        let stock = Stock {
+            title: title.to_string(),
+            available: copies,
+            total: copies,
+        };
         self.books.lock().unwrap().insert(id, stock);
     }
 
@@ -66,7 +81,12 @@ impl Inventory {
 
     /// Every book's stock, by id.
     pub fn all(&self) -> Vec<(BookId, Stock)> {
-        self.books.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect()
+        self.books
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
 
     /// The dispatch path for inventory changes: validate, apply, tell waiters.
@@ -78,7 +98,11 @@ impl Inventory {
                 .available
                 .checked_add_signed(delta)
                 .filter(|a| *a <= stock.total)
-                .ok_or(InventoryError::OutOfRange { book_id: id, available: stock.available, delta })?;
+                .ok_or(InventoryError::OutOfRange {
+                    book_id: id,
+                    available: stock.available,
+                    delta,
+                })?;
             stock.available = available;
             stock.clone()
         };
@@ -100,21 +124,41 @@ impl Inventory {
 }
 
 /// `lending.book-borrowed`: one copy fewer on the shelf.
-pub async fn book_borrowed(event: BookBorrowed, cx: Context<Inventory>) -> Result<(), HandlerError> {
-    let stock = cx.state().update(event.book_id, -1).map_err(HandlerError::permanent)?;
-    println!("catalog: {} borrowed -> {} of {} on the shelf", stock.title, stock.available, stock.total);
+pub async fn book_borrowed(
+    event: BookBorrowed,
+    cx: Context<Inventory>,
+) -> Result<(), HandlerError> {
+    let stock = cx
+        .state()
+        .update(event.book_id, -1)
+        .map_err(HandlerError::permanent)?;
+    println!(
+        "catalog: {} borrowed -> {} of {} on the shelf",
+        stock.title, stock.available, stock.total
+    );
     Ok(())
 }
 
 /// `lending.book-returned`: one copy more on the shelf.
-pub async fn book_returned(event: BookReturned, cx: Context<Inventory>) -> Result<(), HandlerError> {
-    let stock = cx.state().update(event.book_id, 1).map_err(HandlerError::permanent)?;
-    println!("catalog: {} returned -> {} of {} on the shelf", stock.title, stock.available, stock.total);
+pub async fn book_returned(
+    event: BookReturned,
+    cx: Context<Inventory>,
+) -> Result<(), HandlerError> {
+    let stock = cx
+        .state()
+        .update(event.book_id, 1)
+        .map_err(HandlerError::permanent)?;
+    println!(
+        "catalog: {} returned -> {} of {} on the shelf",
+        stock.title, stock.available, stock.total
+    );
     Ok(())
 }
 
 /// Catalog's subscription to Lending's events.
-pub fn subscription(inventory: std::sync::Arc<Inventory>) -> Subscription<LendingEvents, Inventory> {
+pub fn subscription(
+    inventory: std::sync::Arc<Inventory>,
+) -> Subscription<LendingEvents, Inventory> {
     Subscription::to::<LendingEvents>()
         .with_shared_state(inventory)
         .on(book_borrowed)

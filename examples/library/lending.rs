@@ -46,7 +46,11 @@ pub struct LendingStore {
 impl LendingStore {
     /// Add a patron.
     pub fn seed_patron(&self, id: PatronId, name: &str) {
-        let patron = Patron { id, name: name.to_string(), loans: 0 };
+        let patron = Patron {
+            id,
+            name: name.to_string(),
+            loans: 0,
+        };
         self.patrons.lock().unwrap().insert(id, patron);
     }
 
@@ -56,7 +60,11 @@ impl LendingStore {
     }
 
     fn book_on_loan(&self, book_id: BookId) -> bool {
-        self.loans.lock().unwrap().values().any(|l| l.book_id == book_id && !l.returned)
+        self.loans
+            .lock()
+            .unwrap()
+            .values()
+            .any(|l| l.book_id == book_id && !l.returned)
     }
 
     fn adjust_loans(&self, id: PatronId, delta: i32) {
@@ -70,9 +78,15 @@ impl LendingStore {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LendingDomainEvent {
     /// A book was lent to a patron.
-    BookBorrowed { patron_id: PatronId, book_id: BookId },
+    BookBorrowed {
+        patron_id: PatronId,
+        book_id: BookId,
+    },
     /// A book came back.
-    BookReturned { patron_id: PatronId, book_id: BookId },
+    BookReturned {
+        patron_id: PatronId,
+        book_id: BookId,
+    },
 }
 
 /// Why a command was refused.
@@ -120,8 +134,12 @@ impl Lending {
                 let store = counts.clone();
                 async move {
                     match event {
-                        LendingDomainEvent::BookBorrowed { patron_id, .. } => store.adjust_loans(patron_id, 1),
-                        LendingDomainEvent::BookReturned { patron_id, .. } => store.adjust_loans(patron_id, -1),
+                        LendingDomainEvent::BookBorrowed { patron_id, .. } => {
+                            store.adjust_loans(patron_id, 1)
+                        }
+                        LendingDomainEvent::BookReturned { patron_id, .. } => {
+                            store.adjust_loans(patron_id, -1)
+                        }
                     }
                     Ok::<(), HandlerError>(())
                 }
@@ -132,14 +150,30 @@ impl Lending {
 
     /// Lend `book_id` to `patron_id`: save the loan, raise the domain event, publish
     /// `lending.book-borrowed`.
-    pub async fn borrow_book(&self, patron_id: PatronId, book_id: BookId) -> Result<Uuid, LendingError> {
-        self.store.patron(patron_id).ok_or(LendingError::UnknownPatron(patron_id))?;
+    pub async fn borrow_book(
+        &self,
+        patron_id: PatronId,
+        book_id: BookId,
+    ) -> Result<Uuid, LendingError> {
+        self.store
+            .patron(patron_id)
+            .ok_or(LendingError::UnknownPatron(patron_id))?;
         if self.store.book_on_loan(book_id) {
             return Err(LendingError::BookOnLoan(book_id));
         }
-        let loan = Loan { id: Uuid::new_v4(), book_id, patron_id, returned: false };
-        self.store.loans.lock().unwrap().insert(loan.id, loan.clone());
-        self.raise(LendingDomainEvent::BookBorrowed { patron_id, book_id }).await;
+        let loan = Loan {
+            id: Uuid::new_v4(),
+            book_id,
+            patron_id,
+            returned: false,
+        };
+        self.store
+            .loans
+            .lock()
+            .unwrap()
+            .insert(loan.id, loan.clone());
+        self.raise(LendingDomainEvent::BookBorrowed { patron_id, book_id })
+            .await;
         self.bus
             .publish(BookBorrowed { book_id, patron_id })
             .await
@@ -152,12 +186,16 @@ impl Lending {
     pub async fn return_book(&self, loan_id: Uuid) -> Result<(), LendingError> {
         let loan = {
             let mut loans = self.store.loans.lock().unwrap();
-            let loan = loans.get_mut(&loan_id).filter(|l| !l.returned).ok_or(LendingError::UnknownLoan(loan_id))?;
+            let loan = loans
+                .get_mut(&loan_id)
+                .filter(|l| !l.returned)
+                .ok_or(LendingError::UnknownLoan(loan_id))?;
             loan.returned = true;
             loan.clone()
         };
         let (book_id, patron_id) = (loan.book_id, loan.patron_id);
-        self.raise(LendingDomainEvent::BookReturned { patron_id, book_id }).await;
+        self.raise(LendingDomainEvent::BookReturned { patron_id, book_id })
+            .await;
         self.bus
             .publish(BookReturned { book_id, patron_id })
             .await

@@ -50,14 +50,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lending.store.seed_patron(tomas, "Tomás");
 
     let loan = lending.borrow_book(diana, dune).await?;
-    println!("lending: Diana borrowed Dune (loans: {})", loans(&lending, diana));
+    println!(
+        "lending: Diana borrowed Dune (loans: {})",
+        loans(&lending, diana)
+    );
     lending.borrow_book(tomas, solaris).await?;
-    println!("lending: Tomás borrowed Solaris (loans: {})", loans(&lending, tomas));
+    println!(
+        "lending: Tomás borrowed Solaris (loans: {})",
+        loans(&lending, tomas)
+    );
     lending.return_book(loan).await?;
-    println!("lending: Diana returned Dune (loans: {})", loans(&lending, diana));
+    println!(
+        "lending: Diana returned Dune (loans: {})",
+        loans(&lending, diana)
+    );
 
     // Integration events are asynchronous: wait until Catalog applied all three.
-    tokio::time::timeout(std::time::Duration::from_secs(30), inventory.wait_for_updates(3)).await?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        inventory.wait_for_updates(3),
+    )
+    .await?;
     lending_bus.shutdown().await;
     catalog.shutdown().await;
 

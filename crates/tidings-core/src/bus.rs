@@ -135,7 +135,11 @@ impl Bus {
     }
 
     /// Publish one event with options (ordering key, headers, flow ids).
-    pub async fn publish_with<P: Publishable>(&self, event: P, options: PublishOptions) -> Result<Uuid> {
+    pub async fn publish_with<P: Publishable>(
+        &self,
+        event: P,
+        options: PublishOptions,
+    ) -> Result<Uuid> {
         let topic = self.topic_of::<P::Topic>()?;
         let envelope = self.envelope(&event, options)?;
         let id = envelope.id;
@@ -143,7 +147,12 @@ impl Bus {
             .transport
             .publish_dyn(topic, vec![envelope])
             .await
-            .map_err(|e| e.context(format_args!("publishing `{}` to `{topic}`", event.event_name())))?;
+            .map_err(|e| {
+                e.context(format_args!(
+                    "publishing `{}` to `{topic}`",
+                    event.event_name()
+                ))
+            })?;
         Ok(id)
     }
 
@@ -263,16 +272,20 @@ impl Bus {
     }
 
     fn subscription_spec<T: Topic>(&self, name: Option<&str>) -> Result<&SubscriptionSpec> {
-        let mut matching = self
-            .inner
-            .subscriptions
-            .iter()
-            .filter(|(t, spec)| *t == T::NAME && name.is_none_or(|n| spec.name == n || spec.name.ends_with(&format!(".{n}"))));
+        let mut matching = self.inner.subscriptions.iter().filter(|(t, spec)| {
+            *t == T::NAME
+                && name.is_none_or(|n| spec.name == n || spec.name.ends_with(&format!(".{n}")))
+        });
         match (matching.next(), matching.next()) {
             (Some((_, spec)), None) => Ok(spec),
             (None, _) => Err(Error::new(
                 ErrorKind::NotFound,
-                format!("service `{}` has no subscription to `{}`{}", self.inner.service, T::NAME, name.map(|n| format!(" named `{n}`")).unwrap_or_default()),
+                format!(
+                    "service `{}` has no subscription to `{}`{}",
+                    self.inner.service,
+                    T::NAME,
+                    name.map(|n| format!(" named `{n}`")).unwrap_or_default()
+                ),
             )),
             (Some(_), Some(_)) => Err(Error::config(format!(
                 "service `{}` has several subscriptions to `{}`: name the one you mean",
@@ -290,7 +303,11 @@ impl Bus {
 
     /// Like [`dead_letters`](Self::dead_letters) for a subscription made with
     /// `Subscription::named(name)`.
-    pub async fn dead_letters_named<T: Topic>(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+    pub async fn dead_letters_named<T: Topic>(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
         let spec = self.subscription_spec::<T>(Some(name))?;
         self.inner.transport.dead_letters_dyn(spec, limit).await
     }
@@ -299,13 +316,23 @@ impl Bus {
     /// (after fixing what made them fail); returns how many were replayed.
     pub async fn replay_dead_letters<T: Topic>(&self, which: Replay) -> Result<usize> {
         let spec = self.subscription_spec::<T>(None)?;
-        self.inner.transport.replay_dead_letters_dyn(spec, &which).await
+        self.inner
+            .transport
+            .replay_dead_letters_dyn(spec, &which)
+            .await
     }
 
     /// Like [`replay_dead_letters`](Self::replay_dead_letters) for a named subscription.
-    pub async fn replay_dead_letters_named<T: Topic>(&self, name: &str, which: Replay) -> Result<usize> {
+    pub async fn replay_dead_letters_named<T: Topic>(
+        &self,
+        name: &str,
+        which: Replay,
+    ) -> Result<usize> {
         let spec = self.subscription_spec::<T>(Some(name))?;
-        self.inner.transport.replay_dead_letters_dyn(spec, &which).await
+        self.inner
+            .transport
+            .replay_dead_letters_dyn(spec, &which)
+            .await
     }
 
     /// The transport this bus runs on.
@@ -336,7 +363,12 @@ impl fmt::Debug for Bus {
             .field("topics", &self.inner.topics)
             .field(
                 "subscriptions",
-                &self.inner.subscriptions.iter().map(|(_, s)| s.queue_name()).collect::<Vec<_>>(),
+                &self
+                    .inner
+                    .subscriptions
+                    .iter()
+                    .map(|(_, s)| s.queue_name())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -554,7 +586,9 @@ impl BusBuilder {
             .map(|(name, _)| (*name, self.broker_name(name)))
             .collect();
         for ((_, events), (_, broker)) in self.topics.iter().zip(&topics) {
-            topology.publishes.push(TopicSpec::new(broker.clone(), events.to_vec()));
+            topology
+                .publishes
+                .push(TopicSpec::new(broker.clone(), events.to_vec()));
         }
 
         let mut dispatchers = Vec::new();
@@ -576,7 +610,7 @@ impl BusBuilder {
             subscriptions.push((s.topic, spec.clone()));
             dispatchers.push(Arc::new(Dispatcher {
                 spec,
-                handlers: s.handlers.into_iter().map(|h| (h.name, h)).collect(),
+                handlers: s.handlers,
                 upcasters: s.upcasters,
                 policy: s.policy.unwrap_or(self.retry),
                 concurrency: s.concurrency,
@@ -589,10 +623,12 @@ impl BusBuilder {
             }));
         }
 
-        transport
-            .provision_dyn(&topology)
-            .await
-            .map_err(|e| e.context(format_args!("provisioning the topology of `{}`", self.service)))?;
+        transport.provision_dyn(&topology).await.map_err(|e| {
+            e.context(format_args!(
+                "provisioning the topology of `{}`",
+                self.service
+            ))
+        })?;
 
         let inner = Arc::new(BusInner {
             service,
@@ -614,7 +650,12 @@ impl BusBuilder {
             let run = transport
                 .consume_dyn(&dispatcher.spec, worker)
                 .await
-                .map_err(|e| e.context(format_args!("subscribing `{}` to `{}`", dispatcher.spec.name, dispatcher.spec.topic)));
+                .map_err(|e| {
+                    e.context(format_args!(
+                        "subscribing `{}` to `{}`",
+                        dispatcher.spec.name, dispatcher.spec.topic
+                    ))
+                });
             match run {
                 Ok(run) => {
                     inner.consumers.spawn(run);
@@ -636,7 +677,10 @@ impl fmt::Debug for BusBuilder {
             .field("service", &self.service)
             .field("codec", &self.codec)
             .field("namespace", &self.namespace)
-            .field("topics", &self.topics.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "topics",
+                &self.topics.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("subscriptions", &self.subscriptions.len())
             .finish_non_exhaustive()
     }

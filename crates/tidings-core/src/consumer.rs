@@ -39,7 +39,8 @@ impl fmt::Debug for Worker {
 /// delivery is settled.
 pub(crate) struct Dispatcher {
     pub(crate) spec: SubscriptionSpec,
-    pub(crate) handlers: HashMap<&'static str, HandlerEntry>,
+    /// Few per subscription: a linear scan beats hashing the wire name.
+    pub(crate) handlers: Vec<HandlerEntry>,
     pub(crate) upcasters: HashMap<(&'static str, u32), Upcaster>,
     pub(crate) policy: RetryPolicy,
     pub(crate) concurrency: usize,
@@ -82,7 +83,7 @@ impl Dispatcher {
         redelivered: bool,
         shutdown: &CancellationToken,
     ) -> Outcome {
-        let Some(entry) = self.handlers.get(env.event_type.as_ref()) else {
+        let Some(entry) = self.handlers.iter().find(|h| h.name == env.event_type) else {
             tracing::debug!(
                 subscription = %self.subscription, event_type = %env.event_type, id = %env.id,
                 "no handler for this event in the subscription; acknowledged and skipped"
@@ -251,11 +252,15 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
         shutdown,
     } = worker;
     let mut failures = 0u32;
+    // One cancellation future for the whole loop: registering a new one per delivery costs
+    // more than handing the delivery over.
+    let cancelled = shutdown.clone().cancelled_owned();
+    tokio::pin!(cancelled);
     if dispatcher.concurrency == 1 {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 next = subscriber.next() => next,
             };
             match next {
@@ -280,12 +285,12 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
     loop {
         let permit = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         let next = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             next = subscriber.next() => next,
         };
         let delivery = match next {

@@ -41,7 +41,8 @@ use tokio::sync::{mpsc, Notify};
 use crate::error::{Error, Result};
 use crate::handler::HandlerError;
 
-type DomainHandler<E> = Box<dyn Fn(&E) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+type DomainHandler<E> =
+    Box<dyn Fn(&E) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// Builds an [`EventQueue`]: its handlers, run in registration order for every event, and
 /// its capacity.
@@ -155,9 +156,17 @@ impl<E: Clone + Send + Sync + 'static> EventQueue<E> {
 impl<E: Send + 'static> EventQueue<E> {
     /// Queue an event for the handlers; waits while the queue is full.
     pub async fn enqueue(&self, event: E) -> Result<()> {
-        self.state.inner.lock().expect("event queue state").outstanding += 1;
+        self.state
+            .inner
+            .lock()
+            .expect("event queue state")
+            .outstanding += 1;
         if self.tx.send(event).await.is_err() {
-            self.state.inner.lock().expect("event queue state").outstanding -= 1;
+            self.state
+                .inner
+                .lock()
+                .expect("event queue state")
+                .outstanding -= 1;
             return Err(Error::closed("the domain event queue's worker has stopped"));
         }
         Ok(())

@@ -242,10 +242,16 @@ impl Envelope {
             }
         }
         env.id = id.ok_or_else(|| {
-            Error::new(ErrorKind::Decode, format!("envelope has no {} attribute", attrs::ID))
+            Error::new(
+                ErrorKind::Decode,
+                format!("envelope has no {} attribute", attrs::ID),
+            )
         })?;
         env.event_type = Cow::Owned(event_type.ok_or_else(|| {
-            Error::new(ErrorKind::Decode, format!("envelope has no {} attribute", attrs::TYPE))
+            Error::new(
+                ErrorKind::Decode,
+                format!("envelope has no {} attribute", attrs::TYPE),
+            )
         })?);
         Ok(env)
     }
@@ -263,7 +269,13 @@ mod tests {
 
     #[test]
     fn attributes_round_trip() {
-        let mut env = Envelope::new("lending.book-borrowed", 3, "lending", "application/json", &b"{\"a\":1}"[..]);
+        let mut env = Envelope::new(
+            "lending.book-borrowed",
+            3,
+            "lending",
+            "application/json",
+            &b"{\"a\":1}"[..],
+        );
         env.correlation_id = Some(Uuid::new_v4());
         env.causation_id = Some(Uuid::new_v4());
         env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());

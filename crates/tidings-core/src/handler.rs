@@ -53,7 +53,11 @@ where
     F: Fn(E, Context<S>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
-    fn handle(&self, event: E, cx: Context<S>) -> impl Future<Output = Result<(), HandlerError>> + Send {
+    fn handle(
+        &self,
+        event: E,
+        cx: Context<S>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         self(event, cx)
     }
 }
@@ -145,7 +149,13 @@ pub struct Context<S = ()> {
 }
 
 impl<S> Context<S> {
-    pub(crate) fn new(state: Arc<S>, envelope: Arc<Envelope>, attempt: u32, redelivered: bool, bus: Bus) -> Self {
+    pub(crate) fn new(
+        state: Arc<S>,
+        envelope: Arc<Envelope>,
+        attempt: u32,
+        redelivered: bool,
+        bus: Bus,
+    ) -> Self {
         Context {
             state,
             envelope,

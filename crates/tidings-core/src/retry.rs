@@ -147,10 +147,14 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_one_extra_delay() {
-        let p = RetryPolicy::default().backoff(Duration::from_millis(100), 2.0, Duration::from_secs(9));
+        let p =
+            RetryPolicy::default().backoff(Duration::from_millis(100), 2.0, Duration::from_secs(9));
         for _ in 0..100 {
             let d = p.redelivery_delay(2).unwrap();
-            assert!(d >= Duration::from_millis(200) && d < Duration::from_millis(400), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(200) && d < Duration::from_millis(400),
+                "{d:?}"
+            );
         }
     }
 

@@ -78,7 +78,10 @@ impl<T: Topic, S: Send + Sync + 'static> Subscription<T, S> {
     }
 
     /// Like [`with_state`](Self::with_state), with state already in an `Arc`.
-    pub fn with_shared_state<S2: Send + Sync + 'static>(self, state: Arc<S2>) -> Subscription<T, S2> {
+    pub fn with_shared_state<S2: Send + Sync + 'static>(
+        self,
+        state: Arc<S2>,
+    ) -> Subscription<T, S2> {
         Subscription {
             name: self.name,
             state,
@@ -147,7 +150,8 @@ impl<T: Topic, S: Send + Sync + 'static> Subscription<T, S> {
             ));
             return self;
         }
-        let f: UpcastFn<New> = |bytes, codec, limits| codec.decode::<Old>(bytes, limits).map(New::from);
+        let f: UpcastFn<New> =
+            |bytes, codec, limits| codec.decode::<Old>(bytes, limits).map(New::from);
         self.upcasters
             .insert((New::NAME, Old::VERSION), Box::new(f));
         self
@@ -266,7 +270,10 @@ where
         let decoded = match call.upcaster {
             Some(up) => match up.downcast_ref::<UpcastFn<E>>() {
                 Some(f) => f(&env.payload, call.codec, call.limits),
-                None => Err(Error::new(ErrorKind::Config, "upcaster registered for another type")),
+                None => Err(Error::new(
+                    ErrorKind::Config,
+                    "upcaster registered for another type",
+                )),
             },
             None => call.codec.decode::<E>(&env.payload, call.limits),
         };
@@ -291,7 +298,9 @@ where
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "non-string panic payload".into());
-                    Err(Failure::Handler(HandlerError::msg(format!("handler panicked: {msg}"))))
+                    Err(Failure::Handler(HandlerError::msg(format!(
+                        "handler panicked: {msg}"
+                    ))))
                 }
             }
         })

@@ -180,8 +180,11 @@ pub trait DynTransport: Send + Sync + 'static {
     /// See [`Transport::provision`].
     fn provision_dyn<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<()>>;
     /// See [`Transport::publish`].
-    fn publish_dyn<'a>(&'a self, topic: &'a str, envelopes: Vec<Envelope>)
-        -> BoxFuture<'a, Result<()>>;
+    fn publish_dyn<'a>(
+        &'a self,
+        topic: &'a str,
+        envelopes: Vec<Envelope>,
+    ) -> BoxFuture<'a, Result<()>>;
     /// Subscribe, and return the consumer loop that feeds the deliveries to `worker`; the
     /// bus spawns it.
     fn consume_dyn<'a>(
