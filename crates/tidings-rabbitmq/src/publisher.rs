@@ -10,7 +10,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -22,40 +21,76 @@ use tokio::time::Instant;
 use crate::error::{from_lapin, is_transient};
 use crate::transport::Shared;
 
-/// One message to send.
+/// One message to send. Its AMQP properties are built when it is sent (again for each
+/// resend), so the common case builds them once and never clones them.
 pub(crate) struct Outgoing {
     pub(crate) exchange: ShortString,
     pub(crate) routing_key: ShortString,
     /// Return the message if no queue takes it (used for queue-addressed messages).
     pub(crate) mandatory: bool,
-    pub(crate) properties: BasicProperties,
-    pub(crate) body: Bytes,
+    pub(crate) envelope: Envelope,
+    /// Per-message TTL in milliseconds (delay queues).
+    pub(crate) expiration: Option<ShortString>,
+}
+
+impl Outgoing {
+    fn properties(&self) -> BasicProperties {
+        let properties = build_properties(&self.envelope);
+        match &self.expiration {
+            Some(ms) => properties.with_expiration(ms.clone()),
+            None => properties,
+        }
+    }
 }
 
 fn short(what: &str, value: &str) -> Result<ShortString> {
-    ShortString::try_new(value).map_err(|_| {
-        Error::new(
-            ErrorKind::Encode,
-            format!("the {what} `{value}` is longer than AMQP's limit of 255 bytes"),
-        )
-    })
+    ShortString::try_new(value).map_err(|_| too_long(what, value))
+}
+
+fn too_long(what: &str, value: &str) -> Error {
+    Error::new(
+        ErrorKind::Encode,
+        format!("the {what} `{value}` is longer than AMQP's limit of 255 bytes"),
+    )
+}
+
+/// Check that `envelope` fits AMQP's 255-byte short strings (header names, content
+/// type, type), so that building its properties cannot fail.
+fn check(envelope: &Envelope) -> Result<()> {
+    if envelope.content_type.len() > 255 {
+        return Err(too_long("content type", &envelope.content_type));
+    }
+    if envelope.event_type.len() > 255 {
+        return Err(too_long("event type", &envelope.event_type));
+    }
+    if let Some((name, _)) = envelope.headers.iter().find(|(n, _)| n.len() > 255) {
+        return Err(too_long("header name", name));
+    }
+    Ok(())
 }
 
 /// The AMQP properties of `envelope`: persistent, its id as message id, its content type,
 /// its correlation id, and every attribute as a header.
+#[cfg(test)]
 pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
+    check(envelope)?;
+    Ok(build_properties(envelope))
+}
+
+/// [`properties`] for an envelope that passed [`check`].
+fn build_properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (name, value) in envelope.attributes() {
         headers.insert(
-            short("header name", &name)?,
+            ShortString::from(String::from(name)),
             AMQPValue::LongString(LongString::from(value)),
         );
     }
     let mut properties = BasicProperties::default()
         .with_delivery_mode(2)
-        .with_content_type(short("content type", &envelope.content_type)?)
+        .with_content_type(ShortString::from(envelope.content_type.as_ref()))
         .with_message_id(ShortString::from(envelope.id.to_string()))
-        .with_type(short("event type", &envelope.event_type)?)
+        .with_type(ShortString::from(envelope.event_type.as_ref()))
         .with_headers(headers);
     if let Ok(since) = envelope.time.duration_since(UNIX_EPOCH) {
         properties = properties.with_timestamp(since.as_secs());
@@ -63,22 +98,23 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     if let Some(id) = envelope.correlation_id {
         properties = properties.with_correlation_id(ShortString::from(id.to_string()));
     }
-    Ok(properties)
+    properties
 }
 
 /// `envelope` addressed to `exchange` with routing key `routing_key`.
 pub(crate) fn outgoing(
-    envelope: &Envelope,
+    envelope: Envelope,
     exchange: &str,
     routing_key: &str,
     mandatory: bool,
 ) -> Result<Outgoing> {
+    check(&envelope)?;
     Ok(Outgoing {
         exchange: short("exchange", exchange)?,
         routing_key: short("routing key", routing_key)?,
         mandatory,
-        properties: properties(envelope)?,
-        body: envelope.payload.clone(),
+        envelope,
+        expiration: None,
     })
 }
 
@@ -95,7 +131,7 @@ pub(crate) async fn publish_to_topic(
         return Ok(());
     }
     let messages = envelopes
-        .iter()
+        .into_iter()
         .map(|e| {
             if e.wire_size() > shared.config.max_message_size {
                 return Err(Error::new(
@@ -108,7 +144,8 @@ pub(crate) async fn publish_to_topic(
                     ),
                 ));
             }
-            outgoing(e, topic, &e.event_type, false)
+            let routing_key = e.event_type.clone();
+            outgoing(e, topic, &routing_key, false)
         })
         .collect::<Result<Vec<_>>>()?;
     let deadline = shared.deadline();
@@ -319,8 +356,8 @@ impl Publisher {
                         mandatory: m.mandatory,
                         immediate: false,
                     },
-                    &m.body,
-                    m.properties.clone(),
+                    &m.envelope.payload,
+                    m.properties(),
                 )
                 .await;
             match sent {

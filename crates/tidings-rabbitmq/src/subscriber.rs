@@ -401,7 +401,7 @@ impl RabbitMqAcker {
     /// mandatory), then acknowledge this delivery.
     async fn move_to(
         &mut self,
-        envelope: &Envelope,
+        envelope: Envelope,
         queue: &str,
         expiration: Option<Duration>,
     ) -> Result<()> {
@@ -409,10 +409,7 @@ impl RabbitMqAcker {
             return Err(self.channel_gone());
         }
         let mut message = outgoing(envelope, "", queue, true)?;
-        if let Some(delay) = expiration {
-            let ms = delay.as_millis().max(1).to_string();
-            message.properties = message.properties.with_expiration(ms.into());
-        }
+        message.expiration = expiration.map(|delay| delay.as_millis().max(1).to_string().into());
         let deadline = self.shared.deadline();
         self.shared
             .publisher
@@ -454,7 +451,7 @@ impl Acker for RabbitMqAcker {
         copy.set_header(attrs::ATTEMPT, next_attempt.to_string());
         let result = if delay.is_zero() {
             let queue = self.sub.names.work.clone();
-            self.move_to(&copy, &queue, None).await
+            self.move_to(copy, &queue, None).await
         } else {
             let queue = self.sub.names.delay(delay);
             let deadline = self.shared.deadline();
@@ -463,7 +460,7 @@ impl Acker for RabbitMqAcker {
                 .ensure_delay_queue(&self.sub.names, &queue, deadline)
                 .await
             {
-                Ok(()) => self.move_to(&copy, &queue, Some(delay)).await,
+                Ok(()) => self.move_to(copy, &queue, Some(delay)).await,
                 Err(e) => Err(e),
             }
         };
@@ -485,7 +482,7 @@ impl Acker for RabbitMqAcker {
         copy.remove_header(attrs::ATTEMPT);
         info.stamp(&mut copy);
         let queue = self.sub.names.dead_letter.clone();
-        match self.move_to(&copy, &queue, None).await {
+        match self.move_to(copy, &queue, None).await {
             Ok(()) => Ok(()),
             Err(e) => Err((
                 e.context(format_args!("dead-lettering {}", envelope.id)),
@@ -804,7 +801,7 @@ pub(crate) async fn replay_dead_letters(
             }
             let mut envelope = letter.envelope;
             DeadLetterInfo::clear(&mut envelope);
-            let message = outgoing(&envelope, "", &sub.names.work, true)?;
+            let message = outgoing(envelope, "", &sub.names.work, true)?;
             shared
                 .publisher
                 .send(shared, vec![message], shared.deadline())
