@@ -5,6 +5,11 @@
 //! - `memory` (default): the in-memory transport, [`Memory`].
 //! - `msgpack` (default): the MessagePack codec.
 //! - `json`: the JSON codec.
+//! - `rabbitmq`: the RabbitMQ transport, [`RabbitMq`] (`amqp://`, `amqps://`).
+//! - `kafka`: the Kafka transport, [`Kafka`] (`kafka://`).
+//! - `servicebus`: the Azure Service Bus transport, [`ServiceBus`] (`servicebus://`).
+//! - `outbox-sqlite`, `outbox-postgres`: the transactional outbox and idempotent inbox,
+//!   [`outbox`].
 
 pub use tidings_core::*;
 pub use tidings_macros::{Event, Topic};
@@ -12,8 +17,45 @@ pub use tidings_macros::{Event, Topic};
 #[cfg(feature = "memory")]
 pub use tidings_memory::Memory;
 
+/// The RabbitMQ transport (feature `rabbitmq`); see the `tidings-rabbitmq` crate.
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq {
+    pub use tidings_rabbitmq::*;
+}
+#[cfg(feature = "rabbitmq")]
+pub use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+
+/// The Kafka transport (feature `kafka`); see the `tidings-kafka` crate.
+#[cfg(feature = "kafka")]
+pub mod kafka {
+    pub use tidings_kafka::*;
+}
+#[cfg(feature = "kafka")]
+pub use tidings_kafka::{Kafka, KafkaConfig};
+
+/// The Azure Service Bus transport (feature `servicebus`); see the `tidings-servicebus`
+/// crate.
+#[cfg(feature = "servicebus")]
+pub mod servicebus {
+    pub use tidings_servicebus::*;
+}
+#[cfg(feature = "servicebus")]
+pub use tidings_servicebus::{ServiceBus, ServiceBusConfig};
+
+/// The transactional outbox and idempotent inbox (features `outbox-sqlite`,
+/// `outbox-postgres`); see the `tidings-outbox` crate.
+#[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+pub mod outbox {
+    pub use tidings_outbox::*;
+}
+
 mod url;
 pub use url::{connect, TransportUrl};
+
+/// `url` with passwords and keys masked, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    url::redact(url)
+}
 
 /// The names most services need: `use tidings::prelude::*;`.
 pub mod prelude {

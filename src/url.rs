@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tidings_core::{BusBuilder, DynTransport, Error, ErrorKind, Result};
 
 /// Connect the transport named by `url`'s scheme, among those compiled in:
-/// `memory://[hub]` (feature `memory`).
+/// `memory://[hub]` (feature `memory`), `amqp://` and `amqps://` (feature `rabbitmq`),
+/// `kafka://` (feature `kafka`), `servicebus://` or a Service Bus connection string
+/// `Endpoint=sb://...` (feature `servicebus`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidings::Result<()> {
@@ -15,13 +17,23 @@ use tidings_core::{BusBuilder, DynTransport, Error, ErrorKind, Result};
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn DynTransport>> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-    match scheme {
+    match scheme.to_ascii_lowercase().as_str() {
         #[cfg(feature = "memory")]
         "memory" => Ok(Arc::new(crate::Memory::from_url(url)?)),
+        #[cfg(feature = "rabbitmq")]
+        "amqp" | "amqps" => Ok(Arc::new(crate::RabbitMq::from_url(url)?)),
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(Arc::new(crate::Kafka::from_url(url)?)),
+        #[cfg(feature = "servicebus")]
+        "servicebus" => Ok(Arc::new(crate::ServiceBus::from_url(url)?)),
+        #[cfg(feature = "servicebus")]
+        _ if is_servicebus_connection_string(url) => {
+            Ok(Arc::new(crate::ServiceBus::from_url(url)?))
+        }
         _ => Err(Error::new(
             ErrorKind::Config,
             format!(
-                "no transport for {:?}: the schemes compiled in are {}; enable the cargo feature of the transport you want",
+                "no transport for {:?}: the schemes compiled in are {}; enable the cargo feature of the transport you want (memory, rabbitmq, kafka, servicebus)",
                 redact(url),
                 compiled_schemes()
             ),
@@ -29,16 +41,48 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DynTransport>> {
     }
 }
 
-fn compiled_schemes() -> &'static str {
-    if cfg!(feature = "memory") {
-        "memory://"
+#[cfg(feature = "servicebus")]
+fn is_servicebus_connection_string(url: &str) -> bool {
+    url.trim_start()
+        .to_ascii_lowercase()
+        .starts_with("endpoint=sb://")
+}
+
+fn compiled_schemes() -> String {
+    let schemes: Vec<&str> = [
+        (cfg!(feature = "memory"), "memory://"),
+        (cfg!(feature = "rabbitmq"), "amqp://, amqps://"),
+        (cfg!(feature = "kafka"), "kafka://"),
+        (cfg!(feature = "servicebus"), "servicebus://"),
+    ]
+    .into_iter()
+    .filter_map(|(on, s)| on.then_some(s))
+    .collect();
+    if schemes.is_empty() {
+        "none".into()
     } else {
-        "none"
+        schemes.join(", ")
     }
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// The URL without its password or keys, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    if url.to_ascii_lowercase().contains("sharedaccesskey=") {
+        // A connection string: keep only the endpoint.
+        let endpoint = url
+            .split(';')
+            .find(|part| {
+                part.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("endpoint=")
+            })
+            .unwrap_or("");
+        return format!("{endpoint};SharedAccessKey=***");
+    }
+    redact_query(&redact_userinfo(url))
+}
+
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(start), Some(at)) if at > start => {
             let userinfo = &url[start + 3..at];
@@ -49,6 +93,27 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+fn redact_query(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if matches!(
+                    k.to_ascii_lowercase().as_str(),
+                    "key" | "password" | "sharedaccesskey" | "sig" | "secret" | "sasl_password"
+                ) =>
+            {
+                format!("{k}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", pairs.join("&"))
 }
 
 /// Adds `transport_url` to [`BusBuilder`]: the transport is chosen by the URL's scheme at
@@ -74,12 +139,22 @@ impl TransportUrl for BusBuilder {
 
 #[cfg(test)]
 mod tests {
+    use super::redact;
+
     #[test]
-    fn redact_hides_the_password() {
+    fn redact_hides_passwords_and_keys() {
         assert_eq!(
-            super::redact("amqp://guest:s3cret@host:5672/%2f"),
+            redact("amqp://guest:s3cret@host:5672/%2f"),
             "amqp://guest:***@host:5672/%2f"
         );
-        assert_eq!(super::redact("memory://"), "memory://");
+        assert_eq!(redact("memory://"), "memory://");
+        assert_eq!(
+            redact("servicebus://dev?key_name=root&key=s3cr%2Bt&endpoint=http://127.0.0.1:5300"),
+            "servicebus://dev?key_name=root&key=***&endpoint=http://127.0.0.1:5300"
+        );
+        assert_eq!(
+            redact("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=abc"),
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=***"
+        );
     }
 }

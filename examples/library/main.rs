@@ -25,7 +25,10 @@ use lending::{Lending, LendingStore};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = transport_from_args();
-    println!("library: Lending and Catalog on {url}");
+    println!(
+        "library: Lending and Catalog on {}",
+        tidings::redact_url(&url)
+    );
 
     // Catalog: subscribes to Lending's topic.
     let inventory = Arc::new(Inventory::default());
