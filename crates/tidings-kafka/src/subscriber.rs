@@ -5,8 +5,10 @@
 //! One consumer, in the consumer group named after the subscription, reads the topic and
 //! the subscription's retry topic on a dedicated thread (the *poll thread*), which owns
 //! the librdkafka consumer, serves its rebalance callbacks and commits offsets. Records
-//! go to the async [`KafkaSubscriber`] through a bounded channel; when the bus falls
-//! behind, the poll thread pauses the partitions (and resumes them from the position of
+//! go to the async [`KafkaSubscriber`] through a bounded channel (the subscription's
+//! prefetch). When the bus falls behind, the poll thread stops taking records until it
+//! catches up; if that lasts more than 5 s it pauses the partitions and goes on polling,
+//! so the consumer keeps its place in the group (and resumes them from the position of
 //! the last record it took, so nothing is skipped).
 //!
 //! **Offsets.** Each partition keeps the offsets it handed out, in order, with their
@@ -68,6 +70,10 @@ use crate::config::{KafkaConfig, StartFrom};
 use crate::error::from_kafka;
 use crate::publisher::{headers_of, send_all, Outgoing};
 use crate::topology::SubscriptionTopics;
+
+/// How long the poll thread waits for a bus that is behind before it pauses the
+/// partitions and goes on polling.
+const POLL_GAP: Duration = Duration::from_secs(5);
 
 /// Header of retry records: when the record is due, in Unix milliseconds.
 pub const DUE_HEADER: &str = "tidings-due";
@@ -479,8 +485,19 @@ impl KafkaSubscriber {
             pending: VecDeque::new(),
             capacity,
             paused_all: false,
+            behind_since: None,
             commit_interval: config.commit_interval,
             last_commit: Instant::now(),
+            redeclare: Redeclare {
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                config: config.clone(),
+                topology: {
+                    let mut t = tidings_core::Topology::new(spec.service.clone());
+                    t.subscriptions.push(spec.clone());
+                    t
+                },
+                last: None,
+            },
         };
         std::thread::Builder::new()
             .name(format!("tidings-kafka-{}", names.group))
@@ -794,8 +811,50 @@ struct Poller {
     pending: VecDeque<Item>,
     capacity: usize,
     paused_all: bool,
+    behind_since: Option<Instant>,
     commit_interval: Duration,
     last_commit: Instant,
+    /// Declares the subscription's topics again when the broker lost them.
+    redeclare: Redeclare,
+}
+
+/// Creates the subscription's topics again (at most every 10 s) when the consumer finds
+/// them missing, e.g. after a restart of a broker without persistent storage.
+struct Redeclare {
+    runtime: Option<tokio::runtime::Handle>,
+    config: KafkaConfig,
+    topology: tidings_core::Topology,
+    last: Option<Instant>,
+}
+
+impl Redeclare {
+    fn on_error(&mut self, error: &rdkafka::error::KafkaError) {
+        let missing = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+            )
+        );
+        if !missing
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        let Some(runtime) = &self.runtime else { return };
+        self.last = Some(Instant::now());
+        let (config, topology) = (self.config.clone(), self.topology.clone());
+        runtime.spawn(async move {
+            tracing::warn!(
+                "a topic of the subscription is missing on the broker; creating it again"
+            );
+            if let Err(e) = crate::topology::provision(&config, &topology).await {
+                tracing::warn!(error = %e, "declaring the subscription's topics again failed");
+            }
+        });
+    }
 }
 
 impl Poller {
@@ -806,9 +865,12 @@ impl Poller {
             }
             let next_due = self.release_due();
             self.rewind();
-            self.flow_control();
             if self.last_commit.elapsed() >= self.commit_interval {
                 self.commit(CommitMode::Async);
+            }
+            if self.wait_for_the_bus() {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
             }
             let mut timeout = if self.pending.is_empty() {
                 Duration::from_millis(100)
@@ -823,6 +885,7 @@ impl Poller {
                 Some(Ok(message)) => self.take(&message),
                 Some(Err(e)) => {
                     tracing::debug!(subscription = %self.shared.subscription, error = %e, "Kafka consumer error");
+                    self.redeclare.on_error(&e);
                     None
                 }
             };
@@ -938,29 +1001,48 @@ impl Poller {
         }
     }
 
-    /// Pause every partition while the bus is behind; resume once it caught up.
-    fn flow_control(&mut self) {
-        if !self.paused_all && self.pending.len() >= self.capacity {
+    /// Whether to wait for the bus instead of polling: the bus is behind, but not for
+    /// long. Behind for longer than [`POLL_GAP`], every partition is paused and polling
+    /// goes on (so the consumer stays in its group and rebalances are served), until the
+    /// bus caught up.
+    ///
+    /// Short waits do not pause: resuming a partition makes the broker fetch from the
+    /// position of the last record taken, which may be inside a record batch, and some
+    /// Kafka-API brokers (tansu 0.6 with in-memory storage) then skip the rest of that
+    /// batch. Kafka itself handles it.
+    fn wait_for_the_bus(&mut self) -> bool {
+        if self.pending.len() < self.capacity {
+            self.behind_since = None;
+            if self.paused_all && self.pending.is_empty() {
+                if let Ok(assignment) = self.consumer.assignment() {
+                    let held: Vec<i32> = self.shared.lock().held.keys().copied().collect();
+                    let mut tpl = TopicPartitionList::new();
+                    for e in assignment.elements() {
+                        if e.topic() == self.shared.names.retry && held.contains(&e.partition()) {
+                            continue;
+                        }
+                        tpl.add_partition(e.topic(), e.partition());
+                    }
+                    if self.consumer.resume(&tpl).is_ok() {
+                        self.paused_all = false;
+                    }
+                }
+            }
+            return false;
+        }
+        let since = *self.behind_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < POLL_GAP {
+            return true;
+        }
+        if !self.paused_all {
             if let Ok(assignment) = self.consumer.assignment() {
                 if self.consumer.pause(&assignment).is_ok() {
+                    tracing::debug!(subscription = %self.shared.subscription, "the bus is behind; pausing the partitions");
                     self.paused_all = true;
                 }
             }
-        } else if self.paused_all && self.pending.is_empty() {
-            if let Ok(assignment) = self.consumer.assignment() {
-                let held: Vec<i32> = self.shared.lock().held.keys().copied().collect();
-                let mut tpl = TopicPartitionList::new();
-                for e in assignment.elements() {
-                    if e.topic() == self.shared.names.retry && held.contains(&e.partition()) {
-                        continue;
-                    }
-                    tpl.add_partition(e.topic(), e.partition());
-                }
-                if self.consumer.resume(&tpl).is_ok() {
-                    self.paused_all = false;
-                }
-            }
         }
+        false
     }
 
     fn commit(&mut self, mode: CommitMode) {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
 use tidings_core::{
-    Capabilities, DeadLetter, Envelope, Replay, Result, SubscriptionSpec, Topology, Transport,
+    Capabilities, DeadLetter, Envelope, ErrorKind, Replay, Result, SubscriptionSpec, TopicSpec,
+    Topology, Transport,
 };
 
 use crate::config::KafkaConfig;
@@ -84,13 +85,32 @@ impl Transport for Kafka {
     }
 
     async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
-        publisher::publish(
-            &self.inner.producer,
-            self.inner.config.max_message_size,
+        let inner = &self.inner;
+        let sent = publisher::publish(
+            &inner.producer,
+            inner.config.max_message_size,
             topic,
             &envelopes,
         )
-        .await
+        .await;
+        match sent {
+            // The topic went missing (a broker that lost its data on restart): declare it
+            // again and send once more. Records that did arrive may arrive twice.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                tracing::warn!(%topic, error = %e, "the Kafka topic is gone; creating it again");
+                let mut topology = Topology::new("");
+                topology.publishes.push(TopicSpec::new(topic, Vec::new()));
+                topology::provision(&inner.config, &topology).await?;
+                publisher::publish(
+                    &inner.producer,
+                    inner.config.max_message_size,
+                    topic,
+                    &envelopes,
+                )
+                .await
+            }
+            other => other,
+        }
     }
 
     async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<KafkaSubscriber> {

@@ -14,70 +14,25 @@ extern crate tidings_core as tidings;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{brokers, namespace, Lending, Note};
+use common::{brokers, namespace, Lending, Note, PrivateTansu};
 use tidings_core::{Bus, Context, HandlerError, Subscription};
 use tidings_kafka::{Kafka, KafkaConfig};
 
 /// How the test restarts its broker.
 enum Broker {
-    Shared {
-        ctl: String,
-    },
-    Private {
-        bin: PathBuf,
-        dir: PathBuf,
-        port: u16,
-        child: Option<Child>,
-    },
+    Shared { ctl: String },
+    Private(PrivateTansu),
 }
 
 impl Broker {
     fn address(&self, shared: &str) -> String {
         match self {
             Broker::Shared { .. } => shared.to_string(),
-            Broker::Private { port, .. } => format!("127.0.0.1:{port}"),
-        }
-    }
-
-    fn start(&mut self) {
-        if let Broker::Private {
-            bin,
-            dir,
-            port,
-            child,
-        } = self
-        {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("tansu.log"))
-                .unwrap();
-            let spawned = Command::new(&*bin)
-                .current_dir(&*dir)
-                .args([
-                    "broker",
-                    "--cluster-id",
-                    "tidings-restart",
-                    "--listener-url",
-                    &format!("tcp://127.0.0.1:{port}"),
-                    "--advertised-listener-url",
-                    &format!("tcp://127.0.0.1:{port}"),
-                    "--storage-engine",
-                    &format!("sqlite://{}", dir.join("tansu.db").display()),
-                ])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("starting a private tansu");
-            *child = Some(spawned);
-            wait_listening(*port);
+            Broker::Private(t) => t.address(),
         }
     }
 
@@ -91,78 +46,12 @@ impl Broker {
                     .unwrap();
                 assert!(status.success(), "{ctl} restart failed");
             }
-            Broker::Private { child, .. } => {
-                if let Some(mut c) = child.take() {
-                    // SIGTERM, as a service manager would.
-                    let _ = Command::new("kill")
-                        .arg("-TERM")
-                        .arg(c.id().to_string())
-                        .status();
-                    let deadline = Instant::now() + Duration::from_secs(20);
-                    while c.try_wait().unwrap().is_none() {
-                        if Instant::now() > deadline {
-                            let _ = c.kill();
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-                std::thread::sleep(Duration::from_secs(1));
-                self.start();
+            Broker::Private(t) => {
+                t.stop();
+                t.start(&[]);
             }
         }
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Broker::Private {
-            child: Some(c),
-            dir,
-            ..
-        } = self
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-            let _ = std::fs::remove_dir_all(&*dir);
-        }
-    }
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the private tansu did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A tansu binary with the SQLite (`libsql`) storage engine.
-fn persistent_tansu() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(b) = std::env::var_os("TANSU_BIN") {
-        candidates.push(b.into());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|p| p.join("tansu")));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(Path::new(&home).join(".cargo/bin/tansu"));
-    }
-    candidates.into_iter().find(|bin| {
-        bin.is_file()
-            && Command::new(bin)
-                .arg("--help")
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .any(|l| l.starts_with("Storage engines:") && l.contains("libsql"))
-                })
-                .unwrap_or(false)
-    })
 }
 
 fn choose_broker() -> Result<Broker, String> {
@@ -173,29 +62,13 @@ fn choose_broker() -> Result<Broker, String> {
     ) {
         return Ok(Broker::Shared { ctl });
     }
-    let bin = persistent_tansu().ok_or_else(|| {
+    let mut tansu = PrivateTansu::new().ok_or_else(|| {
         format!(
             "the shared broker keeps its data in memory ({storage}) and no tansu with the libsql engine was found (cargo install tansu --locked --features dynostore,libsql, or TANSU_BIN)"
         )
     })?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!(
-        "tidings-kafka-restart-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut broker = Broker::Private {
-        bin,
-        dir,
-        port,
-        child: None,
-    };
-    broker.start();
-    Ok(broker)
+    tansu.start(&[]);
+    Ok(Broker::Private(tansu))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

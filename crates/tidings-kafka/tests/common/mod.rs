@@ -203,3 +203,144 @@ pub async fn eventually(what: &str, patience: Duration, mut check: impl FnMut() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A tansu broker of the test's own, on a free loopback port, with SQLite storage in a
+/// temporary directory (so its data survives a restart). Stopped and removed on drop.
+pub struct PrivateTansu {
+    bin: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateTansu {
+    /// A tansu binary with the SQLite (`libsql`) storage engine: `TANSU_BIN`, `tansu` on
+    /// `PATH`, or `~/.cargo/bin/tansu`.
+    pub fn find_binary() -> Option<std::path::PathBuf> {
+        let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+        if let Some(b) = std::env::var_os("TANSU_BIN") {
+            candidates.push(b.into());
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|p| p.join("tansu")));
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            candidates.push(std::path::Path::new(&home).join(".cargo/bin/tansu"));
+        }
+        candidates.into_iter().find(|bin| {
+            bin.is_file()
+                && std::process::Command::new(bin)
+                    .arg("--help")
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .any(|l| l.starts_with("Storage engines:") && l.contains("libsql"))
+                    })
+                    .unwrap_or(false)
+        })
+    }
+
+    /// A stopped private broker, or `None` without a suitable binary.
+    pub fn new() -> Option<Self> {
+        let bin = Self::find_binary()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "tidings-kafka-tansu-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Some(PrivateTansu {
+            bin,
+            dir,
+            port,
+            child: None,
+        })
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Start the broker with `extra` arguments and wait until it listens.
+    pub fn start(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(&self.bin)
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--cluster-id",
+                "tidings-test",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .arg("--storage-engine")
+            .arg(format!("sqlite://{}", self.dir.join("tansu.db").display()))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting a private tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the private tansu did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the broker (SIGTERM, SIGKILL after 20 s) and wait until the port is free.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run a `tansu` subcommand against this broker.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(&self.bin)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateTansu {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
