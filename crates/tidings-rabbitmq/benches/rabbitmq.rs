@@ -319,44 +319,58 @@ struct Rounds<'a> {
     n: u64,
 }
 
+/// Wall and CPU time of a measured part.
+type Cost = (Duration, Duration);
+
+/// Start measuring: the wall clock and the process CPU time now.
+fn meter() -> (Instant, Duration) {
+    (Instant::now(), cpu_time())
+}
+
+fn cost((start, cpu): (Instant, Duration)) -> Cost {
+    (start.elapsed(), cpu_time().saturating_sub(cpu))
+}
+
 impl Rounds<'_> {
-    async fn raw_publish(&self) -> Duration {
-        let start = Instant::now();
+    async fn raw_publish(&self) -> Cost {
+        let m = meter();
         raw_publish(self.raw_channel, self.raw_side, self.headers, self.n).await;
-        let elapsed = start.elapsed();
+        let c = cost(m);
         purge(self.conn, self.raw_side).await;
-        elapsed
+        c
     }
 
-    async fn tidings_publish(&self) -> Duration {
-        let start = Instant::now();
+    async fn tidings_publish(&self) -> Cost {
+        let m = meter();
         self.publisher
             .publish_batch((0..self.n).map(tick))
             .await
             .unwrap();
-        let elapsed = start.elapsed();
+        let c = cost(m);
         purge(self.conn, self.tidings_side).await;
-        elapsed
+        c
     }
 
-    async fn raw_consume(&self) -> Duration {
+    async fn raw_consume(&self) -> Cost {
         raw_publish(self.raw_channel, self.raw_side, self.headers, self.n).await;
-        raw_consume(self.conn, self.raw_side, self.n).await
+        let m = meter();
+        raw_consume(self.conn, self.raw_side, self.n).await;
+        cost(m)
     }
 
-    async fn tidings_consume(&self) -> Duration {
+    async fn tidings_consume(&self) -> Cost {
         self.publisher
             .publish_batch((0..self.n).map(tick))
             .await
             .unwrap();
         let transport = RabbitMq::connect(self.url).connected().await.unwrap();
         let counter = counter(self.n, false);
-        let start = Instant::now();
+        let m = meter();
         let bus = tidings_consumer(transport, self.tidings_ns, counter.clone()).await;
         counter.done.notified().await;
-        let elapsed = start.elapsed();
+        let c = cost(m);
         bus.shutdown().await;
-        elapsed
+        c
     }
 }
 
@@ -365,12 +379,33 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU time this process used so far (user + system), from /proc; zero elsewhere.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // The fields after the command name (which may hold spaces) start after ") ";
+    // utime and stime, fields 14 and 15 of the line, are 12th and 13th of those.
+    let rest = stat.rsplit_once(") ").map(|(_, f)| f).unwrap_or("");
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// Alternate raw and tidings rounds (order swapped every round) and report the median
-/// of the per-round throughput ratios: robust against a machine whose load changes.
+/// of the per-round throughput ratios, robust against a machine whose load changes, and
+/// the client CPU time per event.
 async fn paired(r: &Rounds<'_>, rounds: usize) {
     let mut publish = Vec::new();
     let mut consume = Vec::new();
     let (mut rp, mut tp, mut rc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Client CPU of: raw publish, tidings publish, raw consume, tidings consume.
+    let mut cpu = [Duration::ZERO; 4];
     for i in 0..rounds {
         let (raw_p, ours_p, raw_c, ours_c) = if i % 2 == 0 {
             let a = r.raw_publish().await;
@@ -385,6 +420,10 @@ async fn paired(r: &Rounds<'_>, rounds: usize) {
             let c = r.raw_consume().await;
             (a, b, c, d)
         };
+        for (k, (_, used)) in [raw_p, ours_p, raw_c, ours_c].iter().enumerate() {
+            cpu[k] += *used;
+        }
+        let (raw_p, ours_p, raw_c, ours_c) = (raw_p.0, ours_p.0, raw_c.0, ours_c.0);
         publish.push(raw_p.as_secs_f64() / ours_p.as_secs_f64());
         consume.push(raw_c.as_secs_f64() / ours_c.as_secs_f64());
         let rate = |d: Duration| r.n as f64 / d.as_secs_f64();
@@ -393,6 +432,7 @@ async fn paired(r: &Rounds<'_>, rounds: usize) {
         rc.push(rate(raw_c));
         tc.push(rate(ours_c));
     }
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / (rounds as f64 * r.n as f64);
     println!(
         "paired/{rounds} rounds of {} events, raw and tidings alternating (median events/s):",
         r.n
@@ -408,6 +448,19 @@ async fn paired(r: &Rounds<'_>, rounds: usize) {
         median(rc),
         median(tc),
         median(consume)
+    );
+    println!(
+        "  client CPU per event (this process: lapin's IO, tidings or the raw loop, decoding):"
+    );
+    println!(
+        "    publish  raw_lapin {:.1} µs  tidings {:.1} µs",
+        per_event(cpu[0]),
+        per_event(cpu[1])
+    );
+    println!(
+        "    consume  raw_lapin {:.1} µs  tidings {:.1} µs",
+        per_event(cpu[2]),
+        per_event(cpu[3])
     );
 }
 

@@ -206,7 +206,7 @@ impl Round {
                     )
                 });
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if lost_with_channel(&e, what) => {
                 self.again.push(index);
                 self.transient = Some(from_lapin(
                     e,
@@ -219,6 +219,22 @@ impl Round {
                 });
             }
         }
+    }
+}
+
+/// Whether `e` means the message was lost with its channel and sending it again on a new
+/// one may succeed: a dropped connection, or the shared channel closed by the broker
+/// over another message (a publish to a missing exchange names that exchange).
+fn lost_with_channel(e: &lapin::Error, m: &Outgoing) -> bool {
+    if is_transient(e) {
+        return true;
+    }
+    match crate::error::amqp_error(e) {
+        Some(amqp) if amqp.get_id() == crate::error::code::NOT_FOUND => {
+            let ours = format!("'{}'", m.exchange);
+            m.exchange.as_str().is_empty() || !amqp.get_message().as_str().contains(&ours)
+        }
+        _ => false,
     }
 }
 
@@ -369,7 +385,7 @@ impl Publisher {
                 Err(e) => {
                     // The channel is gone: the rest goes on a new one.
                     round.again.extend_from_slice(&pending[n..]);
-                    if is_transient(&e) {
+                    if lost_with_channel(&e, m) {
                         round.transient = Some(from_lapin(e, "publishing"));
                     } else {
                         round.fatal.get_or_insert_with(|| {

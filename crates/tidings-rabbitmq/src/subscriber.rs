@@ -25,7 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Consumer};
 use tidings_core::{
-    attrs, Acker, DeadLetter, DeadLetterInfo, Delivery, Envelope, Error, Replay, Result,
+    attrs, Acker, DeadLetter, DeadLetterInfo, Delivery, Envelope, Error, ErrorKind, Replay, Result,
     Subscriber, SubscriptionSpec,
 };
 use tokio::sync::Notify;
@@ -108,6 +108,21 @@ impl RabbitMqSubscriber {
 
     /// Open a channel with the prefetch and start consuming the work queue.
     async fn open(&self) -> Result<Active> {
+        match self.consume().await {
+            // The queue is gone (deleted by hand): declare the topology again, once.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                tracing::warn!(
+                    queue = %self.sub.names.work,
+                    "the queue does not exist; declaring the topology again"
+                );
+                self.shared.redeclare(self.shared.deadline()).await?;
+                self.consume().await
+            }
+            other => other,
+        }
+    }
+
+    async fn consume(&self) -> Result<Active> {
         let deadline = Instant::now()
             + self
                 .shared
@@ -345,8 +360,13 @@ fn placeholder(
         envelope.id = id;
     }
     for (name, value) in headers {
+        // Keep the renamed header within AMQP's 255 bytes, so the dead letter can be sent.
+        let mut keep = name.len().min(255 - ORIGINAL_HEADER_PREFIX.len());
+        while !name.is_char_boundary(keep) {
+            keep -= 1;
+        }
         envelope.headers.push((
-            format!("{ORIGINAL_HEADER_PREFIX}{name}"),
+            format!("{ORIGINAL_HEADER_PREFIX}{}", &name[..keep]),
             value.into_owned(),
         ));
     }
@@ -932,6 +952,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(again.id, placeholder.id);
+    }
+
+    #[test]
+    fn a_placeholder_keeps_renamed_headers_within_amqp_limits() {
+        let long = "é".repeat(125); // 250 bytes
+        let headers = [(long.as_str(), AMQPValue::LongString("v".into()))];
+        let (placeholder, _) = parse(&props(&headers), "k", Vec::new()).unwrap_err();
+        let (name, value) = &placeholder.headers[0];
+        assert!(
+            name.len() <= 255 && name.starts_with(ORIGINAL_HEADER_PREFIX),
+            "{name}"
+        );
+        assert_eq!(value, "v");
+        crate::publisher::properties(&placeholder).expect("the dead letter can be sent");
     }
 
     #[test]

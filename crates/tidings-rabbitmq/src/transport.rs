@@ -360,6 +360,17 @@ impl Shared {
         Ok(())
     }
 
+    /// Declare every topology provisioned so far again (a queue was deleted under us).
+    pub(crate) async fn redeclare(&self, deadline: Instant) -> Result<()> {
+        let topologies = self.topologies.lock().expect("topologies lock").clone();
+        let (channel, _) = self.channel(deadline).await?;
+        for topology in &topologies {
+            topology::declare(&channel, topology, &self.config).await?;
+        }
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
     async fn provision(&self, topology: &Topology) -> Result<()> {
         for t in &topology.publishes {
             check_name("topic", &t.name)?;

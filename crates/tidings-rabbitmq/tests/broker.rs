@@ -737,3 +737,52 @@ async fn retry_and_dead_letter_from_the_acker_keep_the_envelope() {
     assert_eq!(letters[0].envelope.header(attrs::ATTEMPT), None);
     assert_eq!(letters[0].info.attempts, 4);
 }
+
+#[tokio::test]
+async fn a_queue_deleted_under_a_running_consumer_is_declared_again() {
+    let Some(url) = common::url() else { return };
+    let ns = namespace();
+    let seen = Seen::default();
+    let sub = Bus::builder("catalog")
+        .namespace(&ns)
+        .transport(RabbitMq::connect(&url))
+        .subscribe(
+            Subscription::to::<OrderEvents>()
+                .with_state(seen.clone())
+                .on(record),
+        )
+        .build()
+        .await
+        .unwrap();
+    let bus = Bus::builder("shop")
+        .namespace(&ns)
+        .transport(RabbitMq::connect(&url))
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
+    let conn = raw(&url).await;
+    let ch = conn.create_channel().await.unwrap();
+    let work = format!("{ns}.catalog.{ns}.orders");
+    ch.queue_delete(work.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(queue_exists(&conn, &work).await, None);
+
+    // Events published while the queue is missing go nowhere (no queue is bound): keep
+    // publishing until the consumer has declared it again and handles one.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut n = 0;
+    while seen.distinct() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue was not declared again"
+        );
+        bus.publish(OrderPlaced { n }).await.unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(queue_exists(&conn, &work).await.is_some());
+    bus.shutdown().await;
+    sub.shutdown().await;
+}
