@@ -7,6 +7,11 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 
+#[cfg(feature = "msgpack")]
+thread_local! {
+    static ENCODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Media type of MessagePack payloads.
 pub const MSGPACK: &str = "application/msgpack";
 /// Media type of JSON payloads.
@@ -87,16 +92,26 @@ impl Codec {
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>> {
         match self {
             #[cfg(feature = "msgpack")]
-            Codec::MessagePack => {
-                // Most events fit: one allocation instead of several regrowths.
-                let mut buf = Vec::with_capacity(128);
-                rmp_serde::encode::write_named(&mut buf, value)
-                    .map(|()| buf)
+            Codec::MessagePack => ENCODE_BUF.with(|cell| {
+                // Encode into a reused buffer, then copy once into an exact-size one: one
+                // allocation per event, and `Bytes::from` takes it without another. A
+                // re-entrant encode (a Serialize impl that publishes) gets its own buffer.
+                let mut fresh = Vec::new();
+                let mut reused = cell.try_borrow_mut().ok();
+                let buf = reused.as_deref_mut().unwrap_or(&mut fresh);
+                buf.clear();
+                let result = rmp_serde::encode::write_named(&mut *buf, value)
+                    .map(|()| buf.as_slice().to_vec())
                     .map_err(|e| {
                         Error::new(ErrorKind::Encode, "cannot encode event as MessagePack")
                             .with_source(e)
-                    })
-            }
+                    });
+                if buf.capacity() > 64 * 1024 {
+                    // Don't keep a large event's buffer for the thread's lifetime.
+                    *buf = Vec::new();
+                }
+                result
+            }),
             #[cfg(feature = "json")]
             Codec::Json => serde_json::to_vec(value).map_err(|e| {
                 Error::new(ErrorKind::Encode, "cannot encode event as JSON").with_source(e)

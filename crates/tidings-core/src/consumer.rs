@@ -258,10 +258,15 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
     tokio::pin!(cancelled);
     if dispatcher.concurrency == 1 {
         loop {
+            // A ready delivery is taken without polling the cancellation future; shutdown
+            // is still seen between deliveries.
+            if shutdown.is_cancelled() {
+                break;
+            }
             let next = tokio::select! {
                 biased;
-                _ = &mut cancelled => break,
                 next = subscriber.next() => next,
+                _ = &mut cancelled => break,
             };
             match next {
                 Some(Ok(delivery)) => {
@@ -288,10 +293,13 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
             _ = &mut cancelled => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
+        if shutdown.is_cancelled() {
+            break;
+        }
         let next = tokio::select! {
             biased;
-            _ = &mut cancelled => break,
             next = subscriber.next() => next,
+            _ = &mut cancelled => break,
         };
         let delivery = match next {
             Some(Ok(d)) => {

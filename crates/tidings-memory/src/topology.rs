@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Seq
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_channel::{Receiver, Sender, TrySendError};
+use rustc_hash::FxHashMap;
 use tidings_core::{Envelope, Result, SubscriptionSpec, Topology};
 use tokio::sync::Notify;
 
@@ -26,7 +27,8 @@ pub(crate) struct Hub {
     pub(crate) config: MemoryConfig,
     pub(crate) pending: Arc<Pending>,
     /// Topic name → the queues bound to it, an immutable snapshot replaced on provision.
-    topics: RwLock<HashMap<String, Bindings>>,
+    /// FxHash: topic names are short and trusted, and this lookup is on every publish.
+    topics: RwLock<FxHashMap<String, Bindings>>,
     /// (subscription name, topic) → queue.
     queues: Mutex<HashMap<(String, String), Arc<Queue>>>,
 }
