@@ -15,6 +15,10 @@
 //!   of 256 and marking them published (`Relay::drain`). PostgreSQL runs when
 //!   `TIDINGS_POSTGRES_URL` is set.
 //!
+//! - `outbox_relay_rabbitmq/*`: the same against RabbitMQ (publisher confirms), when
+//!   `TIDINGS_RABBITMQ_URL` is set: `direct/publish_each` and `relay/sqlite`, 2 000 events
+//!   per iteration, a consumer with a no-op handler draining the queue alongside.
+//!
 //! SQLite is a file in the temp dir in WAL mode with `synchronous = NORMAL` (durable
 //! against a crash of the process, not of the machine).
 
@@ -32,6 +36,7 @@ use tidings_outbox::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use tidings_outbox::{Backend, Outbox, Relay, RelayConfig};
+use tidings_rabbitmq::RabbitMq;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BookBorrowed {
@@ -91,31 +96,37 @@ async fn buses() -> (Memory, Bus, Bus) {
     (hub, publisher, consumer)
 }
 
-async fn fill<DB: Backend>(outbox: &Outbox<DB>, bus: &Bus) {
+async fn fill<DB: Backend>(outbox: &Outbox<DB>, bus: &Bus, n: u64) {
     let mut tx = outbox.pool().begin().await.unwrap();
     outbox
-        .enqueue_batch(&mut tx, bus, (0..N).map(event))
+        .enqueue_batch(&mut tx, bus, (0..n).map(event))
         .await
         .unwrap();
     tx.commit().await.unwrap();
 }
 
-/// Time `Relay::drain` over `iters` fresh fills of the outbox.
-async fn relay_iters<DB: Backend>(
+/// Time `Relay::drain` over `iters` fresh fills of the outbox (of `n` events each);
+/// `settle` waits, untimed, until the consumer has caught up.
+async fn relay_iters<DB: Backend, F, Fut>(
     outbox: &Outbox<DB>,
-    hub: &Memory,
     bus: &Bus,
     iters: u64,
-) -> Duration {
+    n: u64,
+    settle: F,
+) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let config = RelayConfig::default().batch_size(BATCH);
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        fill(outbox, bus).await;
+        fill(outbox, bus, n).await;
         let start = Instant::now();
-        let n = Relay::drain(bus, outbox, &config).await.unwrap();
+        let published = Relay::drain(bus, outbox, &config).await.unwrap();
         total += start.elapsed();
-        assert_eq!(n, N);
-        hub.idle().await;
+        assert_eq!(published, n);
+        settle().await;
         outbox.purge_published(Duration::ZERO).await.unwrap();
     }
     total
@@ -193,7 +204,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("relay/sqlite", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (hub, publisher, outbox) = (hub.clone(), publisher.clone(), sqlite.clone());
-            async move { relay_iters(&outbox, &hub, &publisher, iters).await }
+            async move { relay_iters(&outbox, &publisher, iters, N, || hub.idle()).await }
         })
     });
 
@@ -214,7 +225,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function("relay/postgres", |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (hub, publisher, outbox) = (hub.clone(), publisher.clone(), postgres.clone());
-                async move { relay_iters(&outbox, &hub, &publisher, iters).await }
+                async move { relay_iters(&outbox, &publisher, iters, N, || hub.idle()).await }
             })
         });
         rt.block_on(async {
@@ -233,5 +244,101 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Events per iteration on RabbitMQ, where every publish waits for the broker's confirm.
+const N_RABBITMQ: u64 = 2_000;
+
+async fn noop_rabbitmq(_e: BookBorrowed, _cx: Context<()>) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+/// The same comparison with RabbitMQ as the transport (when `TIDINGS_RABBITMQ_URL` is set):
+/// publishing waits for publisher confirms; a consumer with a no-op handler drains the
+/// queue alongside.
+fn bench_rabbitmq(c: &mut Criterion) {
+    let Ok(url) = std::env::var("TIDINGS_RABBITMQ_URL") else {
+        println!("skipping outbox_relay_rabbitmq: TIDINGS_RABBITMQ_URL is not set");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ns = format!("bench-outbox-{}", std::process::id());
+    let (publisher, _consumer, sqlite, path) = rt.block_on(async {
+        let consumer = Bus::builder("consumer")
+            .namespace(ns.clone())
+            .transport(RabbitMq::connect(url.clone()))
+            .subscribe(
+                Subscription::to::<BenchEvents>()
+                    .concurrency(8)
+                    .on(noop_rabbitmq),
+            )
+            .build()
+            .await
+            .expect("TIDINGS_RABBITMQ_URL is set but RabbitMQ is unreachable");
+        let publisher = Bus::builder("lending")
+            .namespace(ns.clone())
+            .transport(RabbitMq::connect(url.clone()))
+            .publishes::<BenchEvents>()
+            .build()
+            .await
+            .unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "tidings-outbox-bench-rmq-{}.db",
+            std::process::id()
+        ));
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .unwrap();
+        (
+            publisher,
+            consumer,
+            Arc::new(Outbox::sqlite(pool).await.unwrap()),
+            path,
+        )
+    });
+
+    let mut group = c.benchmark_group("outbox_relay_rabbitmq");
+    group.throughput(Throughput::Elements(N_RABBITMQ));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("direct/publish_each", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let publisher = publisher.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let events: Vec<_> = (0..N_RABBITMQ).map(event).collect();
+                    let start = Instant::now();
+                    for e in events {
+                        publisher.publish(e).await.unwrap();
+                    }
+                    total += start.elapsed();
+                }
+                total
+            }
+        })
+    });
+    group.bench_function("relay/sqlite", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (publisher, outbox) = (publisher.clone(), sqlite.clone());
+            async move { relay_iters(&outbox, &publisher, iters, N_RABBITMQ, || async {}).await }
+        })
+    });
+    group.finish();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+criterion_group!(benches, bench, bench_rabbitmq);
 criterion_main!(benches);

@@ -12,8 +12,11 @@
 //!     restart the outbox publishes all events again (the at-least-once redelivery) and
 //!     the inbox acknowledges the three handled ones without running the handler.
 //!
-//! The memory transport dies with the victim, so redelivery comes from the outbox rows
-//! the victim left pending, not from a broker queue.
+//! The memory transport dies with the victim, so there redelivery comes from the outbox
+//! rows the victim left pending. (b) runs a second time on RabbitMQ (when
+//! `TIDINGS_RABBITMQ_URL` is set): the victim's relay publishes with confirms, the victim
+//! is killed inside the handler of the third event, and the broker itself redelivers the
+//! unacknowledged deliveries to the restarted consumer.
 #![allow(missing_docs)]
 
 mod common;
@@ -30,10 +33,12 @@ use tidings_core::{
 };
 use tidings_memory::{Memory, MemorySubscriber};
 use tidings_outbox::{InboxContext, Outbox, Relay, RelayConfig};
+use tidings_rabbitmq::RabbitMq;
 
 const ROLE: &str = "TIDINGS_CRASH_ROLE";
 const DB: &str = "TIDINGS_CRASH_DB";
 const PREFIX: &str = "TIDINGS_CRASH_PREFIX";
+const NAMESPACE: &str = "TIDINGS_CRASH_NAMESPACE";
 const EVENTS: u32 = 20;
 const HANDLED_BEFORE_KILL: u32 = 3;
 
@@ -103,6 +108,37 @@ where
             kill_self();
         }
         Ok(())
+    }
+}
+
+/// Counts every call, then runs the inner handler.
+struct Count<H> {
+    inner: H,
+    calls: Arc<AtomicU32>,
+}
+
+impl<H, S> Handler<BookBorrowed, S> for Count<H>
+where
+    H: Handler<BookBorrowed, S>,
+    S: Send + Sync + 'static,
+{
+    async fn handle(
+        &self,
+        event: BookBorrowed,
+        cx: Context<S>,
+    ) -> std::result::Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.handle(event, cx).await
+    }
+}
+
+fn rabbitmq_url(test: &str) -> Option<String> {
+    match std::env::var("TIDINGS_RABBITMQ_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            println!("skipping {test}: TIDINGS_RABBITMQ_URL is not set");
+            None
+        }
     }
 }
 
@@ -205,17 +241,140 @@ macro_rules! crash_suite {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         panic!("victim: the handler was never called");
                     }
+                    "handle-rabbitmq" => {
+                        let url = std::env::var("TIDINGS_RABBITMQ_URL").unwrap();
+                        let ns = std::env::var(NAMESPACE).unwrap();
+                        let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
+                        let handler = KillAfter { inner: outbox.inbox().handler(apply), n: HANDLED_BEFORE_KILL, done: AtomicU32::new(0) };
+                        // No audit consumer here: what it took would die with the victim.
+                        let (catalog, lending, _) = rabbit_buses(&url, &ns, handler, effects, None).await;
+                        let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
+                        let _lending_relay = Relay::start(lending, outbox.clone(), config.clone());
+                        let _catalog_relay = Relay::start(catalog, outbox, config);
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        panic!("victim: the handler was never called");
+                    }
                     other => panic!("unknown crash role {other}"),
                 }
             }
 
+            /// Catalog (subscribing with `handler`), Lending and Audit (recording follow-ups)
+            /// on RabbitMQ under namespace `ns`.
+            async fn rabbit_buses<H: Handler<BookBorrowed, Effects>>(
+                url: &str,
+                ns: &str,
+                handler: H,
+                effects: Arc<Effects>,
+                follow_ups: Option<Arc<Mutex<Vec<u32>>>>,
+            ) -> (Bus, Bus, Option<Bus>) {
+                let catalog = Bus::builder("catalog")
+                    .namespace(ns)
+                    .transport(RabbitMq::connect(url))
+                    .publishes::<CatalogEvents>()
+                    .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects).on(handler))
+                    .build()
+                    .await
+                    .unwrap();
+                let audit = match follow_ups {
+                    None => None,
+                    Some(follow_ups) => Some(Bus::builder("audit")
+                    .namespace(ns)
+                    .transport(RabbitMq::connect(url))
+                    .subscribe(Subscription::to::<CatalogEvents>().with_shared_state(follow_ups).on(
+                        |e: StockChanged, cx: Context<Mutex<Vec<u32>>>| async move {
+                            cx.state().lock().unwrap().push(e.n);
+                            Ok(())
+                        },
+                    ))
+                    .build()
+                    .await
+                    .unwrap()),
+                };
+                let lending = Bus::builder("lending")
+                    .namespace(ns)
+                    .transport(RabbitMq::connect(url))
+                    .publishes::<LendingEvents>()
+                    .build()
+                    .await
+                    .unwrap();
+                (catalog, lending, audit)
+            }
+
+            pub(crate) async fn after_handling_before_ack_rabbitmq(pool: sqlx::Pool<Db>, db: &str, url: &str) {
+                let prefix = unique("crash_r");
+                let _cleanup = cleanup(db, &prefix);
+                let ns = prefix.trim_end_matches('_').to_string();
+                let outbox = create_tables(&pool, &prefix).await;
+                // Deploy: every queue exists before anything is published.
+                let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
+                let (catalog, lending, audit) = rabbit_buses(url, &ns, outbox.inbox().handler(apply), effects, Some(Arc::default())).await;
+                catalog.shutdown().await;
+                audit.unwrap().shutdown().await;
+                for n in 0..EVENTS {
+                    borrow(&pool, &outbox, &lending, &prefix, n).await;
+                }
+                lending.shutdown().await;
+
+                run_victim_with("handle-rabbitmq", db, &prefix, &[(NAMESPACE, ns.as_str())]).await;
+                assert_eq!(
+                    count(&pool, &format!("SELECT COUNT(*) FROM {prefix}effects")).await,
+                    i64::from(HANDLED_BEFORE_KILL),
+                    "the victim committed the effects of the events it handled"
+                );
+
+                // The restarted service.
+                let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
+                let calls = Arc::new(AtomicU32::new(0));
+                let follow_ups = Arc::new(Mutex::new(Vec::<u32>::new()));
+                let handler = Count { inner: outbox.inbox().handler(apply), calls: calls.clone() };
+                let (catalog, lending, audit) = rabbit_buses(url, &ns, handler, effects.clone(), Some(follow_ups.clone())).await;
+                let audit = audit.unwrap();
+                let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
+                let lending_relay = Relay::start(lending.clone(), outbox.clone(), config.clone());
+                let catalog_relay = Relay::start(catalog.clone(), outbox.clone(), config);
+                let distinct = |v: &Mutex<Vec<u32>>| {
+                    let mut v = v.lock().unwrap().clone();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                };
+                let e = format!("{prefix}effects");
+                eventually("every effect is there", || async { count(&pool, &format!("SELECT COUNT(*) FROM {e}")).await >= i64::from(EVENTS) }).await;
+                eventually("every follow-up arrives", || async { distinct(&follow_ups).len() >= EVENTS as usize }).await;
+                eventually("both outboxes are drained", || async { outbox.counts(None).await.unwrap().pending == 0 }).await;
+                // Give a stray duplicate the chance to show up before counting.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+
+                assert_eq!(count(&pool, &format!("SELECT COUNT(*) FROM {e}")).await, i64::from(EVENTS), "an effect is doubled");
+                assert_eq!(count(&pool, &format!("SELECT COUNT(DISTINCT n) FROM {e}")).await, i64::from(EVENTS));
+                assert_eq!(distinct(&follow_ups), (0..EVENTS).collect::<Vec<_>>());
+                let runs = effects.runs.load(Ordering::SeqCst);
+                let calls = calls.load(Ordering::SeqCst);
+                println!("restart on RabbitMQ: {calls} deliveries, {runs} handler runs, {EVENTS} effects");
+                assert_eq!(runs, EVENTS - HANDLED_BEFORE_KILL, "the handler ran again for an event the victim handled");
+                assert!(
+                    calls > runs,
+                    "the broker redelivered no event the victim had handled ({calls} deliveries, {runs} handler runs)"
+                );
+                lending_relay.shutdown().await;
+                catalog_relay.shutdown().await;
+                catalog.shutdown().await;
+                audit.shutdown().await;
+                lending.shutdown().await;
+            }
+
             async fn run_victim(role: &str, db: &str, prefix: &str) {
+                run_victim_with(role, db, prefix, &[]).await
+            }
+
+            async fn run_victim_with(role: &str, db: &str, prefix: &str, env: &[(&str, &str)]) {
                 let exe = std::env::current_exe().unwrap();
                 let child = tokio::process::Command::new(exe)
                     .args(["crash_victim", "--exact", "--nocapture", "--test-threads=1"])
                     .env(ROLE, role)
                     .env(DB, db)
                     .env(PREFIX, prefix)
+                    .envs(env.iter().copied())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .kill_on_drop(true)
@@ -405,4 +564,28 @@ async fn postgres_crash_after_handling_before_ack() {
         return;
     };
     postgres_db::after_handling_before_ack(pool, "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rabbitmq_crash_after_handling_before_ack() {
+    let Some(url) = rabbitmq_url("sqlite_rabbitmq_crash_after_handling_before_ack") else {
+        return;
+    };
+    let db = sqlite_path();
+    let pool =
+        common::sqlite::pool_at(std::path::Path::new(db.strip_prefix("sqlite:").unwrap())).await;
+    sqlite_db::after_handling_before_ack_rabbitmq(pool, &db, &url).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rabbitmq_crash_after_handling_before_ack() {
+    let test = "postgres_rabbitmq_crash_after_handling_before_ack";
+    let Some(url) = rabbitmq_url(test) else {
+        return;
+    };
+    let Some(pool) = common::postgres::pool(test).await else {
+        return;
+    };
+    postgres_db::after_handling_before_ack_rabbitmq(pool, "postgres", &url).await;
 }

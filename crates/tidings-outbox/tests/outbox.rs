@@ -1,6 +1,7 @@
 //! Outbox, relay and inbox against real databases: SQLite always, PostgreSQL when
 //! `TIDINGS_POSTGRES_URL` is set. One suite, written once, instantiated per database.
 #![allow(missing_docs)]
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 mod common;
 
