@@ -260,7 +260,8 @@ impl<S, DB: Backend> InboxContext<S, DB> {
 
     /// Publish an event caused by this one through the outbox, in this transaction: it is
     /// published after the commit, with correlation and causation ids carried on
-    /// ([`Context::follow_up`]).
+    /// ([`Context::follow_up`]). (`cx.context().publish(..)` would instead publish at
+    /// once, outside the transaction, even if the handler then fails.)
     pub async fn publish<P: Publishable>(&self, event: P) -> Result<Uuid> {
         self.publish_with(event, self.cx.follow_up()).await
     }
