@@ -111,6 +111,7 @@ impl Bus {
             namespace: None,
             topics: Vec::new(),
             subscriptions: Vec::new(),
+            companions: Vec::new(),
             problems: Vec::new(),
         }
     }
@@ -380,6 +381,17 @@ impl Drop for BusInner {
     }
 }
 
+/// Background work that runs with a bus and stops with it: `build()` starts it after the
+/// consumers, and `shutdown()` cancels `shutdown` and waits for it. The outbox relay is
+/// one (`Relay::companion`).
+///
+/// A companion holds a clone of the bus, so a bus with companions stays alive until
+/// `shutdown()` is called.
+pub trait Companion: Send + 'static {
+    /// Run until `shutdown` is cancelled.
+    fn run(self: Box<Self>, bus: Bus, shutdown: CancellationToken) -> BoxFuture<'static, ()>;
+}
+
 type Connect = BoxFuture<'static, Result<Arc<dyn DynTransport>>>;
 
 enum TransportSource {
@@ -411,6 +423,7 @@ pub struct BusBuilder {
     namespace: Option<String>,
     topics: Vec<(&'static str, &'static [EventInfo])>,
     subscriptions: Vec<ErasedSubscription>,
+    companions: Vec<Box<dyn Companion>>,
     problems: Vec<String>,
 }
 
@@ -452,6 +465,12 @@ impl BusBuilder {
     /// Add a subscription.
     pub fn subscribe<T: Topic, S>(mut self, subscription: Subscription<T, S>) -> Self {
         self.subscriptions.push(subscription.into());
+        self
+    }
+
+    /// Run `companion` with the bus: started by `build()`, stopped by `shutdown()`.
+    pub fn with_companion(mut self, companion: impl Companion) -> Self {
+        self.companions.push(Box::new(companion));
         self
     }
 
@@ -667,6 +686,14 @@ impl BusBuilder {
                 }
             }
         }
+        for companion in std::mem::take(&mut self.companions) {
+            let bus = Bus {
+                inner: inner.clone(),
+            };
+            inner
+                .consumers
+                .spawn(companion.run(bus, inner.shutdown.child_token()));
+        }
         Ok(Bus { inner })
     }
 }
@@ -682,6 +709,7 @@ impl fmt::Debug for BusBuilder {
                 &self.topics.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("subscriptions", &self.subscriptions.len())
+            .field("companions", &self.companions.len())
             .finish_non_exhaustive()
     }
 }

@@ -21,7 +21,7 @@ mod subscription;
 mod topology;
 mod transport;
 
-pub use bus::{Bus, BusBuilder, PublishOptions};
+pub use bus::{Bus, BusBuilder, Companion, PublishOptions};
 pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
 pub use consumer::Worker;
 pub use envelope::{attrs, Envelope, Headers};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use tidings_core::{Bus, ErrorKind, Result};
+use tidings_core::{Bus, Companion, ErrorKind, Result};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -155,6 +156,12 @@ impl Relay {
         }
     }
 
+    /// A relay that the bus runs itself: `Bus::builder(..).with_companion(Relay::companion(
+    /// outbox, config))` starts it with `build()` and stops it with `shutdown()`.
+    pub fn companion<DB: Backend>(outbox: Outbox<DB>, config: RelayConfig) -> RelayCompanion<DB> {
+        RelayCompanion { outbox, config }
+    }
+
     /// Publish every pending row of `bus`'s service now, in batches of
     /// `config.batch_size`, and return how many were published; for tests, tools and
     /// command-line programs that run without a background relay. Fails on the first
@@ -180,6 +187,26 @@ impl Relay {
                 return Ok(total);
             }
         }
+    }
+}
+
+/// A [`Relay`] run by its bus ([`Relay::companion`]).
+#[derive(Debug)]
+pub struct RelayCompanion<DB: Backend> {
+    outbox: Outbox<DB>,
+    config: RelayConfig,
+}
+
+impl<DB: Backend> Companion for RelayCompanion<DB> {
+    fn run(self: Box<Self>, bus: Bus, shutdown: CancellationToken) -> BoxFuture<'static, ()> {
+        let RelayCompanion { outbox, config } = *self;
+        Box::pin(run(
+            bus,
+            outbox,
+            config,
+            shutdown,
+            Arc::new(Stats::default()),
+        ))
     }
 }
 

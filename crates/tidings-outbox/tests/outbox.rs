@@ -214,6 +214,64 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_relay_run_by_the_bus_starts_with_build_and_stops_with_shutdown() {
+                let Some((pool, outbox, _, _cleanup)) =
+                    setup("a_relay_run_by_the_bus_starts_with_build_and_stops_with_shutdown").await
+                else {
+                    return;
+                };
+                let hub = Memory::new();
+                let (observer, log) = recorder(&hub).await;
+                let lending = Bus::builder("lending")
+                    .transport(hub.clone())
+                    .publishes::<LendingEvents>()
+                    .with_companion(Relay::companion(outbox.clone(), fast()))
+                    .build()
+                    .await
+                    .unwrap();
+                let mut tx = pool.begin().await.unwrap();
+                outbox
+                    .enqueue(
+                        &mut tx,
+                        &lending,
+                        BookBorrowed {
+                            book: "a".into(),
+                            n: 1,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                eventually("the bus's relay publishes the committed event", || async {
+                    ns(&log) == vec![1]
+                })
+                .await;
+
+                lending.shutdown().await;
+                // The relay stopped with the bus: a row another instance of the service
+                // commits now stays pending.
+                let other = lending_bus(hub.clone()).await;
+                let mut tx = pool.begin().await.unwrap();
+                outbox
+                    .enqueue(
+                        &mut tx,
+                        &other,
+                        BookBorrowed {
+                            book: "b".into(),
+                            n: 2,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let counts = outbox.counts(Some("lending")).await.unwrap();
+                assert_eq!((counts.pending, counts.published), (1, 1));
+                assert_eq!(ns(&log), vec![1]);
+                observer.shutdown().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn relay_publishes_in_order_and_in_batches() {
                 let Some((pool, outbox, _, _cleanup)) =
                     setup("relay_publishes_in_order_and_in_batches").await
