@@ -7,6 +7,7 @@
 //! [`ErrorKind::Rejected`] error, an unroutable `mandatory` message (a dead-letter,
 //! delay or replay queue that does not exist) a [`ErrorKind::NotFound`] error.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -79,13 +80,18 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
 
 /// [`properties`] for an envelope that passed [`check`].
 fn build_properties(envelope: &Envelope) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    for (name, value) in envelope.attributes() {
-        headers.insert(
-            ShortString::from(String::from(name)),
-            AMQPValue::LongString(LongString::from(value)),
-        );
-    }
+    // Built in one go (sorted bulk insert) rather than header by header.
+    let headers: BTreeMap<ShortString, AMQPValue> = envelope
+        .attributes()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                ShortString::from(String::from(name)),
+                AMQPValue::LongString(LongString::from(value)),
+            )
+        })
+        .collect();
+    let headers = FieldTable::from(headers);
     let mut properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(ShortString::from(envelope.content_type.as_ref()))

@@ -188,7 +188,7 @@ impl Subscriber for RabbitMqSubscriber {
             match received {
                 Some(Ok(delivery)) => {
                     let acks = active.acks.clone();
-                    if !acks.is_open() {
+                    if acks.has_failed() {
                         // The channel is gone: the broker delivers this again.
                         continue;
                     }
@@ -454,7 +454,10 @@ impl Drop for RabbitMqAcker {
 
 impl Acker for RabbitMqAcker {
     async fn ack(mut self) -> Result<(), (Error, Self)> {
-        if !self.acks.is_open() {
+        // Only the batcher's own flag: asking lapin for the channel state on every
+        // delivery contends with its IO thread. An ack recorded just as the channel dies
+        // is lost with it, and the broker delivers the envelope again.
+        if self.acks.has_failed() {
             return Err((self.channel_gone(), self));
         }
         self.finish();
@@ -601,7 +604,12 @@ impl AckBatcher {
     }
 
     fn is_open(&self) -> bool {
-        !self.lock().closed && self.channel.status().connected()
+        !self.has_failed() && self.channel.status().connected()
+    }
+
+    /// Whether sending on the channel failed or it was closed (cheap: no lapin lock).
+    fn has_failed(&self) -> bool {
+        self.lock().closed
     }
 
     fn track(&self) {
