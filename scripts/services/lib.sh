@@ -108,8 +108,9 @@ apt_install() {
 # launches must close fd 8 (`8>&-`), or they would keep the lock.
 lock_service() {
     ensure_dir "$TIDINGS_SERVICES_DIR"
-    exec 8>"$TIDINGS_SERVICES_DIR/$SERVICE.lock"
-    flock -w 900 8 || die "timed out waiting for another $SERVICE start/stop ($TIDINGS_SERVICES_DIR/$SERVICE.lock)"
+    local lock="$TIDINGS_SERVICES_DIR/${LOCK_NAME:-$SERVICE}.lock"
+    exec 8>"$lock"
+    flock -w 900 8 || die "timed out waiting for another $SERVICE start/stop ($lock)"
 }
 
 # print_env NAME VALUE...: `export NAME='VALUE'` lines for `eval`.

@@ -15,13 +15,16 @@
 # TANSU_STORAGE picks the storage engine (default memory://tansu/):
 #   memory://tansu/     in the broker's memory: fast, but a restart loses every topic,
 #                       record and committed offset
-#   sqlite://tansu.db   a SQLite file, relative to $TIDINGS_SERVICES_DIR/tansu: survives
+#   sqlite://tansu.db   a SQLite file, relative to the broker's state dir
+#                       ($TIDINGS_SERVICES_DIR/tansu, or .../tansu/port-N off 9092): survives
 #                       restarts (needs the binary built with the `libsql` feature)
 #   postgres://...      a PostgreSQL database whose schema was loaded beforehand (needs
 #                       the `postgres` feature)
-# The binary is installed with `cargo install tansu --locked --features dynostore`,
-# plus the feature the chosen engine needs; an installed binary without that engine
-# is rebuilt. TANSU_VERSION pins the crate version. TANSU_BIN points at a binary to use.
+# The binary is installed with `cargo install tansu --locked --features dynostore,libsql`
+# ($TANSU_FEATURES, plus the feature the chosen engine needs): the shared broker runs on
+# memory storage, and the Kafka restart and SASL tests start private brokers on SQLite.
+# An installed binary that lacks one of those engines is rebuilt (`tansu --help` lists
+# them). TANSU_VERSION pins the crate version. TANSU_BIN points at a binary to use.
 set -euo pipefail
 
 SERVICE=tansu
@@ -33,7 +36,16 @@ TANSU_PORT="${TIDINGS_KAFKA_PORT:-9092}"
 TANSU_STORAGE_SET="${TANSU_STORAGE:+1}"
 TANSU_STORAGE="${TANSU_STORAGE:-memory://tansu/}"
 START_TIMEOUT="${TIDINGS_KAFKA_START_TIMEOUT:-60}"
+TANSU_FEATURES="${TANSU_FEATURES:-dynostore,libsql}"
 CARGO_BIN_DIR="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+# Pid, storage, log and SQLite files of the broker on this port (one broker per port).
+if [ "$TANSU_PORT" = 9092 ]; then
+    TANSU_STATE="$TANSU_DIR"
+    LOCK_NAME=tansu
+else
+    TANSU_STATE="$TANSU_DIR/port-$TANSU_PORT"
+    LOCK_NAME="tansu-$TANSU_PORT"
+fi
 
 # The storage engine feature that TANSU_STORAGE needs.
 needed_feature() {
@@ -56,32 +68,54 @@ find_tansu() {
     fi
 }
 
-# True when the binary was built with the storage engine feature $2.
-# (`tansu --help` ends with "Storage engines: dynostore, libsql, ...".)
-has_engine() {
-    "$1" --help 2>/dev/null | grep '^Storage engines:' | grep -qw "$2"
+# The features to build with: $TANSU_FEATURES plus what TANSU_STORAGE needs.
+wanted_features() {
+    local f need
+    need="$(needed_feature)"
+    f="$TANSU_FEATURES"
+    case ",$f," in
+    *",$need,"*) ;;
+    *) f="$f,$need" ;;
+    esac
+    echo "$f"
+}
+
+# True when the binary was built with every storage engine feature in $2 (comma
+# separated). `tansu --help` ends with "Storage engines: dynostore, libsql, ...".
+has_engines() {
+    local engines f
+    engines="$("$1" --help 2>/dev/null | grep '^Storage engines:' || true)"
+    for f in ${2//,/ }; do
+        grep -qw -- "$f" <<<"$engines" || return 1
+    done
 }
 
 install() {
-    local feature bin
-    feature="$(needed_feature)"
+    local features bin
+    features="$(wanted_features)"
     bin="$(find_tansu)"
-    if [ -n "$bin" ] && has_engine "$bin" "$feature"; then
+    if [ -n "$bin" ] && has_engines "$bin" "$features"; then
         return 0
     fi
-    [ -z "${TANSU_BIN:-}" ] || die "$TANSU_BIN lacks the '$feature' storage engine"
+    if [ -n "${TANSU_BIN:-}" ]; then
+        # A binary given by hand only needs the engine of the chosen storage.
+        has_engines "$TANSU_BIN" "$(needed_feature)" ||
+            die "$TANSU_BIN lacks the '$(needed_feature)' storage engine"
+        return 0
+    fi
     command -v cargo >/dev/null || die "cargo is needed to install tansu"
     ensure_dir "$TIDINGS_SERVICES_DIR"
     ensure_dir "$TANSU_DIR"
-    local features=dynostore
-    [ "$feature" = dynostore ] || features="dynostore,$feature"
     local version_arg=()
     [ -z "${TANSU_VERSION:-}" ] || version_arg=(--version "$TANSU_VERSION")
+    if [ -n "$bin" ]; then
+        log "$bin lacks a storage engine of: $features; rebuilding it"
+    fi
     (
         # One install at a time (scripts/test may be run twice at once).
         flock -w 3600 9 || die "timed out waiting for another tansu install"
         bin="$(find_tansu)"
-        if [ -n "$bin" ] && has_engine "$bin" "$feature"; then
+        if [ -n "$bin" ] && has_engines "$bin" "$features"; then
             exit 0
         fi
         local t0
@@ -100,16 +134,16 @@ install() {
         log "installed $("$CARGO_BIN_DIR/tansu" --version) in $(elapsed "$t0")s"
     ) 9>"$TIDINGS_SERVICES_DIR/tansu-install.lock"
     bin="$(find_tansu)"
-    if [ -z "$bin" ] || ! has_engine "$bin" "$feature"; then
-        die "tansu was installed but $CARGO_BIN_DIR/tansu lacks the '$feature' engine"
+    if [ -z "$bin" ] || ! has_engines "$bin" "$features"; then
+        die "tansu was installed but ${bin:-$CARGO_BIN_DIR/tansu} lacks a storage engine of: $features"
     fi
 }
 
 # The pid of our running broker, or nothing.
 broker_pid() {
     local pid
-    [ -s "$TANSU_DIR/tansu.pid" ] || return 0
-    pid="$(cat "$TANSU_DIR/tansu.pid")"
+    [ -s "$TANSU_STATE/tansu.pid" ] || return 0
+    pid="$(cat "$TANSU_STATE/tansu.pid")"
     if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'tansu'; then
         echo "$pid"
     fi
@@ -128,12 +162,12 @@ start() {
     t0="$(now_s)"
     install
     if [ -n "$(broker_pid)" ] && [ -n "$TANSU_STORAGE_SET" ] &&
-        [ "$(cat "$TANSU_DIR/storage" 2>/dev/null)" != "$TANSU_STORAGE" ]; then
-        log "running with storage $(cat "$TANSU_DIR/storage" 2>/dev/null || echo '?'), TANSU_STORAGE asks for $TANSU_STORAGE: restarting"
+        [ "$(cat "$TANSU_STATE/storage" 2>/dev/null)" != "$TANSU_STORAGE" ]; then
+        log "running with storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'), TANSU_STORAGE asks for $TANSU_STORAGE: restarting"
         stop
     fi
     if [ -n "$(broker_pid)" ] && answers; then
-        log "already running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_DIR/storage" 2>/dev/null || echo '?'))"
+        log "already running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'))"
         return 0
     fi
     if [ -n "$(broker_pid)" ]; then
@@ -146,27 +180,28 @@ start() {
     local bin
     bin="$(find_tansu)"
     ensure_dir "$TANSU_DIR"
-    log "starting $("$bin" --version) on 127.0.0.1:$TANSU_PORT, storage $TANSU_STORAGE (log: $TANSU_DIR/tansu.log)"
+    ensure_dir "$TANSU_STATE"
+    log "starting $("$bin" --version) on 127.0.0.1:$TANSU_PORT, storage $TANSU_STORAGE (log: $TANSU_STATE/tansu.log)"
     (
-        cd "$TANSU_DIR"
+        cd "$TANSU_STATE"
         RUST_LOG="${TANSU_LOG:-warn}" setsid "$bin" broker \
             --cluster-id tidings \
             --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
             --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
             --storage-engine "$TANSU_STORAGE" \
-            </dev/null >>"$TANSU_DIR/tansu.log" 2>&1 8>&- &
-        echo $! >"$TANSU_DIR/tansu.pid"
+            </dev/null >>"$TANSU_STATE/tansu.log" 2>&1 8>&- &
+        echo $! >"$TANSU_STATE/tansu.pid"
     )
-    echo "$TANSU_STORAGE" >"$TANSU_DIR/storage"
+    echo "$TANSU_STORAGE" >"$TANSU_STATE/storage"
     local i=0
     until answers; do
         if [ -z "$(broker_pid)" ]; then
-            tail -n 40 "$TANSU_DIR/tansu.log" >&2 || true
+            tail -n 40 "$TANSU_STATE/tansu.log" >&2 || true
             die "tansu exited during startup"
         fi
         i=$((i + 1))
         if [ "$i" -gt $((START_TIMEOUT * 5)) ]; then
-            tail -n 40 "$TANSU_DIR/tansu.log" >&2 || true
+            tail -n 40 "$TANSU_STATE/tansu.log" >&2 || true
             die "no answer to a metadata request after ${START_TIMEOUT}s"
         fi
         sleep 0.2
@@ -179,7 +214,7 @@ stop() {
     pid="$(broker_pid)"
     if [ -z "$pid" ]; then
         log "not running"
-        rm -f "$TANSU_DIR/tansu.pid"
+        rm -f "$TANSU_STATE/tansu.pid"
         return 0
     fi
     t0="$(now_s)"
@@ -202,7 +237,7 @@ stop() {
         i=$((i + 1))
         sleep 0.2
     done
-    rm -f "$TANSU_DIR/tansu.pid"
+    rm -f "$TANSU_STATE/tansu.pid"
     log "stopped in $(elapsed "$t0")s"
 }
 
@@ -214,12 +249,12 @@ start) start ;;
 stop) stop ;;
 restart)
     t0="$(now_s)"
-    case "$(cat "$TANSU_DIR/storage" 2>/dev/null || echo "$TANSU_STORAGE")" in
+    case "$(cat "$TANSU_STATE/storage" 2>/dev/null || echo "$TANSU_STORAGE")" in
     memory:*) log "note: memory storage, the restart drops every topic, record and offset" ;;
     esac
     # Restart with the storage the broker was started with.
-    if [ -s "$TANSU_DIR/storage" ] && [ -n "$(broker_pid)" ]; then
-        TANSU_STORAGE="$(cat "$TANSU_DIR/storage")"
+    if [ -s "$TANSU_STATE/storage" ] && [ -n "$(broker_pid)" ]; then
+        TANSU_STORAGE="$(cat "$TANSU_STATE/storage")"
     fi
     stop
     start
@@ -227,7 +262,7 @@ restart)
     ;;
 status)
     if [ -n "$(broker_pid)" ] && answers; then
-        log "running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_DIR/storage" 2>/dev/null || echo '?'))"
+        log "running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'))"
     else
         log "not running"
         exit 1
@@ -235,8 +270,8 @@ status)
     ;;
 env)
     storage="$TANSU_STORAGE"
-    if [ -n "$(broker_pid)" ] && [ -s "$TANSU_DIR/storage" ]; then
-        storage="$(cat "$TANSU_DIR/storage")"
+    if [ -n "$(broker_pid)" ] && [ -s "$TANSU_STATE/storage" ]; then
+        storage="$(cat "$TANSU_STATE/storage")"
     fi
     print_env \
         TIDINGS_KAFKA_BROKERS "127.0.0.1:$TANSU_PORT" \
