@@ -11,6 +11,9 @@ mod contracts;
 #[path = "../examples/library/lending.rs"]
 #[allow(dead_code)]
 mod lending;
+#[path = "../examples/library/persistent.rs"]
+#[allow(dead_code)]
+mod persistent;
 
 use std::sync::Arc;
 
@@ -130,4 +133,32 @@ async fn an_event_catalog_cannot_apply_is_dead_lettered_and_replayable() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Persistent mode: the flow through SQLite, the outbox and the inbox leaves the right
+/// copies on the shelf, and every outbox row was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_mode_runs_the_flow_through_outbox_and_inbox() {
+    let path =
+        std::env::temp_dir().join(format!("tidings-library-test-{}.db", uuid::Uuid::new_v4()));
+    persistent::run(format!("memory://{}", uuid::Uuid::new_v4()), &path)
+        .await
+        .expect("the persistent flow completes");
+    let pool = persistent::open(&path).await.unwrap();
+    let shelf: Vec<(String, i64)> =
+        tidings_outbox::sqlx::query_as("SELECT title, available FROM inventory ORDER BY title")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        shelf,
+        vec![("Dune".to_string(), 2), ("Solaris".to_string(), 0)]
+    );
+    let outbox = tidings_outbox::Outbox::sqlite(pool.clone()).await.unwrap();
+    let counts = outbox.counts(Some("lending")).await.unwrap();
+    assert_eq!((counts.pending, counts.published, counts.parked), (0, 3, 0));
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 }

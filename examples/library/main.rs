@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --example library                                   # memory transport
 //! cargo run --example library -- --transport memory://library   # any compiled-in URL
+//! cargo run --example library -- --persistent                   # SQLite, outbox and inbox
+//! cargo run --example library -- --persistent --db library.db   # ... and keep the database
 //! ```
 
 // The modules stand for the contexts' crates (hence `pub`) and are shared with
@@ -13,6 +15,7 @@
 mod catalog;
 mod contracts;
 mod lending;
+mod persistent;
 
 use std::sync::Arc;
 
@@ -29,6 +32,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "library: Lending and Catalog on {}",
         tidings::redact_url(&url)
     );
+    if std::env::args().any(|a| a == "--persistent") {
+        // `--db PATH` keeps the database; without it a temporary one is removed after.
+        let kept = arg_value("--db").map(std::path::PathBuf::from);
+        let path = kept.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("tidings-library-{}.db", std::process::id()))
+        });
+        let result = persistent::run(url, &path).await;
+        if kept.is_none() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+        return result.map_err(|e| e as Box<dyn std::error::Error>);
+    }
 
     // Catalog: subscribes to Lending's topic.
     let inventory = Arc::new(Inventory::default());
@@ -77,11 +94,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lending_bus.shutdown().await;
     catalog.shutdown().await;
 
-    let shelf: Vec<String> = inventory
+    let mut shelf: Vec<String> = inventory
         .all()
         .into_iter()
         .map(|(_, s)| format!("{} {}/{}", s.title, s.available, s.total))
         .collect();
+    shelf.sort();
     println!("inventory: {}", shelf.join(", "));
     Ok(())
 }
@@ -92,13 +110,18 @@ fn loans(lending: &Lending, patron: PatronId) -> u32 {
 
 /// `--transport URL`, else `TIDINGS_URL`, else `memory://`.
 fn transport_from_args() -> String {
+    arg_value("--transport")
+        .or_else(|| std::env::var("TIDINGS_URL").ok())
+        .unwrap_or_else(|| "memory://".to_string())
+}
+
+/// The value after `flag` on the command line.
+fn arg_value(flag: &str) -> Option<String> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--transport" {
-            if let Some(url) = args.next() {
-                return url;
-            }
+        if arg == flag {
+            return args.next();
         }
     }
-    std::env::var("TIDINGS_URL").unwrap_or_else(|_| "memory://".to_string())
+    None
 }
