@@ -607,6 +607,22 @@ fn bench(c: &mut Criterion) {
             ours.value_at_quantile(0.99) as f64 / raw.value_at_quantile(0.99).max(1) as f64
         );
         publisher.shutdown().await;
+        // Leave nothing behind on the broker.
+        let channel = conn.create_channel().await.unwrap();
+        for s in [&raw_side, &tidings_side] {
+            for q in [s.queue.clone(), format!("{}.dlq", s.queue)] {
+                channel
+                    .queue_delete(q.as_str().into(), Default::default())
+                    .await
+                    .unwrap();
+            }
+            for e in [s.exchange.clone(), format!("{}.dlx", s.queue)] {
+                channel
+                    .exchange_delete(e.as_str().into(), Default::default())
+                    .await
+                    .unwrap();
+            }
+        }
     });
 }
 

@@ -113,6 +113,7 @@ async fn build_declares_the_documented_topology() {
         "the cancelled order was routed to the queue"
     );
     lending.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -206,6 +207,10 @@ async fn messages_carry_cloudevents_headers_and_amqp_properties() {
     assert_eq!(text("tenant"), "north");
     assert!(text("ce_time").contains('T'));
     d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    common::cleanup(&url, &ns, &[], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -243,6 +248,7 @@ async fn publishing_to_a_missing_exchange_is_not_found_and_harms_nothing() {
     eventually(PATIENCE, "order 7 handled", || seen.runs(7).len() == 1).await;
     bus.shutdown().await;
     sub.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -362,6 +368,7 @@ async fn a_failed_handler_is_retried_through_a_delay_queue() {
         .is_empty());
     bus.shutdown().await;
     sub.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -467,6 +474,7 @@ async fn dead_letters_are_listed_without_removal_and_replayed() {
         .is_empty());
     bus.shutdown().await;
     sub.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -530,6 +538,7 @@ async fn a_message_that_is_not_an_envelope_is_dead_lettered_at_once() {
     assert_eq!(seen.distinct(), 1, "the handler never saw the garbage");
     bus.shutdown().await;
     sub.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -579,6 +588,7 @@ async fn a_delivery_dropped_unsettled_is_delivered_again() {
             .is_err(),
         "delivered again after the ack"
     );
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -626,6 +636,7 @@ async fn many_concurrent_publishes_and_a_large_batch_all_arrive() {
     assert!(seen.missing(2200).is_empty());
     bus.shutdown().await;
     sub.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -670,6 +681,7 @@ async fn quorum_queues_work_and_count_deliveries() {
     let err = classic.provision(&topology).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains(&spec.queue_name()), "{err}");
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -736,6 +748,7 @@ async fn retry_and_dead_letter_from_the_acker_keep_the_envelope() {
     );
     assert_eq!(letters[0].envelope.header(attrs::ATTEMPT), None);
     assert_eq!(letters[0].info.attempts, 4);
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }
 
 #[tokio::test]
@@ -785,4 +798,5 @@ async fn a_queue_deleted_under_a_running_consumer_is_declared_again() {
     assert!(queue_exists(&conn, &work).await.is_some());
     bus.shutdown().await;
     sub.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }

@@ -183,4 +183,11 @@ async fn lending_catalog_notifications_on_rabbitmq() {
     lending.shutdown().await;
     catalog.shutdown().await;
     notifications.shutdown().await;
+    common::cleanup(
+        &url,
+        &ns,
+        &[("catalog", "lending"), ("notifications", "catalog")],
+        &["lending", "catalog"],
+    )
+    .await;
 }

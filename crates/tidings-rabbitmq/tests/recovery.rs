@@ -130,4 +130,5 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     .await;
     shop.shutdown().await;
     catalog.shutdown().await;
+    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
 }

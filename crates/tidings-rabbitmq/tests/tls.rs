@@ -67,6 +67,9 @@ async fn round_trip(make: impl Fn() -> RabbitMq) {
     assert!(publisher.is_connected());
     shop.shutdown().await;
     sub.shutdown().await;
+    if let Ok(url) = std::env::var("TIDINGS_RABBITMQ_URL") {
+        common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    }
 }
 
 #[tokio::test]
