@@ -12,7 +12,8 @@
 //! already in a 3-partition topic, read by a fresh consumer group, timed from the first
 //! record to the last (so group joining is not counted); the raw consumer stores and
 //! auto-commits offsets, tidings commits in order after each handler. Latency: one event
-//! at a time, from the start of `publish` to the handler (raw: the consumer loop).
+//! at a time, from the start of `publish` to the handler (raw: the consumer loop). Both
+//! consumers use `fetch.wait.max.ms=10`.
 
 extern crate tidings_core as tidings;
 
@@ -71,10 +72,16 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
+/// How long a fetch may wait for records, for both sides: tansu holds a fetch for the
+/// whole wait even when records arrive meanwhile, so librdkafka's default (500 ms) would
+/// be all the latency measures.
+const FETCH_WAIT_MS: &str = "10";
+
 fn config(brokers: &str) -> KafkaConfig {
     KafkaConfig::new(brokers)
         .partitions(PARTITIONS)
         .linger(Duration::from_millis(5))
+        .property("fetch.wait.max.ms", FETCH_WAIT_MS)
 }
 
 /// The raw producer, set up as tidings sets up its own.
@@ -99,6 +106,7 @@ fn raw_consumer(brokers: &str, group: &str, topic: &str) -> StreamConsumer {
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "500")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
         .create()
         .unwrap();
     c.subscribe(&[topic]).unwrap();

@@ -285,8 +285,8 @@ impl PrivateTansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .arg("--storage-engine")
-            .arg(format!("sqlite://{}", self.dir.join("tansu.db").display()))
+            // tansu resolves the SQLite path against its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
             .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
