@@ -411,7 +411,9 @@ impl ConsumerContext for Callbacks {
 
 /// The deliveries of one Kafka subscription.
 pub struct KafkaSubscriber {
-    rx: mpsc::Receiver<Item>,
+    rx: mpsc::Receiver<Vec<Item>>,
+    /// Records received from the poll thread and not handed out yet.
+    buf: VecDeque<Item>,
     shared: Arc<Shared>,
     producer: FutureProducer,
 }
@@ -477,7 +479,9 @@ impl KafkaSubscriber {
                 )
             })?;
         let capacity = usize::from(spec.prefetch.max(1));
-        let (tx, rx) = mpsc::channel(capacity);
+        // Records cross to the bus in chunks, a quarter of the prefetch each: one wake-up
+        // per chunk rather than per record.
+        let (tx, rx) = mpsc::channel(4);
         let poller = Poller {
             consumer,
             shared: shared.clone(),
@@ -505,6 +509,7 @@ impl KafkaSubscriber {
             .map_err(|e| Error::backend("starting the Kafka poll thread", e))?;
         Ok(KafkaSubscriber {
             rx,
+            buf: VecDeque::new(),
             shared,
             producer,
         })
@@ -535,7 +540,12 @@ impl Subscriber for KafkaSubscriber {
 
     async fn next(&mut self) -> Option<Result<Delivery<KafkaAcker>>> {
         loop {
-            match self.rx.recv().await? {
+            let Some(item) = self.buf.pop_front() else {
+                let chunk = self.rx.recv().await?;
+                self.buf.extend(chunk);
+                continue;
+            };
+            match item {
                 Item::Record {
                     tp,
                     epoch,
@@ -807,7 +817,7 @@ fn substitute_envelope(
 struct Poller {
     consumer: BaseConsumer<Callbacks>,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Vec<Item>>,
     pending: VecDeque<Item>,
     capacity: usize,
     paused_all: bool,
@@ -880,19 +890,24 @@ impl Poller {
             if let Some(due) = next_due {
                 timeout = timeout.min(due.duration_since(SystemTime::now()).unwrap_or_default());
             }
-            let taken = match self.consumer.poll(timeout) {
-                None => None,
-                Some(Ok(message)) => self.take(&message),
-                Some(Err(e)) => {
-                    tracing::debug!(subscription = %self.shared.subscription, error = %e, "Kafka consumer error");
-                    self.redeclare.on_error(&e);
-                    None
+            // Take what is ready, up to the prefetch, waiting only for the first record.
+            let mut wait = timeout;
+            while self.pending.len() < self.capacity {
+                let taken = match self.consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(message)) => self.take(&message),
+                    Some(Err(e)) => {
+                        tracing::debug!(subscription = %self.shared.subscription, error = %e, "Kafka consumer error");
+                        self.redeclare.on_error(&e);
+                        None
+                    }
+                };
+                match taken {
+                    Some((item, None)) => self.pending.push_back(item),
+                    Some((item, Some(due))) => self.hold(item.tp().1, due, item),
+                    None => {}
                 }
-            };
-            match taken {
-                Some((item, None)) => self.pending.push_back(item),
-                Some((item, Some(due))) => self.hold(item.tp().1, due, item),
-                None => {}
+                wait = Duration::ZERO;
             }
         }
         self.commit(CommitMode::Sync);
@@ -900,16 +915,18 @@ impl Poller {
         // Dropping the consumer leaves the group.
     }
 
-    /// Pass pending records to the subscriber; false once the subscriber is gone.
+    /// Pass pending records to the subscriber, in chunks; false once the subscriber is
+    /// gone.
     fn flush(&mut self) -> bool {
-        while let Some(item) = self.pending.pop_front() {
-            match self.tx.try_send(item) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(item)) => {
-                    self.pending.push_front(item);
-                    return true;
+        let chunk = (self.capacity / 4).max(1);
+        while !self.pending.is_empty() {
+            match self.tx.try_reserve() {
+                Ok(permit) => {
+                    let n = self.pending.len().min(chunk);
+                    permit.send(self.pending.drain(..n).collect());
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(())) => return true,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
             }
         }
         true
