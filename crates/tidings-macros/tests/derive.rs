@@ -85,11 +85,11 @@ fn topic_value_publishes_the_event_inside() {
         (e.event_name(), e.event_version()),
         ("lending.book-returned", 2)
     );
-    assert_eq!(Publishable::ordering_key(&e), None);
+    assert_eq!(Publishable::event_ordering_key(&e), None);
     let codec = Codec::default();
     assert_eq!(e.encode(codec).unwrap(), returned.encode(codec).unwrap());
 
     let e = LendingEvents::from(BookBorrowed { book_id: BookId(9) });
-    assert_eq!(Publishable::ordering_key(&e).as_deref(), Some("9"));
+    assert_eq!(Publishable::event_ordering_key(&e).as_deref(), Some("9"));
     assert_eq!(e.event_name(), "lending.book-borrowed");
 }
