@@ -11,8 +11,9 @@
 //!   unconfirmed, then every confirm awaited; tidings: `Bus::publish_batch`, whose
 //!   transport keeps the same window), throughput in events/s.
 //! - `consume/*`: N events waiting in the queue, consumed and decoded until all are
-//!   acknowledged (raw: `basic.ack multiple` every 100 deliveries; tidings: a typed
-//!   handler on a subscription with prefetch 1000, acks batched by the transport).
+//!   acknowledged (raw: a spawned task, like a bus's consumer loop, with `basic.ack
+//!   multiple` every 100 deliveries; tidings: a typed handler on a subscription with
+//!   prefetch 1000, acks batched by the transport).
 //! - end to end (printed after the groups): one publisher sending events one at a time
 //!   (each confirmed) while a consumer runs; the latency from just before the publish
 //!   to the handler, recorded in an HDR histogram, p50 and p99.
@@ -213,22 +214,29 @@ async fn raw_consume(conn: &Connection, s: &Side, n: u64) -> Duration {
         )
         .await
         .unwrap();
-    let mut seen = 0u64;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.unwrap();
-        let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
-        std::hint::black_box(event);
-        seen += 1;
-        if seen % ACK_EVERY == 0 || seen == n {
-            channel
-                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
-                .await
-                .unwrap();
+    // A spawned task, like the consumer loop of a bus: the same threads do the work.
+    let acking = channel.clone();
+    tokio::spawn(async move {
+        let mut seen = 0u64;
+        while let Some(delivery) = consumer.next().await {
+            let delivery = delivery.unwrap();
+            let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
+            std::hint::black_box(event);
+            seen += 1;
+            if seen % ACK_EVERY == 0 || seen == n {
+                let options = BasicAckOptions { multiple: true };
+                acking
+                    .basic_ack(delivery.delivery_tag, options)
+                    .await
+                    .unwrap();
+            }
+            if seen == n {
+                break;
+            }
         }
-        if seen == n {
-            break;
-        }
-    }
+    })
+    .await
+    .unwrap();
     let elapsed = start.elapsed();
     let _ = channel.close(200, "done".into()).await;
     elapsed
