@@ -23,7 +23,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DynTransport>> {
         #[cfg(feature = "rabbitmq")]
         "amqp" | "amqps" => Ok(Arc::new(crate::RabbitMq::from_url(url)?)),
         #[cfg(feature = "kafka")]
-        "kafka" => Ok(Arc::new(crate::Kafka::from_url(url)?)),
+        "kafka" | "kafkas" => Ok(Arc::new(crate::Kafka::from_url(url)?)),
         #[cfg(feature = "servicebus")]
         "servicebus" => Ok(Arc::new(crate::ServiceBus::from_url(url)?)),
         #[cfg(feature = "servicebus")]
@@ -52,7 +52,7 @@ fn compiled_schemes() -> String {
     let schemes: Vec<&str> = [
         (cfg!(feature = "memory"), "memory://"),
         (cfg!(feature = "rabbitmq"), "amqp://, amqps://"),
-        (cfg!(feature = "kafka"), "kafka://"),
+        (cfg!(feature = "kafka"), "kafka://, kafkas://"),
         (cfg!(feature = "servicebus"), "servicebus://"),
     ]
     .into_iter()
