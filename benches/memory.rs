@@ -88,15 +88,12 @@ async fn count(e: BookBorrowed, cx: Context<Counter>) -> Result<(), HandlerError
     Ok(())
 }
 
-async fn tidings_bus(counter: Arc<Counter>) -> (Bus, Bus) {
+/// A publisher and a subscriber service on one memory hub.
+async fn buses<S: Send + Sync + 'static>(subscription: Subscription<BenchEvents, S>) -> (Bus, Bus) {
     let memory = Memory::new();
     let consumer = Bus::builder("catalog")
         .transport(memory.clone())
-        .subscribe(
-            Subscription::to::<BenchEvents>()
-                .with_shared_state(counter)
-                .on(count),
-        )
+        .subscribe(subscription)
         .build()
         .await
         .unwrap();
@@ -125,7 +122,11 @@ fn throughput(c: &mut Criterion) {
         target: AtomicU64::new(0),
         done: Notify::new(),
     });
-    let (publisher, _consumer) = rt.block_on(tidings_bus(counter.clone()));
+    let (publisher, _consumer) = rt.block_on(buses(
+        Subscription::to::<BenchEvents>()
+            .with_shared_state(counter.clone())
+            .on(count),
+    ));
     group.bench_function(BenchmarkId::new("tidings_memory", N), |b| {
         b.to_async(&rt).iter(|| {
             let publisher = publisher.clone();
@@ -163,26 +164,11 @@ fn latency(c: &mut Criterion) {
         at: Mutex::new(None),
         done: Notify::new(),
     });
-    let (publisher, _consumer) = rt.block_on(async {
-        let memory = Memory::new();
-        let consumer = Bus::builder("catalog")
-            .transport(memory.clone())
-            .subscribe(
-                Subscription::to::<BenchEvents>()
-                    .with_shared_state(state.clone())
-                    .on(stamp),
-            )
-            .build()
-            .await
-            .unwrap();
-        let publisher = Bus::builder("lending")
-            .transport(memory)
-            .publishes::<BenchEvents>()
-            .build()
-            .await
-            .unwrap();
-        (publisher, consumer)
-    });
+    let (publisher, _consumer) = rt.block_on(buses(
+        Subscription::to::<BenchEvents>()
+            .with_shared_state(state.clone())
+            .on(stamp),
+    ));
     let one = |publisher: Bus, state: Arc<Stamp>| async move {
         let done = state.done.notified();
         let t0 = Instant::now();
