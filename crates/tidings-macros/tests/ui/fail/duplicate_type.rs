@@ -1,3 +1,7 @@
+// The derives expand to `::tidings::..`; here that is tidings-core.
+extern crate tidings_core as tidings;
+#[allow(unused_imports)]
+use tidings_macros::*;
 use serde::{Deserialize, Serialize};
 use tidings::{Event, Topic};
 
@@ -7,17 +11,11 @@ struct BookBorrowed {
     book_id: u64,
 }
 
-// Serde, but no `#[derive(Event)]`.
-#[derive(Serialize, Deserialize)]
-struct BookReturned {
-    book_id: u64,
-}
-
 #[derive(Topic)]
 #[topic(name = "lending")]
 enum LendingEvents {
     BookBorrowed(BookBorrowed),
-    BookReturned(BookReturned),
+    BookLent(BookBorrowed),
 }
 
 fn main() {}

@@ -1,9 +1,14 @@
 // Other shapes the derives accept: tuple structs keyed by index, enum events, explicit
 // versions, several `#[event]` attributes, event types behind a module path (the topic
 // enum is as public as its events: it is their `TopicMember::Topic`).
+// The derives expand to `::tidings::..`; here that is tidings-core.
+extern crate tidings_core as tidings;
+#[allow(unused_imports)]
+use tidings_macros::*;
 use tidings::{Event, Publishable, Topic};
 
 mod catalog {
+    use tidings_macros::Event;
     use serde::{Deserialize, Serialize};
     use tidings::Event;
 
