@@ -418,3 +418,63 @@ async fn wait_until(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not met within 10 s");
 }
+
+#[tokio::test]
+async fn dead_letters_of_a_named_subscription_are_listed_and_replayed_by_name() {
+    let memory = Memory::new();
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (flag, count) = (fixed.clone(), handled.clone());
+    let audit = Bus::builder("audit")
+        .namespace("staging")
+        .transport(memory.clone())
+        .retry(RetryPolicy::none())
+        // Two subscriptions of one service to one topic: the second is named.
+        .subscribe(Subscription::to::<OrderEvents>().on(ignore))
+        .subscribe(
+            Subscription::to::<OrderEvents>()
+                .named("audit-shipping")
+                .on(move |_: OrderShipped, _: Context| {
+                    let (flag, count) = (flag.clone(), count.clone());
+                    async move {
+                        if !flag.load(Ordering::SeqCst) {
+                            return Err(HandlerError::msg("shipping ledger offline"));
+                        }
+                        count.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let orders = Bus::builder("orders")
+        .namespace("staging")
+        .transport(memory.clone())
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap();
+    orders.publish(OrderShipped { order: 1 }).await.unwrap();
+    memory.idle().await;
+
+    let err = audit.dead_letters::<OrderEvents>(10).await.unwrap_err();
+    assert!(err.message().contains("several subscriptions"), "{err}");
+    let dead = audit
+        .dead_letters_named::<OrderEvents>("audit-shipping", 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].info.subscription.as_ref(), "staging.audit-shipping");
+    assert!(dead[0].info.reason.contains("shipping ledger offline"));
+
+    fixed.store(true, Ordering::SeqCst);
+    let replayed = audit
+        .replay_dead_letters_named::<OrderEvents>("audit-shipping", Replay::All)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    memory.idle().await;
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    audit.shutdown().await;
+}

@@ -87,6 +87,7 @@ pub struct Bus {
 
 pub(crate) struct BusInner {
     service: Arc<str>,
+    namespace: Option<String>,
     transport: Arc<dyn DynTransport>,
     codec: Codec,
     max_message_size: usize,
@@ -275,7 +276,10 @@ impl Bus {
     fn subscription_spec<T: Topic>(&self, name: Option<&str>) -> Result<&SubscriptionSpec> {
         let mut matching = self.inner.subscriptions.iter().filter(|(t, spec)| {
             *t == T::NAME
-                && name.is_none_or(|n| spec.name == n || spec.name.ends_with(&format!(".{n}")))
+                && name.is_none_or(|n| match &self.inner.namespace {
+                    Some(ns) => spec.name == format!("{ns}.{n}"),
+                    None => spec.name == n,
+                })
         });
         match (matching.next(), matching.next()) {
             (Some((_, spec)), None) => Ok(spec),
@@ -651,6 +655,7 @@ impl BusBuilder {
 
         let inner = Arc::new(BusInner {
             service,
+            namespace: self.namespace.clone(),
             transport: transport.clone(),
             codec: self.codec,
             max_message_size: self.limits.max_size.min(capabilities.max_message_size),
