@@ -123,6 +123,8 @@ impl Dispatcher {
             };
         };
         let immediate = self.policy.immediate_attempts();
+        // Deliveries count from 1; don't let a transport's 0 underflow the arithmetic.
+        let attempt = attempt.max(1);
         let mut redelivery = attempt;
         let mut runs_before = (attempt - 1) * immediate;
         loop {

@@ -36,6 +36,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::{mpsc, Notify};
 
 use crate::error::{Error, Result};
@@ -91,7 +92,13 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
                 for handler in &handlers {
-                    if let Err(e) = handler(&event).await {
+                    // A panicking handler is a failure like any other: the worker lives on
+                    // and `drain` still returns.
+                    let run = std::panic::AssertUnwindSafe(handler(&event)).catch_unwind();
+                    let result = run.await.unwrap_or_else(|_| {
+                        Err(HandlerError::msg("domain event handler panicked"))
+                    });
+                    if let Err(e) = result {
                         tracing::error!(error = %e, "domain event handler failed");
                         let mut counts = worker_state.inner.lock().expect("event queue state");
                         counts.failures.push(e);
@@ -232,5 +239,32 @@ mod tests {
         assert_eq!(seen[1], ("second", 1));
         assert_eq!(seen[9], ("second", 5));
         assert!(queue.drain().await.is_ok(), "failures are reported once");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_failure_and_the_queue_keeps_working() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let queue = EventQueue::builder()
+            .handler(move |n: u32| {
+                let sink = sink.clone();
+                async move {
+                    if n == 1 {
+                        panic!("handler bug");
+                    }
+                    sink.lock().unwrap().push(n);
+                    Ok(())
+                }
+            })
+            .start();
+        queue.enqueue(1).await.unwrap();
+        queue.enqueue(2).await.unwrap();
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(10), queue.drain());
+        let err = drained
+            .await
+            .expect("drain returns although a handler panicked")
+            .unwrap_err();
+        assert_eq!(err.to_string(), "domain event handler panicked");
+        assert_eq!(*seen.lock().unwrap(), vec![2]);
     }
 }
