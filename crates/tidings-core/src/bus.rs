@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventInfo, Publishable, Topic};
 use crate::retry::RetryPolicy;
 use crate::subscription::{ErasedSubscription, Subscription};
-use crate::topology::{DeadLetter, Replay, SubscriptionSpec, TopicSpec, Topology};
+use crate::topology::{BrokerObject, DeadLetter, Replay, SubscriptionSpec, TopicSpec, Topology};
 use crate::transport::{DynTransport, Transport};
 
 /// Options for one publish: ordering key, custom headers, and flow ids.
@@ -95,6 +95,10 @@ pub(crate) struct BusInner {
     topics: Vec<(&'static str, String)>,
     /// (topic NAME, spec) for each subscription.
     subscriptions: Vec<(&'static str, SubscriptionSpec)>,
+    /// What the bus provisioned, for `broker_objects` and `teardown`.
+    topology: Topology,
+    /// Header prefixes the transport's broker keeps for itself.
+    reserved_header_prefixes: &'static [&'static str],
     shutdown: CancellationToken,
     consumers: TaskTracker,
     closed: AtomicBool,
@@ -216,6 +220,8 @@ impl Bus {
             payload,
         );
         env.ordering_key = options.ordering_key.or_else(|| event.event_ordering_key());
+        crate::wire::check_custom_headers(&options.headers, self.inner.reserved_header_prefixes)
+            .map_err(|e| e.context(format_args!("publishing `{}`", event.event_name())))?;
         env.headers = options.headers;
         env.correlation_id = options.correlation_id;
         env.causation_id = options.causation_id;
@@ -338,6 +344,37 @@ impl Bus {
             .transport
             .replay_dead_letters_dyn(spec, &which)
             .await
+    }
+
+    /// What this bus provisioned: the topics it publishes to and its subscriptions.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// The names of what the transport created on the broker for this bus (exchanges,
+    /// queues, topics, subscriptions, their dead-letter destinations), e.g. to clean up
+    /// or to point monitoring at.
+    pub fn broker_objects(&self) -> Vec<BrokerObject> {
+        self.inner
+            .transport
+            .broker_objects_dyn(&self.inner.topology)
+    }
+
+    /// Shut the bus down, then delete what its transport created on the broker for it,
+    /// dead letters included: for tests and short-lived environments. Topics are deleted
+    /// even if other services use them, so call it only on an environment you own.
+    pub async fn teardown(&self) -> Result<()> {
+        self.shutdown().await;
+        self.inner
+            .transport
+            .teardown_dyn(&self.inner.topology)
+            .await
+            .map_err(|e| {
+                e.context(format_args!(
+                    "tearing down the topology of `{}`",
+                    self.inner.service
+                ))
+            })
     }
 
     /// The transport this bus runs on.
@@ -661,6 +698,8 @@ impl BusBuilder {
             max_message_size: self.limits.max_size.min(capabilities.max_message_size),
             topics,
             subscriptions,
+            topology,
+            reserved_header_prefixes: capabilities.reserved_header_prefixes,
             shutdown: CancellationToken::new(),
             consumers: TaskTracker::new(),
             closed: AtomicBool::new(false),

@@ -193,18 +193,33 @@ impl Dispatcher {
         }
     }
 
-    /// Handle and settle one delivery; a settle that fails is tried again a few times,
-    /// then the delivery is dropped, which makes the transport deliver it again.
+    /// Handle and settle one delivery. A settle that fails is tried again with backoff
+    /// while the bus runs; a dead letter the broker refuses as too large is parked without
+    /// its payload. A delivery that still cannot be settled is dropped, which makes the
+    /// transport deliver it again.
     async fn process<A: Acker>(&self, delivery: Delivery<A>, shutdown: &CancellationToken) {
         let Delivery {
             envelope,
             attempt,
             redelivered,
             acker,
+            undecodable,
+            ..
         } = delivery;
-        let outcome = self.handle(&envelope, attempt, redelivered, shutdown).await;
+        let outcome = match undecodable {
+            Some(reason) => self.dead_letter(reason, 0),
+            None => self.handle(&envelope, attempt, redelivered, shutdown).await,
+        };
+        let mut envelope = envelope;
+        if let Outcome::DeadLetter(info) = &outcome {
+            tracing::warn!(
+                subscription = %self.subscription, event_type = %envelope.event_type,
+                id = %envelope.id, reason = %info.reason, "dead-lettering envelope"
+            );
+        }
         let mut acker = acker;
-        for attempt in 0..5u32 {
+        let mut backoff = settle_backoff();
+        loop {
             let result = match &outcome {
                 Outcome::Ack => acker.ack().await,
                 Outcome::Retry {
@@ -212,33 +227,54 @@ impl Dispatcher {
                     delay,
                 } => acker.retry(envelope.clone(), *next_attempt, *delay).await,
                 Outcome::DeadLetter(info) => {
-                    tracing::warn!(
-                        subscription = %self.subscription, event_type = %envelope.event_type,
-                        id = %envelope.id, reason = %info.reason, "dead-lettering envelope"
-                    );
                     acker.dead_letter(envelope.clone(), info.clone()).await
                 }
             };
-            match result {
+            let (error, back) = match result {
                 Ok(()) => return,
-                Err((error, back)) => {
-                    tracing::warn!(
-                        subscription = %self.subscription, id = %envelope.id, %error,
-                        "settling a delivery failed; trying again"
-                    );
-                    acker = back;
-                    if shutdown.is_cancelled() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
+                Err(failed) => failed,
+            };
+            acker = back;
+            if matches!(outcome, Outcome::DeadLetter(_))
+                && error.kind() == ErrorKind::MessageTooLarge
+                && !envelope.payload.is_empty()
+            {
+                tracing::warn!(
+                    subscription = %self.subscription, id = %envelope.id, %error,
+                    "the broker refused the dead letter as too large; parking it without its payload"
+                );
+                envelope = Arc::new(crate::wire::without_payload(&envelope));
+                continue;
+            }
+            let Some(wait) = backoff.next().filter(|_| !shutdown.is_cancelled()) else {
+                tracing::error!(
+                    subscription = %self.subscription, id = %envelope.id, %error,
+                    "could not settle the delivery; leaving it to be delivered again"
+                );
+                return;
+            };
+            tracing::warn!(
+                subscription = %self.subscription, id = %envelope.id, %error, retry_in = ?wait,
+                "settling a delivery failed; trying again"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
             }
         }
-        tracing::error!(
-            subscription = %self.subscription, id = %envelope.id,
-            "could not settle the delivery; leaving it to be delivered again"
-        );
     }
+}
+
+/// How often and how long a failed settle is tried again: 50 ms doubling to 2 s, eight
+/// times (about 8 s in all), then the delivery is left to the broker.
+fn settle_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(8)
+        .with_jitter()
+        .build()
 }
 
 /// A delivery waiting for an earlier one with the same ordering key, with the permit it

@@ -163,8 +163,20 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.kind)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        // The cause chain, each cause once: a source whose text its parent already shows
+        // (clients that print their source in their own message) is not repeated.
+        let mut shown = String::new();
+        let mut next = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !text.is_empty() && !shown.contains(&text) && !self.message.contains(&text) {
+                write!(f, ": {text}")?;
+                shown.push_str(&text);
+            }
+            next = cause.source();
         }
         Ok(())
     }
@@ -194,5 +206,34 @@ mod tests {
         );
         assert!(e.is_retryable());
         assert!(!Error::config("x").is_retryable());
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "request failed: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn display_shows_the_whole_cause_chain_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let nested = Error::unavailable("cannot reach broker").with_source(Wrapper(io));
+        assert_eq!(
+            nested.to_string(),
+            "cannot reach broker (unavailable): request failed: refused"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let deeper = Error::backend("outer", Error::unavailable("inner").with_source(io));
+        assert_eq!(
+            deeper.to_string(),
+            "outer (backend): inner (unavailable): refused"
+        );
     }
 }

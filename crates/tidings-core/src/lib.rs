@@ -19,7 +19,8 @@ mod handler;
 mod retry;
 mod subscription;
 mod topology;
-mod transport;
+pub mod transport;
+pub mod wire;
 
 pub use bus::{Bus, BusBuilder, Companion, PublishOptions};
 pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
@@ -30,7 +31,9 @@ pub use event::{Event, EventInfo, Publishable, Topic, TopicMember};
 pub use handler::{Context, Handler, HandlerError};
 pub use retry::RetryPolicy;
 pub use subscription::Subscription;
-pub use topology::{DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, TopicSpec, Topology};
+pub use topology::{
+    BrokerObject, DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, TopicSpec, Topology,
+};
 pub use transport::{Acker, Capabilities, Delivery, DynTransport, Subscriber, Transport};
 
 #[doc(hidden)]

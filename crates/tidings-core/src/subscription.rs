@@ -266,43 +266,51 @@ where
     H: Handler<E, S>,
 {
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<(), Failure>> {
-        let env = call.envelope;
-        let decoded = match call.upcaster {
-            Some(up) => match up.downcast_ref::<UpcastFn<E>>() {
-                Some(f) => f(&env.payload, call.codec, call.limits),
-                None => Err(Error::new(
-                    ErrorKind::Config,
-                    "upcaster registered for another type",
-                )),
-            },
-            None => call.codec.decode::<E>(&env.payload, call.limits),
+        // User code runs here before the handler's future exists (`Deserialize`, an
+        // upcaster's `From`, the synchronous part of `handle`): a panic in it is a handler
+        // failure like a panic in the future, never an unwind through the consumer loop.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let env = call.envelope;
+            let decoded = match call.upcaster {
+                Some(up) => match up.downcast_ref::<UpcastFn<E>>() {
+                    Some(f) => f(&env.payload, call.codec, call.limits),
+                    None => Err(Error::new(
+                        ErrorKind::Config,
+                        "upcaster registered for another type",
+                    )),
+                },
+                None => call.codec.decode::<E>(&env.payload, call.limits),
+            };
+            let event = decoded.map_err(Failure::Poison)?;
+            let cx = Context::new(
+                self.state.clone(),
+                env.clone(),
+                call.attempt,
+                call.redelivered,
+                call.bus,
+            );
+            Ok(self.handler.handle(event, cx))
+        }));
+        let fut = match started {
+            Ok(Ok(fut)) => std::panic::AssertUnwindSafe(fut).catch_unwind(),
+            Ok(Err(failure)) => return Box::pin(futures::future::ready(Err(failure))),
+            Err(panic) => return Box::pin(futures::future::ready(Err(panicked(panic)))),
         };
-        let event = match decoded {
-            Ok(e) => e,
-            Err(e) => return Box::pin(futures::future::ready(Err(Failure::Poison(e)))),
-        };
-        let cx = Context::new(
-            self.state.clone(),
-            env.clone(),
-            call.attempt,
-            call.redelivered,
-            call.bus,
-        );
-        let fut = std::panic::AssertUnwindSafe(self.handler.handle(event, cx)).catch_unwind();
         Box::pin(async move {
             match fut.await {
                 Ok(result) => result.map_err(Failure::Handler),
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".into());
-                    Err(Failure::Handler(HandlerError::msg(format!(
-                        "handler panicked: {msg}"
-                    ))))
-                }
+                Err(panic) => Err(panicked(panic)),
             }
         })
     }
+}
+
+/// A panic in user code as a handler failure carrying the panic message.
+fn panicked(panic: Box<dyn Any + Send>) -> Failure {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    Failure::Handler(HandlerError::msg(format!("handler panicked: {msg}")))
 }

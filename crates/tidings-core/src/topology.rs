@@ -218,3 +218,31 @@ impl Replay {
         }
     }
 }
+
+/// One thing a transport creates on the broker for a bus, as listed by
+/// [`Bus::broker_objects`](crate::Bus::broker_objects): its kind in the broker's words
+/// (`exchange`, `queue`, `topic`, `subscription`) and its name.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BrokerObject {
+    /// The kind, in the broker's words.
+    pub kind: &'static str,
+    /// The broker name (a Service Bus subscription: `<topic>/subscriptions/<name>`).
+    pub name: String,
+}
+
+impl BrokerObject {
+    /// A broker object.
+    pub fn new(kind: &'static str, name: impl Into<String>) -> Self {
+        BrokerObject {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.kind, self.name)
+    }
+}

@@ -15,10 +15,14 @@ use futures::future::BoxFuture;
 use crate::consumer::{self, Worker};
 use crate::envelope::Envelope;
 use crate::error::Result;
-use crate::topology::{DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, Topology};
+use crate::topology::{
+    BrokerObject, DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, Topology,
+};
+use crate::wire::WireMessage;
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by
-/// it.
+/// it. Start from `Capabilities::default()` and set what differs.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// The transport can redeliver an envelope after a delay (`Acker::retry` honours the
@@ -36,6 +40,9 @@ pub struct Capabilities {
     pub durable: bool,
     /// The largest envelope the transport accepts, in bytes.
     pub max_message_size: usize,
+    /// Header name prefixes the broker keeps for itself (lower case, e.g. `x-` on
+    /// RabbitMQ); a custom header starting with one is refused on publish.
+    pub reserved_header_prefixes: &'static [&'static str],
 }
 
 impl Default for Capabilities {
@@ -48,6 +55,7 @@ impl Default for Capabilities {
             competing_consumers: true,
             durable: false,
             max_message_size: 1024 * 1024,
+            reserved_header_prefixes: &[],
         }
     }
 }
@@ -101,6 +109,16 @@ pub trait Transport: Send + Sync + 'static {
         spec: &SubscriptionSpec,
         which: &Replay,
     ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The names of what [`provision`](Self::provision) creates on the broker for
+    /// `topology` (exchanges, queues, topics, subscriptions), without touching the broker.
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject>;
+
+    /// Delete what [`provision`](Self::provision) created for `topology`, dead letters
+    /// included (for tests and short-lived environments); what is already gone is not an
+    /// error. Topics other services publish to are deleted too: call it only for
+    /// environments you own.
+    fn teardown(&self, topology: &Topology) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The deliveries of one subscription.
@@ -115,10 +133,15 @@ pub trait Subscriber: Send + 'static {
 }
 
 /// One received envelope, with its delivery count and the means to settle it.
+///
+/// Transports that move bytes build it with [`Delivery::from_wire`], which decides whether
+/// the message is an envelope; a message that is not becomes a placeholder envelope with
+/// [`undecodable`](Self::undecodable) set, and the bus dead-letters it like any other
+/// poison message.
 #[non_exhaustive]
 #[derive(Debug)]
 pub struct Delivery<A> {
-    /// The envelope.
+    /// The envelope (for an undecodable message, the placeholder that carries it).
     pub envelope: Arc<Envelope>,
     /// How many times this envelope has been delivered to the subscription, 1 the first
     /// time.
@@ -127,16 +150,35 @@ pub struct Delivery<A> {
     pub redelivered: bool,
     /// Settles the delivery.
     pub acker: A,
+    /// Why the message is not a valid envelope, when it is not: the bus dead-letters the
+    /// placeholder in [`envelope`](Self::envelope) with this reason, without running a
+    /// handler.
+    pub undecodable: Option<String>,
 }
 
 impl<A> Delivery<A> {
-    /// A delivery.
+    /// A delivery of an envelope the transport received as such (the memory transport).
     pub fn new(envelope: Arc<Envelope>, attempt: u32, redelivered: bool, acker: A) -> Self {
         Delivery {
             envelope,
             attempt,
             redelivered,
             acker,
+            undecodable: None,
+        }
+    }
+
+    /// A delivery of a message as the broker handed it over: the core reads the envelope
+    /// out of its headers (or, when it is not one, wraps it in a placeholder and says why)
+    /// and the attempt out of the tidings attempt header plus the broker's count.
+    pub fn from_wire(message: WireMessage<'_>, acker: A) -> Self {
+        let decoded = message.decode();
+        Delivery {
+            envelope: Arc::new(decoded.envelope),
+            attempt: decoded.attempt,
+            redelivered: decoded.redelivered,
+            acker,
+            undecodable: decoded.undecodable,
         }
     }
 }
@@ -204,6 +246,10 @@ pub trait DynTransport: Send + Sync + 'static {
         spec: &'a SubscriptionSpec,
         which: &'a Replay,
     ) -> BoxFuture<'a, Result<usize>>;
+    /// See [`Transport::broker_objects`].
+    fn broker_objects_dyn(&self, topology: &Topology) -> Vec<BrokerObject>;
+    /// See [`Transport::teardown`].
+    fn teardown_dyn<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<()>>;
 }
 
 impl<T: Transport> DynTransport for T {
@@ -245,12 +291,47 @@ impl<T: Transport> DynTransport for T {
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(self.replay_dead_letters(spec, which))
     }
+    fn broker_objects_dyn(&self, topology: &Topology) -> Vec<BrokerObject> {
+        self.broker_objects(topology)
+    }
+    fn teardown_dyn<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.teardown(topology))
+    }
 }
 
-impl std::fmt::Debug for dyn DynTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynTransport")
-            .field("capabilities", &self.capabilities_dyn())
-            .finish_non_exhaustive()
+/// Connect to a broker within `timeout`, the one rule every transport follows: a
+/// connection that fails or does not answer in time is
+/// [`ErrorKind::Unavailable`](crate::ErrorKind) (retryable), naming the (redacted)
+/// `address` once, with the cause as the source. Refused credentials
+/// ([`ErrorKind::Unauthorized`](crate::ErrorKind)) and bad configuration keep their kind.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use tidings_core::{transport::connect_within, ErrorKind};
+/// let never = std::future::pending::<tidings_core::Result<()>>();
+/// let err = connect_within("amqp://127.0.0.1:1", Duration::from_millis(10), never).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Unavailable);
+/// assert!(err.to_string().contains("amqp://127.0.0.1:1"));
+/// # }
+/// ```
+pub async fn connect_within<T>(
+    address: &str,
+    timeout: Duration,
+    connect: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    use crate::ErrorKind;
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(connected)) => Ok(connected),
+        Ok(Err(e)) if matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::Config) => {
+            Err(e.context(format_args!("connecting to {address}")))
+        }
+        Ok(Err(cause)) => Err(crate::Error::unavailable(format!(
+            "cannot connect to the broker at {address}; check that it runs and that the address is right"
+        ))
+        .with_source(cause)),
+        Err(_) => Err(crate::Error::unavailable(format!(
+            "cannot connect to the broker at {address}: no answer within {timeout:?} (the connect timeout)"
+        ))),
     }
 }
