@@ -1,5 +1,5 @@
 //! What a transport provisions: the topics a service publishes to and the subscriptions it
-//! consumes, with the broker names every transport derives from them (DESIGN.md §5).
+//! consumes, with the broker names every transport derives from them (ARCHITECTURE.md, "How topics map onto each broker").
 
 use std::sync::Arc;
 use std::time::SystemTime;
