@@ -26,11 +26,19 @@ pub(crate) fn amqp_error(e: &lapin::Error) -> Option<&AMQPError> {
     }
 }
 
+/// Whether the broker closed the channel because a message was over its
+/// `max_message_size` ("message size N is larger than configured max size M").
+fn is_size_refusal(amqp: &AMQPError) -> bool {
+    let text = amqp.get_message().as_str();
+    text.contains("message size") && text.contains("larger than")
+}
+
 /// The tidings kind for a lapin error.
 pub(crate) fn kind_of(e: &lapin::Error) -> ErrorKind {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
             code::NOT_FOUND => ErrorKind::NotFound,
+            code::PRECONDITION_FAILED if is_size_refusal(amqp) => ErrorKind::MessageTooLarge,
             code::ACCESS_REFUSED => ErrorKind::Unauthorized,
             code::PRECONDITION_FAILED | code::NOT_ALLOWED | code::RESOURCE_LOCKED => {
                 ErrorKind::Config
@@ -100,5 +108,17 @@ mod tests {
         ))
         .into();
         assert!(is_transient(&io));
+    }
+
+    #[test]
+    fn a_message_over_the_brokers_max_size_is_message_too_large() {
+        let too_large: lapin::Error = lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
+            "PRECONDITION_FAILED - message size 134217729 is larger than configured max size 134217728".into(),
+        ))
+        .into();
+        assert_eq!(kind_of(&too_large), ErrorKind::MessageTooLarge);
+        let e = from_lapin(too_large, "dead-lettering");
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
     }
 }

@@ -107,6 +107,21 @@ fn build_properties(envelope: &Envelope) -> BasicProperties {
     properties
 }
 
+/// Refuse an envelope over the transport's `limit` with [`ErrorKind::MessageTooLarge`].
+pub(crate) fn check_size(envelope: &Envelope, limit: usize) -> Result<()> {
+    let size = envelope.wire_size();
+    if size > limit {
+        return Err(Error::new(
+            ErrorKind::MessageTooLarge,
+            format!(
+                "`{}` is about {size} bytes, over the RabbitMQ transport's limit of {limit} bytes",
+                envelope.event_type
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `envelope` addressed to `exchange` with routing key `routing_key`.
 pub(crate) fn outgoing(
     envelope: Envelope,
@@ -139,17 +154,7 @@ pub(crate) async fn publish_to_topic(
     let messages = envelopes
         .into_iter()
         .map(|e| {
-            if e.wire_size() > shared.config.max_message_size {
-                return Err(Error::new(
-                    ErrorKind::MessageTooLarge,
-                    format!(
-                        "`{}` is about {} bytes, over the RabbitMQ transport's limit of {} bytes",
-                        e.event_type,
-                        e.wire_size(),
-                        shared.config.max_message_size
-                    ),
-                ));
-            }
+            check_size(&e, shared.config.max_message_size)?;
             let routing_key = e.event_type.clone();
             outgoing(e, topic, &routing_key, false)
         })

@@ -12,13 +12,17 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
-use tidings_core::{Result, SubscriptionSpec, Topology};
+use tidings_core::{BrokerObject, ErrorKind, Result, SubscriptionSpec, Topology};
 
 use crate::config::{check_name, QueueType, RabbitMqConfig};
 use crate::error::from_lapin;
+use crate::transport::Shared;
 
 /// The names of the queues and exchanges of one subscription.
 ///
@@ -63,6 +67,87 @@ impl QueueNames {
     /// the smallest power of two at least `delay`.
     pub fn delay(&self, delay: Duration) -> String {
         format!("{}.delay.{}ms", self.work, delay_bucket_ms(delay))
+    }
+
+    /// Every delay queue name the subscription can use, one per bucket (1 ms to 2^63 ms).
+    fn every_delay(&self) -> impl Iterator<Item = String> + '_ {
+        (0..64).map(|k| format!("{}.delay.{}ms", self.work, 1u64 << k))
+    }
+}
+
+/// What [`declare`] creates for `topology`, and the delay queues of each subscription as
+/// the name pattern `<work>.delay.*ms` (kind `delay queues`): they are declared on first
+/// use, one per delay bucket.
+pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
+    let mut out: Vec<BrokerObject> = Vec::new();
+    let mut push = |object: BrokerObject| {
+        if !out.contains(&object) {
+            out.push(object);
+        }
+    };
+    for topic in &topology.publishes {
+        push(BrokerObject::new("exchange", &topic.name));
+    }
+    for spec in &topology.subscriptions {
+        let names = QueueNames::of(spec);
+        push(BrokerObject::new("exchange", &names.exchange));
+        push(BrokerObject::new("queue", &names.work));
+        push(BrokerObject::new("exchange", &names.dead_letter_exchange));
+        push(BrokerObject::new("queue", &names.dead_letter));
+        push(BrokerObject::new(
+            "delay queues",
+            format!("{}.delay.*ms", names.work),
+        ));
+    }
+    out
+}
+
+/// Delete what [`declare`] and the delay queues created for `topology`, messages and dead
+/// letters included; what is already gone is not an error.
+pub(crate) async fn teardown(shared: &Shared, topology: &Topology) -> Result<()> {
+    let deadline = shared.deadline();
+    let (mut channel, _) = shared.channel(deadline).await?;
+    let mut queues = Vec::new();
+    let mut exchanges = Vec::new();
+    for spec in &topology.subscriptions {
+        let names = QueueNames::of(spec);
+        queues.push(names.work.clone());
+        queues.push(names.dead_letter.clone());
+        queues.extend(names.every_delay());
+        exchanges.push(names.dead_letter_exchange.clone());
+        exchanges.push(names.exchange.clone());
+    }
+    exchanges.extend(topology.publishes.iter().map(|t| t.name.clone()));
+    let mut seen = std::collections::HashSet::new();
+    exchanges.retain(|e| seen.insert(e.clone()));
+    for queue in &queues {
+        let deleted = channel
+            .queue_delete(short(queue)?, QueueDeleteOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| from_lapin(e, format_args!("deleting the queue `{queue}`")));
+        channel = gone_is_fine(shared, channel, deleted).await?;
+    }
+    for exchange in &exchanges {
+        let deleted = channel
+            .exchange_delete(short(exchange)?, ExchangeDeleteOptions::default())
+            .await
+            .map_err(|e| from_lapin(e, format_args!("deleting the exchange `{exchange}`")));
+        channel = gone_is_fine(shared, channel, deleted).await?;
+    }
+    let _ = channel.close(200, "torn down".into()).await;
+    Ok(())
+}
+
+/// The channel to go on with after a delete: the same one, or a new one when the broker
+/// closed it for a `NOT_FOUND` (an object already gone is what teardown wants).
+async fn gone_is_fine(shared: &Shared, channel: Channel, deleted: Result<()>) -> Result<Channel> {
+    match deleted {
+        Ok(()) => Ok(channel),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            Ok(shared.channel(shared.deadline()).await?.0)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -263,5 +348,47 @@ mod tests {
             let b = delay_bucket_ms(Duration::from_millis(ms));
             assert!(b >= ms && b < 2 * ms.max(1) || ms == 1, "{ms} -> {b}");
         }
+    }
+
+    #[test]
+    fn every_delay_queue_name_is_among_the_ones_teardown_deletes() {
+        let spec = SubscriptionSpec::new("catalog", "catalog", "lending", vec!["e".into()]);
+        let names = QueueNames::of(&spec);
+        let all: Vec<String> = names.every_delay().collect();
+        for delay in [
+            Duration::ZERO,
+            Duration::from_millis(3),
+            Duration::from_secs(3600),
+            Duration::from_secs(u64::MAX / 1000),
+            Duration::MAX,
+        ] {
+            assert!(all.contains(&names.delay(delay)), "{delay:?}");
+        }
+    }
+
+    #[test]
+    fn broker_objects_name_every_declared_object_once() {
+        let mut topology = Topology::new("catalog");
+        topology.publishes.push(tidings_core::TopicSpec::new("lending", vec![]));
+        topology.subscriptions.push(SubscriptionSpec::new(
+            "catalog",
+            "catalog",
+            "lending",
+            vec!["lending.book-borrowed".into()],
+        ));
+        let shown: Vec<String> = broker_objects(&topology)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "exchange `lending`",
+                "queue `catalog.lending`",
+                "exchange `catalog.lending.dlx`",
+                "queue `catalog.lending.dlq`",
+                "delay queues `catalog.lending.delay.*ms`",
+            ]
+        );
     }
 }

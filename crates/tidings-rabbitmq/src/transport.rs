@@ -16,7 +16,7 @@ use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tidings_core::{
-    Capabilities, DeadLetter, Error, ErrorKind, Replay, Result, SubscriptionSpec, Topology,
+    BrokerObject, Capabilities, DeadLetter, Error, ErrorKind, Replay, Result, SubscriptionSpec, Topology,
     Transport,
 };
 use tokio::time::Instant;
@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use crate::config::{check_name, scrub, RabbitMqConfig};
 use crate::error::{code, from_lapin};
 use crate::publisher::Publisher;
-use crate::subscriber::{self, RabbitMqSubscriber};
+use crate::dead_letters;
+use crate::subscriber::RabbitMqSubscriber;
 use crate::topology::{self, QueueNames};
 
 /// The RabbitMQ transport: give it to `Bus::builder(..).transport(..)`.
@@ -416,6 +417,20 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Forget `topology` (no reconnect declares it again) and what is known to exist on
+    /// the broker, then delete its objects.
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.topologies
+            .lock()
+            .expect("topologies lock")
+            .retain(|t| !same_topology(t, topology));
+        self.exchanges.lock().expect("exchanges lock").1.clear();
+        self.delay_queues.lock().expect("delay queues lock").1.clear();
+        topology::teardown(self, topology).await
+    }
+}
+
 fn same_topology(a: &Topology, b: &Topology) -> bool {
     a.service == b.service && a.publishes == b.publishes && a.subscriptions == b.subscriptions
 }
@@ -424,16 +439,19 @@ impl Transport for RabbitMq {
     type Subscriber = RabbitMqSubscriber;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            delayed_redelivery: true,
-            ordering_key: self.shared.config.single_active_consumer,
-            native_dead_letter: true,
-            batch_publish: true,
-            // With a single active consumer, instances stand by instead of sharing.
-            competing_consumers: !self.shared.config.single_active_consumer,
-            durable: true,
-            max_message_size: self.shared.config.max_message_size,
-        }
+        let single_active = self.shared.config.single_active_consumer;
+        let mut c = Capabilities::default();
+        c.delayed_redelivery = true;
+        c.ordering_key = single_active;
+        c.native_dead_letter = true;
+        c.batch_publish = true;
+        // With a single active consumer, instances stand by instead of sharing.
+        c.competing_consumers = !single_active;
+        c.durable = true;
+        c.max_message_size = self.shared.config.max_message_size;
+        // `x-` headers are the broker's (x-death, x-delivery-count, x-match, ...).
+        c.reserved_header_prefixes = &["x-"];
+        c
     }
 
     async fn provision(&self, topology: &Topology) -> Result<()> {
@@ -449,10 +467,18 @@ impl Transport for RabbitMq {
     }
 
     async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
-        subscriber::dead_letters(&self.shared, spec, limit).await
+        dead_letters::dead_letters(&self.shared, spec, limit).await
     }
 
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
-        subscriber::replay_dead_letters(&self.shared, spec, which).await
+        dead_letters::replay_dead_letters(&self.shared, spec, which).await
+    }
+
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
+        topology::broker_objects(topology)
+    }
+
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.shared.teardown(topology).await
     }
 }
