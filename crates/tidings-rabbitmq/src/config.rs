@@ -178,10 +178,33 @@ impl RabbitMqConfig {
     /// Configuration for the broker at `url` (`amqp://user:pass@host:5672/vhost` or
     /// `amqps://...`; the vhost `/` is written `%2f`), with the defaults:
     /// classic queues, the prefetch each subscription asks for, 1024 publisher confirms in
-    /// flight, a 30 s publish deadline, reconnect backoff 100 ms to 5 s.
+    /// flight, a 30 s publish deadline, a 10 s connect timeout, reconnect backoff 100 ms to
+    /// 5 s.
+    ///
+    /// URL options (the query string): `connect_timeout=<duration>` (humantime: `10s`,
+    /// `500ms`; as [`connect_timeout`](Self::connect_timeout)), and lapin's `heartbeat`
+    /// (seconds), `frame_max`, `channel_max`, `connection_timeout` (TCP connect, ms) and
+    /// `auth_mechanism`. Any other option is refused with [`ErrorKind::Config`] when the
+    /// URL is checked ([`RabbitMq::from_url`](crate::RabbitMq::from_url), or `build()`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+    /// let config = RabbitMqConfig::new("amqp://127.0.0.1/%2f?connect_timeout=2s&heartbeat=10");
+    /// assert_eq!(config.connect_timeout_value(), Duration::from_secs(2));
+    /// let err = RabbitMq::from_url("amqp://127.0.0.1/%2f?heartbaet=10").unwrap_err();
+    /// assert!(err.to_string().contains("heartbaet"));
+    /// assert!(err.to_string().contains("heartbeat"));
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        // An invalid value is reported when the URL is checked; until then the default.
+        let connect_timeout = url_options(&url)
+            .ok()
+            .and_then(|o| o.connect_timeout)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         RabbitMqConfig {
-            url: url.into(),
+            url,
             connection_name: None,
             prefetch: None,
             max_in_flight: 1024,
@@ -190,7 +213,7 @@ impl RabbitMqConfig {
             tls: TlsConfig::default(),
             reconnect: Reconnect::default(),
             publish_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout,
             max_message_size: 128 * 1024 * 1024,
         }
     }
@@ -252,10 +275,19 @@ impl RabbitMqConfig {
         self
     }
 
-    /// How long one connection attempt may take (default 10 s).
+    /// How long one connection attempt may take (default 10 s, or the URL's
+    /// `connect_timeout` option). The first connection of a transport is one attempt: a
+    /// broker that refuses it or does not answer within this time is
+    /// [`ErrorKind::Unavailable`] (retryable) naming the address, so `build()` fails fast.
+    /// Reconnects after a drop try again with backoff until the operation's deadline.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+
+    /// The connect timeout in effect (see [`connect_timeout`](Self::connect_timeout)).
+    pub fn connect_timeout_value(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// The largest message the transport accepts (default 128 MiB, RabbitMQ's default
@@ -279,6 +311,9 @@ impl RabbitMqConfig {
                 "invalid RabbitMQ URL {}: {e}; expected amqp://user:password@host:5672/vhost or amqps://...",
                 self.redacted_url()
             ))
+        })?;
+        url_options(&self.url).map_err(|e| {
+            Error::config(format!("invalid RabbitMQ URL {}: {e}", self.redacted_url()))
         })?;
         if uri.scheme == AMQPScheme::AMQP
             && (self.tls.ca_pem.is_some() || self.tls.client.is_some())
@@ -308,6 +343,53 @@ impl fmt::Debug for RabbitMqConfig {
             .field("max_message_size", &self.max_message_size)
             .finish()
     }
+}
+
+/// The default of [`RabbitMqConfig::connect_timeout`].
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The URL options lapin reads itself.
+const LAPIN_OPTIONS: &[&str] = &[
+    "heartbeat",
+    "frame_max",
+    "channel_max",
+    "connection_timeout",
+    "auth_mechanism",
+];
+
+/// The URL options this transport reads.
+#[derive(Debug, Default)]
+struct UrlOptions {
+    connect_timeout: Option<Duration>,
+}
+
+/// The options in the query string of `url`; an unknown option or an invalid value is an
+/// error naming it (and, for an unknown one, listing the known ones).
+fn url_options(url: &str) -> std::result::Result<UrlOptions, String> {
+    let mut options = UrlOptions::default();
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(options);
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "connect_timeout" => {
+                let timeout = humantime::parse_duration(value).map_err(|e| {
+                    format!("the option connect_timeout={value:?} is not a duration like 10s or 500ms ({e})")
+                })?;
+                options.connect_timeout = Some(timeout);
+            }
+            known if LAPIN_OPTIONS.contains(&known) => {}
+            other => {
+                return Err(format!(
+                    "unknown option `{other}`: the RabbitMQ transport takes connect_timeout, {}",
+                    LAPIN_OPTIONS.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(options)
 }
 
 /// `url` without its password: `amqp://user:***@host/vhost`.
@@ -405,6 +487,43 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_url_options_are_refused_listing_the_known_ones() {
+        let err = RabbitMqConfig::new("amqp://guest:hunter2@host/%2f?heartbaet=10")
+            .uri()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let shown = err.to_string();
+        assert!(shown.contains("`heartbaet`"), "{shown}");
+        for known in ["connect_timeout", "heartbeat", "frame_max", "channel_max"] {
+            assert!(shown.contains(known), "{known} not listed: {shown}");
+        }
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // lapin's own options and ours are accepted.
+        RabbitMqConfig::new(
+            "amqp://host/%2f?heartbeat=10&frame_max=131072&channel_max=64&connection_timeout=500&connect_timeout=3s",
+        )
+        .uri()
+        .unwrap();
+    }
+
+    #[test]
+    fn connect_timeout_comes_from_the_url_or_the_builder() {
+        assert_eq!(
+            RabbitMqConfig::new("amqp://host/%2f").connect_timeout,
+            Duration::from_secs(10)
+        );
+        let config = RabbitMqConfig::new("amqp://host/%2f?connect_timeout=250ms");
+        assert_eq!(config.connect_timeout, Duration::from_millis(250));
+        let config = config.connect_timeout(Duration::from_secs(4));
+        assert_eq!(config.connect_timeout, Duration::from_secs(4));
+        let err = RabbitMqConfig::new("amqp://host/%2f?connect_timeout=soon")
+            .uri()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("connect_timeout"), "{err}");
     }
 
     #[test]

@@ -7,9 +7,7 @@ use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use tidings_core::{
-    attrs, DeadLetter, DeadLetterInfo, Delivery, Replay, Result, SubscriptionSpec,
-};
+use tidings_core::{attrs, DeadLetter, DeadLetterInfo, Delivery, Replay, Result, SubscriptionSpec};
 
 use crate::error::from_lapin;
 use crate::publisher::outgoing;
@@ -120,4 +118,3 @@ pub(crate) async fn replay_dead_letters(
     let _ = channel.close(200, "replayed".into()).await;
     result
 }
-

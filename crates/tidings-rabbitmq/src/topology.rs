@@ -144,9 +144,7 @@ pub(crate) async fn teardown(shared: &Shared, topology: &Topology) -> Result<()>
 async fn gone_is_fine(shared: &Shared, channel: Channel, deleted: Result<()>) -> Result<Channel> {
     match deleted {
         Ok(()) => Ok(channel),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            Ok(shared.channel(shared.deadline()).await?.0)
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(shared.channel(shared.deadline()).await?.0),
         Err(e) => Err(e),
     }
 }
@@ -369,7 +367,9 @@ mod tests {
     #[test]
     fn broker_objects_name_every_declared_object_once() {
         let mut topology = Topology::new("catalog");
-        topology.publishes.push(tidings_core::TopicSpec::new("lending", vec![]));
+        topology
+            .publishes
+            .push(tidings_core::TopicSpec::new("lending", vec![]));
         topology.subscriptions.push(SubscriptionSpec::new(
             "catalog",
             "catalog",

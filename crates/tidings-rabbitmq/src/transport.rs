@@ -15,16 +15,17 @@ use std::time::Duration;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tidings_core::transport::connect_within;
 use tidings_core::{
-    BrokerObject, Capabilities, DeadLetter, Error, ErrorKind, Replay, Result, SubscriptionSpec, Topology,
-    Transport,
+    BrokerObject, Capabilities, DeadLetter, Error, ErrorKind, Replay, Result, SubscriptionSpec,
+    Topology, Transport,
 };
 use tokio::time::Instant;
 
 use crate::config::{check_name, scrub, RabbitMqConfig};
+use crate::dead_letters;
 use crate::error::{code, from_lapin};
 use crate::publisher::Publisher;
-use crate::dead_letters;
 use crate::subscriber::RabbitMqSubscriber;
 use crate::topology::{self, QueueNames};
 
@@ -161,8 +162,10 @@ impl Shared {
             .cloned()
     }
 
-    /// The open connection, reconnecting (with backoff, until `deadline`) if there is
-    /// none. After a reconnect every provisioned topology has been declared again.
+    /// The open connection, connecting if there is none. The first connection of the
+    /// transport is one attempt within the connect timeout, so an unreachable broker is
+    /// reported at once; a reconnect after a drop tries again with backoff until
+    /// `deadline`. After a reconnect every provisioned topology has been declared again.
     pub(crate) async fn connection(&self, deadline: Instant) -> Result<Live> {
         if let Some(live) = self.current() {
             return Ok(live);
@@ -173,17 +176,18 @@ impl Shared {
         if let Some(live) = self.current() {
             return Ok(live);
         }
+        let first = self.generation.load(Ordering::Relaxed) == 0;
         let mut backoff = self.config.reconnect.backoff();
         loop {
             let error = match self.connect_once(deadline).await {
                 Ok(live) => return Ok(live),
-                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) if first || !e.is_retryable() => return Err(e),
                 Err(e) => e,
             };
             let delay = backoff.next().unwrap_or(self.config.reconnect.max_delay);
             tracing::warn!(
-                url = %self.redacted, error = %error, retry_in = ?delay,
-                "cannot connect to RabbitMQ; trying again"
+                error = %error, retry_in = ?delay,
+                "cannot reconnect to RabbitMQ; trying again"
             );
             if Instant::now() + delay >= deadline {
                 return Err(self.unreachable(Some(error)));
@@ -192,20 +196,30 @@ impl Shared {
         }
     }
 
+    /// The error of a reconnect that gave up; `last` (the last attempt's error) names the
+    /// address already.
     fn unreachable(&self, last: Option<Error>) -> Error {
-        let e = Error::new(
-            ErrorKind::Unavailable,
-            format!(
-                "RabbitMQ at {} is unreachable: gave up after {:?}",
-                self.redacted, self.config.publish_timeout
-            ),
-        );
         match last {
-            Some(last) => e.with_source(last),
-            None => e,
+            Some(last) => Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "RabbitMQ is unreachable: gave up reconnecting after {:?}",
+                    self.config.publish_timeout
+                ),
+            )
+            .with_source(last),
+            None => Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "RabbitMQ at {} is unreachable: gave up waiting for the reconnect after {:?}",
+                    self.redacted, self.config.publish_timeout
+                ),
+            ),
         }
     }
 
+    /// One connection attempt through [`connect_within`]: within the connect timeout (or
+    /// what is left until `deadline`), failures are `Unavailable` naming the address once.
     async fn connect_once(&self, deadline: Instant) -> Result<Live> {
         let uri = self.config.uri()?;
         let name = self
@@ -221,39 +235,32 @@ impl Shared {
                 "lapin has no tokio runtime: connect from inside a tokio runtime",
             )
         })?;
-        let attempt = self
+        let timeout = self
             .config
             .connect_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(10));
-        let connecting = Connection::connect_uri_with_config(
-            uri,
-            properties,
-            self.config.tls.to_lapin(),
-            runtime,
-        );
-        let connection = match tokio::time::timeout(attempt, connecting).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => {
-                let e = from_lapin(
-                    e,
-                    format_args!("connecting to RabbitMQ at {}", self.redacted),
-                );
-                // lapin's messages never carry the URL, but be sure.
-                let scrubbed = scrub(&e.to_string(), &self.config.url);
-                return Err(if scrubbed == e.to_string() {
+        let connecting = async {
+            Connection::connect_uri_with_config(
+                uri,
+                properties,
+                self.config.tls.to_lapin(),
+                runtime,
+            )
+            .await
+            .map_err(|e| {
+                let e = from_lapin(e, "opening the AMQP connection");
+                // lapin's messages never carry the URL or the password, but be sure.
+                let shown = e.to_string();
+                let scrubbed = scrub(&shown, &self.config.url);
+                if scrubbed == shown {
                     e
                 } else {
                     Error::new(e.kind(), scrubbed)
-                });
-            }
-            Err(_) => {
-                return Err(Error::unavailable(format!(
-                    "connecting to RabbitMQ at {} took longer than {attempt:?}",
-                    self.redacted
-                )))
-            }
+                }
+            })
         };
+        let connection = connect_within(&self.redacted, timeout, connecting).await?;
         // Declare the topology again before anyone uses the new connection.
         let topologies = self.topologies.lock().expect("topologies lock").clone();
         if !topologies.is_empty() {
@@ -426,7 +433,11 @@ impl Shared {
             .expect("topologies lock")
             .retain(|t| !same_topology(t, topology));
         self.exchanges.lock().expect("exchanges lock").1.clear();
-        self.delay_queues.lock().expect("delay queues lock").1.clear();
+        self.delay_queues
+            .lock()
+            .expect("delay queues lock")
+            .1
+            .clear();
         topology::teardown(self, topology).await
     }
 }

@@ -190,14 +190,19 @@ mod tests {
                 FieldTable::default(),
             )])),
         ));
-        let pairs: Vec<(&str, AMQPValue)> =
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let pairs: Vec<(&str, AMQPValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
         let back = receive(&props(&pairs), b"{}");
         assert!(back.undecodable.is_none(), "{:?}", back.undecodable);
         assert_eq!(back.attempt, 5);
         assert!(back.envelope.header(attrs::ATTEMPT).is_none());
         assert!(
-            back.envelope.headers.iter().all(|(n, _)| !n.starts_with("x-")),
+            back.envelope
+                .headers
+                .iter()
+                .all(|(n, _)| !n.starts_with("x-")),
             "{:?}",
             back.envelope.headers
         );
@@ -210,8 +215,10 @@ mod tests {
             .into_iter()
             .filter(|(n, _)| n != attrs::CONTENT_TYPE)
             .collect();
-        let pairs: Vec<(&str, AMQPValue)> =
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let pairs: Vec<(&str, AMQPValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
         let back = receive(&props(&pairs), b"{}");
         assert!(back.undecodable.is_none(), "{:?}", back.undecodable);
         assert_eq!(back.envelope.content_type.as_ref(), "application/json");
@@ -222,11 +229,16 @@ mod tests {
         let env = Envelope::new("t", 1, "s", "application/json", &b"{}"[..]);
         let mut headers = headers_of(&env);
         headers.push(("meta".into(), AMQPValue::FieldTable(FieldTable::default())));
-        let pairs: Vec<(&str, AMQPValue)> =
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let pairs: Vec<(&str, AMQPValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
         let back = receive(&props(&pairs), b"{}");
         let reason = back.undecodable.expect("a table header is a defect");
-        assert!(reason.contains("`meta`") && reason.contains("table"), "{reason}");
+        assert!(
+            reason.contains("`meta`") && reason.contains("table"),
+            "{reason}"
+        );
         // The placeholder keeps the header, and its id where it parsed.
         assert_eq!(back.envelope.id, env.id);
         assert!(back.envelope.header("tidings-original-meta").is_some());
@@ -242,8 +254,10 @@ mod tests {
             "bin".into(),
             AMQPValue::LongString(LongString::from(vec![0xffu8, 0xfe])),
         ));
-        let pairs: Vec<(&str, AMQPValue)> =
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let pairs: Vec<(&str, AMQPValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
         let reason = receive(&props(&pairs), b"{}").undecodable.unwrap();
         assert!(reason.contains("`bin`"), "{reason}");
     }
@@ -254,8 +268,10 @@ mod tests {
         let mut headers = headers_of(&env);
         headers.push(("count".into(), AMQPValue::LongInt(-7)));
         headers.push(("flag".into(), AMQPValue::Boolean(true)));
-        let pairs: Vec<(&str, AMQPValue)> =
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let pairs: Vec<(&str, AMQPValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
         let back = receive(&props(&pairs), b"{}");
         assert!(back.undecodable.is_none(), "{:?}", back.undecodable);
         assert_eq!(back.envelope.header("count"), Some("-7"));

@@ -1,0 +1,115 @@
+//! Connecting: URL options are checked (an unknown one is refused, listing the known
+//! ones), and a broker that refuses or does not answer is `Unavailable` within the connect
+//! timeout, naming its redacted address once. These run without a broker (a closed port
+//! and a silent listener on loopback), and with one when `TIDINGS_RABBITMQ_URL` is set.
+
+extern crate tidings_core as tidings;
+
+mod common;
+
+use std::time::Duration;
+
+use tidings_core::{Bus, ErrorKind};
+use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+
+use common::OrderEvents;
+
+fn occurrences(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[tokio::test]
+async fn an_unknown_url_option_is_refused_listing_the_known_ones() {
+    // The real broker when there is one, so that only the option can make it fail.
+    let url = std::env::var("TIDINGS_RABBITMQ_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let typo = format!("{url}?heartbaet=10");
+
+    let err = RabbitMq::from_url(&typo).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let err = Bus::builder("shop")
+        .transport(RabbitMq::connect(&typo))
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .expect_err("a bus on a URL with an unknown option must not build");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let shown = err.to_string();
+    println!("{shown}");
+    assert!(shown.contains("`heartbaet`"), "{shown}");
+    for known in ["connect_timeout", "heartbeat", "frame_max", "channel_max"] {
+        assert!(
+            shown.contains(known),
+            "the known option {known} is not listed: {shown}"
+        );
+    }
+    assert!(!shown.contains(":guest@"), "password shown: {shown}");
+
+    // The options that exist are taken.
+    if common::url().is_some() {
+        let fine = format!("{url}?heartbeat=10&connect_timeout=5s");
+        RabbitMq::from_url(&fine)
+            .unwrap()
+            .connected()
+            .await
+            .expect("connecting with known URL options");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_unavailable_naming_the_address_once() {
+    let address = "127.0.0.1:1";
+    let transport = RabbitMq::with_config(
+        RabbitMqConfig::new(format!("amqp://guest:hunter2@{address}/%2f"))
+            .connect_timeout(Duration::from_millis(500)),
+    );
+    let err = Bus::builder("shop")
+        .transport(transport)
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    println!("{shown}");
+    assert_eq!(
+        occurrences(&shown, address),
+        1,
+        "the address must appear exactly once: {shown}"
+    );
+    assert!(!shown.contains("hunter2"), "password shown: {shown}");
+    assert!(!format!("{err:?}").contains("hunter2"), "password in Debug");
+}
+
+#[tokio::test]
+async fn a_broker_that_never_answers_is_unavailable_after_the_url_connect_timeout() {
+    // Accepts TCP connections and never speaks AMQP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("amqp://guest:hunter2@{address}/%2f?connect_timeout=300ms");
+    let err = RabbitMq::connect(url).connected().await.unwrap_err();
+    silent.abort();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    println!("{shown}");
+    assert_eq!(
+        occurrences(&shown, &address),
+        1,
+        "the address must appear exactly once: {shown}"
+    );
+    assert!(
+        shown.contains("300ms"),
+        "the URL's connect_timeout must be the one applied: {shown}"
+    );
+    assert!(!shown.contains("hunter2"), "password shown: {shown}");
+}
