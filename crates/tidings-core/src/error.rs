@@ -22,10 +22,6 @@ pub enum ErrorKind {
     Encode,
     /// A payload could not be decoded (bad bytes, too deep, wrong shape).
     Decode,
-    /// An envelope's wire name is not known to the receiving subscription.
-    UnknownEvent,
-    /// An envelope carries a newer version than this service understands.
-    UnsupportedVersion,
     /// A message is larger than the configured or broker limit.
     MessageTooLarge,
     /// The broker cannot be reached or the connection dropped; retrying may help.
@@ -54,8 +50,6 @@ impl ErrorKind {
             ErrorKind::NotDeclared => "not-declared",
             ErrorKind::Encode => "encode",
             ErrorKind::Decode => "decode",
-            ErrorKind::UnknownEvent => "unknown-event",
-            ErrorKind::UnsupportedVersion => "unsupported-version",
             ErrorKind::MessageTooLarge => "message-too-large",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Rejected => "rejected",

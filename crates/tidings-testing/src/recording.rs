@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tidings_core::{
-    Capabilities, Codec, DeadLetter, DecodeLimits, Envelope, Event, Replay, Result,
+    BrokerObject, Capabilities, Codec, DeadLetter, DecodeLimits, Envelope, Event, Replay, Result,
     SubscriptionSpec, Topology, Transport,
 };
 use uuid::Uuid;
@@ -202,6 +202,14 @@ impl<T: Transport> Transport for Recording<T> {
 
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         self.inner.replay_dead_letters(spec, which).await
+    }
+
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
+        self.inner.broker_objects(topology)
+    }
+
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.inner.teardown(topology).await
     }
 }
 

@@ -4,15 +4,18 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use tidings_core::{
-    Acker, Capabilities, DeadLetter, DeadLetterInfo, Delivery, DynTransport, Envelope, Error,
-    Replay, Result, Subscriber, SubscriptionSpec, Topology, Transport,
+    Acker, BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Delivery, DynTransport,
+    Envelope, Error, Replay, Result, Subscriber, SubscriptionSpec, Topology, Transport,
 };
 use tidings_memory::Memory;
-use tidings_testing::conformance::{self, Factory, TransportFactory};
+use tidings_testing::conformance::{self, Adversary, Factory, RawMessage, TransportFactory};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Flaw {
@@ -28,33 +31,74 @@ enum Flaw {
     HidesDeadLetters,
     /// Every subscriber gets a queue of its own: instances of a service do not compete.
     NoCompetition,
+    /// Messages that are not envelopes are acknowledged and dropped by the subscriber
+    /// instead of reaching the core, which would dead-letter them.
+    SwallowsPoison,
+    /// After its connections dropped, `publish` confirms without sending.
+    LosesAfterReconnect,
+    /// The subscription ends after its first dead letter.
+    StopsAfterDeadLetter,
 }
 
 struct Flawed {
     inner: Memory,
     flaw: Flaw,
+    disconnected: Arc<AtomicBool>,
+}
+
+/// Raw messages go straight into the flawed transport's hub; dropping the connections
+/// arms [`Flaw::LosesAfterReconnect`].
+struct FlawedAdversary {
+    inner: Memory,
+    disconnected: Arc<AtomicBool>,
+}
+
+impl Adversary for FlawedAdversary {
+    fn inject(&self, topic: &str, message: RawMessage) -> BoxFuture<'static, Result<()>> {
+        let memory = self.inner.clone();
+        let topic = topic.to_string();
+        Box::pin(async move {
+            memory
+                .inject_raw(&topic, message.headers, message.payload)
+                .await
+        })
+    }
+
+    fn drop_connections(&self) -> BoxFuture<'static, Result<()>> {
+        self.disconnected.store(true, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 struct FlawedSubscriber {
     inner: <Memory as Transport>::Subscriber,
     flaw: Flaw,
     held: std::collections::VecDeque<Delivery<FlawedAcker>>,
+    /// Set by an acker of [`Flaw::StopsAfterDeadLetter`] once it dead-lettered.
+    dead_lettered: Arc<AtomicBool>,
 }
 
 enum FlawedAcker {
     Real(<<Memory as Transport>::Subscriber as Subscriber>::Acker),
+    /// Dead-lettering through it ends the subscription.
+    Stopping(
+        <<Memory as Transport>::Subscriber as Subscriber>::Acker,
+        Arc<AtomicBool>,
+    ),
     Settled,
 }
 
 fn wrap(
     d: Delivery<<<Memory as Transport>::Subscriber as Subscriber>::Acker>,
 ) -> Delivery<FlawedAcker> {
-    Delivery::new(
+    let mut wrapped = Delivery::new(
         d.envelope,
         d.attempt,
         d.redelivered,
         FlawedAcker::Real(d.acker),
-    )
+    );
+    wrapped.undecodable = d.undecodable;
+    wrapped
 }
 
 impl Transport for Flawed {
@@ -78,6 +122,7 @@ impl Transport for Flawed {
                 });
             }
             Flaw::DropsHeaders => envelopes.iter_mut().for_each(|e| e.headers.clear()),
+            Flaw::LosesAfterReconnect if self.disconnected.load(Ordering::SeqCst) => return Ok(()),
             _ => {}
         }
         self.inner.publish(topic, envelopes).await
@@ -95,6 +140,7 @@ impl Transport for Flawed {
             inner: self.inner.subscribe(&spec).await?,
             flaw: self.flaw,
             held: Default::default(),
+            dead_lettered: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -108,6 +154,14 @@ impl Transport for Flawed {
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         self.inner.replay_dead_letters(spec, which).await
     }
+
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
+        self.inner.broker_objects(topology)
+    }
+
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.inner.teardown(topology).await
+    }
 }
 
 impl Subscriber for FlawedSubscriber {
@@ -117,11 +171,32 @@ impl Subscriber for FlawedSubscriber {
         if let Some(held) = self.held.pop_front() {
             return Some(Ok(held));
         }
-        let first = match self.inner.next().await? {
-            Ok(d) => d,
-            Err(e) => return Some(Err(e)),
+        if self.dead_lettered.load(Ordering::SeqCst) {
+            return None;
+        }
+        let first = loop {
+            let d = match self.inner.next().await? {
+                Ok(d) => d,
+                Err(e) => return Some(Err(e)),
+            };
+            if self.flaw != Flaw::SwallowsPoison || d.undecodable.is_none() {
+                break d;
+            }
+            if d.acker.ack().await.is_err() {
+                return Some(Err(Error::unavailable("flawed: ack failed")));
+            }
         };
         match self.flaw {
+            Flaw::StopsAfterDeadLetter => {
+                let mut d = Delivery::new(
+                    first.envelope,
+                    first.attempt,
+                    first.redelivered,
+                    FlawedAcker::Stopping(first.acker, self.dead_lettered.clone()),
+                );
+                d.undecodable = first.undecodable;
+                Some(Ok(d))
+            }
             Flaw::AcksOnReceipt => {
                 let Delivery {
                     envelope,
@@ -159,6 +234,10 @@ impl Acker for FlawedAcker {
     async fn ack(self) -> Result<(), (Error, Self)> {
         match self {
             FlawedAcker::Real(a) => a.ack().await.map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Stopping(a, stop) => a
+                .ack()
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Stopping(a, stop))),
             FlawedAcker::Settled => Ok(()),
         }
     }
@@ -174,6 +253,10 @@ impl Acker for FlawedAcker {
                 .retry(envelope, next_attempt, delay)
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Stopping(a, stop) => a
+                .retry(envelope, next_attempt, delay)
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Stopping(a, stop))),
             FlawedAcker::Settled => Ok(()),
         }
     }
@@ -188,17 +271,30 @@ impl Acker for FlawedAcker {
                 .dead_letter(envelope, info)
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Stopping(a, stop) => {
+                stop.store(true, Ordering::SeqCst);
+                a.dead_letter(envelope, info)
+                    .await
+                    .map_err(|(e, a)| (e, FlawedAcker::Stopping(a, stop)))
+            }
             FlawedAcker::Settled => Ok(()),
         }
     }
 }
 
 fn flawed(flaw: Flaw) -> Factory {
+    let memory = Memory::new();
+    let disconnected = Arc::new(AtomicBool::new(false));
     let transport: Arc<dyn DynTransport> = Arc::new(Flawed {
-        inner: Memory::new(),
+        inner: memory.clone(),
         flaw,
+        disconnected: disconnected.clone(),
     });
     Factory::shared(format!("memory with flaw {flaw:?}"), transport)
+        .adversary(Arc::new(FlawedAdversary {
+            inner: memory,
+            disconnected,
+        }))
         .patience(Duration::from_secs(3))
         .quiet(Duration::from_millis(200))
 }
@@ -298,5 +394,45 @@ fn competing_consumers_catches_fan_out_to_instances() {
         "competing_consumers",
         conformance::competing_consumers,
         "do not compete",
+    );
+}
+
+#[test]
+fn raw_messages_catches_swallowed_poison() {
+    must_fail(
+        &flawed(Flaw::SwallowsPoison),
+        "raw_messages",
+        conformance::raw_messages,
+        "in vain",
+    );
+}
+
+#[test]
+fn reserved_headers_catches_dropped_headers() {
+    must_fail(
+        &flawed(Flaw::DropsHeaders),
+        "reserved_headers",
+        conformance::reserved_headers,
+        "tenant",
+    );
+}
+
+#[test]
+fn panics_anywhere_catches_a_consumer_that_stops() {
+    must_fail(
+        &flawed(Flaw::StopsAfterDeadLetter),
+        "panics_anywhere",
+        conformance::panics_anywhere,
+        "in vain",
+    );
+}
+
+#[test]
+fn dropped_connection_catches_loss_after_reconnect() {
+    must_fail(
+        &flawed(Flaw::LosesAfterReconnect),
+        "dropped_connection",
+        conformance::dropped_connection,
+        "in vain",
     );
 }

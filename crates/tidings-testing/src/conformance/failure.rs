@@ -16,7 +16,7 @@ use super::TransportFactory;
 
 /// A short retry policy: `immediate` runs per delivery, `redeliveries` delayed
 /// redeliveries 10 ms apart (growing to 40 ms).
-fn quick(immediate: u32, redeliveries: u32) -> RetryPolicy {
+pub(super) fn quick(immediate: u32, redeliveries: u32) -> RetryPolicy {
     RetryPolicy::default()
         .immediate(immediate)
         .redeliveries(redeliveries)
@@ -24,7 +24,7 @@ fn quick(immediate: u32, redeliveries: u32) -> RetryPolicy {
 }
 
 /// Poll `bus`'s dead letters of the suite's topic until `done` accepts them.
-async fn dead_letters_until(
+pub(super) async fn dead_letters_until(
     scene: &Scene<'_>,
     bus: &Bus,
     what: &str,

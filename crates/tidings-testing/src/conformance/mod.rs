@@ -1,5 +1,5 @@
 //! The transport conformance suite: one set of tests, written once against the
-//! [`DynTransport`] trait, that checks the guarantees of DESIGN.md §6 on any transport.
+//! [`DynTransport`] trait, that checks the guarantees of ARCHITECTURE.md on any transport.
 //!
 //! Every transport crate runs it from its `tests/conformance.rs`. The memory transport:
 //! one transport per case, shared by every bus of the case:
@@ -50,6 +50,10 @@
 //! | [`correlation_flows`] | `cx.publish` carries the correlation id on and sets the causation id |
 //! | [`publish_not_declared`] | publishing to an undeclared topic is `NotDeclared` |
 //! | [`build_rejects_bad_registrations`] | `build()` refuses a subscription without handlers, two handlers for one event, two events with one wire name |
+//! | [`raw_messages`] | messages sent with the broker's own client (garbage, newer version, 1.5 MiB, nesting 100,000 deep in a known and an unknown field, no headers, invalid id, no type, unknown content type) are dead-lettered at once with the cause; an unknown wire name is skipped; the next valid event of the key is handled |
+//! | [`reserved_headers`] | a custom header named like an envelope attribute or with a broker-reserved prefix is refused on publish, naming it |
+//! | [`panics_anywhere`] | a panic in `Deserialize`, an upcaster, the synchronous part of `handle` or its future is retried, then dead-lettered with the panic message; the key's later events are handled |
+//! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
 //!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::Capabilities)
 //! (`competing_consumers`, `ordering_key`), printing `skipped: <case> needs <capability>`.
@@ -69,12 +73,14 @@
 //! `build()` returns, events published to its topic reach that subscription; an acker
 //! dropped unsettled (its process died) means the envelope is delivered again.
 
+mod adversarial;
 mod cases;
 pub mod events;
 mod failure;
 mod lifecycle;
 mod ordering;
 pub mod support;
+pub mod volatile;
 
 use std::fmt;
 use std::future::Future;
@@ -84,6 +90,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidings_core::{DynTransport, Result};
 
+pub use adversarial::{dropped_connection, panics_anywhere, raw_messages, reserved_headers};
 pub use cases::{
     at_least_once_redelivery, competing_consumers, correlation_flows, fan_out, publish_confirms,
     skip_unhandled, upcasting,
@@ -109,6 +116,10 @@ pub const CASES: &[&str] = &[
     "correlation_flows",
     "publish_not_declared",
     "build_rejects_bad_registrations",
+    "raw_messages",
+    "reserved_headers",
+    "panics_anywhere",
+    "dropped_connection",
 ];
 
 /// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
@@ -141,6 +152,39 @@ pub trait TransportFactory: Send + Sync + 'static {
     fn quiet(&self) -> Duration {
         Duration::from_millis(500)
     }
+
+    /// The means to attack the transport from outside: raw messages through the broker's
+    /// own client, and dropped connections. Every transport provides one; the adversarial
+    /// cases fail without it.
+    fn adversary(&self) -> Option<Arc<dyn Adversary>> {
+        None
+    }
+}
+
+/// A raw message for [`Adversary::inject`]: headers and body exactly as the broker's own
+/// client sends them, bypassing tidings.
+#[derive(Debug, Clone, Default)]
+pub struct RawMessage {
+    /// Header pairs (AMQP headers, Kafka record headers, Service Bus custom properties).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub payload: Vec<u8>,
+    /// The record key / session id where the broker has one (Kafka, Service Bus); the
+    /// injector may ignore it elsewhere.
+    pub key: Option<String>,
+}
+
+/// How the adversarial cases break a transport: each transport's conformance test
+/// implements it with the broker's own client (lapin, rdkafka, the Service Bus REST API;
+/// the memory hub's raw entry point).
+pub trait Adversary: Send + Sync + 'static {
+    /// Publish `message` to the broker topic `topic` (the name from the bus's topology)
+    /// with the broker's own client, exactly as given.
+    fn inject(&self, topic: &str, message: RawMessage) -> BoxFuture<'static, Result<()>>;
+
+    /// Drop the connections of every transport the factory handed out, as a network fault
+    /// or a broker closing them would; the transports must reconnect on their own.
+    fn drop_connections(&self) -> BoxFuture<'static, Result<()>>;
 }
 
 impl<F, Fut> TransportFactory for F
@@ -172,6 +216,7 @@ type Connect = Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn DynTransport>>>
 pub struct Factory {
     name: String,
     connect: Connect,
+    adversary: Option<Arc<dyn Adversary>>,
     unavailable: Option<String>,
     patience: Duration,
     quiet: Duration,
@@ -187,6 +232,7 @@ impl Factory {
         Factory {
             name: name.into(),
             connect: Arc::new(move || Box::pin(connect())),
+            adversary: None,
             unavailable: None,
             patience: Duration::from_secs(30),
             quiet: Duration::from_millis(500),
@@ -226,6 +272,12 @@ impl Factory {
         self.quiet = quiet;
         self
     }
+
+    /// The transport's [`Adversary`], for the adversarial cases.
+    pub fn adversary(mut self, adversary: Arc<dyn Adversary>) -> Self {
+        self.adversary = Some(adversary);
+        self
+    }
 }
 
 impl fmt::Debug for Factory {
@@ -258,6 +310,10 @@ impl TransportFactory for Factory {
 
     fn quiet(&self) -> Duration {
         self.quiet
+    }
+
+    fn adversary(&self) -> Option<Arc<dyn Adversary>> {
+        self.adversary.clone()
     }
 }
 
@@ -310,6 +366,10 @@ macro_rules! conformance_suite {
             correlation_flows,
             publish_not_declared,
             build_rejects_bad_registrations,
+            raw_messages,
+            reserved_headers,
+            panics_anywhere,
+            dropped_connection,
         );
     };
 }
