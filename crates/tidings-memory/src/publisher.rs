@@ -1,12 +1,13 @@
-//! Publishing: put one copy of each envelope into every queue bound to the topic whose
-//! filter takes it, waiting while a queue is full.
+//! Publishing: put one copy of each envelope (or raw message) into every queue bound to the
+//! topic whose filter takes it, waiting while a queue is full.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tidings_core::{Envelope, Result};
 
 use crate::error;
-use crate::topology::Hub;
+use crate::topology::{Body, Hub, RawMessage};
 
 /// Publish `envelopes` to `topic` on `hub`; resolves once every copy is in its queue.
 pub(crate) async fn publish(hub: &Hub, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
@@ -26,8 +27,29 @@ pub(crate) async fn publish(hub: &Hub, topic: &str, envelopes: Vec<Envelope>) ->
         let envelope = Arc::new(envelope);
         for binding in bindings.iter() {
             if binding.filter.matches(&envelope.event_type) {
-                binding.queue.push(envelope.clone()).await?;
+                binding.queue.push(Body::Envelope(envelope.clone())).await?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Put a raw message into every queue bound to `topic` that takes its `ce_type` (every
+/// queue when it has none), without the size limit: it stands for what another client
+/// put on the broker.
+pub(crate) async fn inject_raw(
+    hub: &Hub,
+    topic: &str,
+    headers: Vec<(String, String)>,
+    payload: Bytes,
+) -> Result<()> {
+    let Some(bindings) = hub.bindings(topic) else {
+        return Ok(());
+    };
+    let body = Body::Raw(Arc::new(RawMessage { headers, payload }));
+    for binding in bindings.iter() {
+        if binding.filter.takes(&body) {
+            binding.queue.push(body.clone()).await?;
         }
     }
     Ok(())

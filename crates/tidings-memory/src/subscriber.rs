@@ -6,10 +6,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidings_core::wire::WireMessage;
 use tidings_core::{Acker, DeadLetterInfo, Delivery, Envelope, Error, Subscriber};
 
 use crate::error;
-use crate::topology::{lock, Item, Queue};
+use crate::topology::{lock, Body, Item, Queue};
 
 /// The deliveries of one subscription on a memory hub. Several subscribers of one
 /// subscription compete: each envelope goes to one of them.
@@ -21,18 +22,30 @@ impl MemorySubscriber {
     #[inline]
     fn deliver(&self, item: Item) -> Delivery<MemoryAcker> {
         let Item {
-            envelope,
+            body,
             attempt,
             redelivered,
             seq,
         } = item;
         let acker = MemoryAcker {
             queue: self.queue.clone(),
-            envelope: Some(envelope.clone()),
+            body: Some(body.clone()),
             attempt,
             seq,
         };
-        Delivery::new(envelope, attempt, redelivered, acker)
+        match body {
+            Body::Envelope(envelope) => Delivery::new(envelope, attempt, redelivered, acker),
+            // As a broker hands it over: the core decides whether it is an envelope.
+            Body::Raw(raw) => {
+                let mut message = WireMessage::new(raw.payload.clone())
+                    .earlier_deliveries(attempt.saturating_sub(1))
+                    .redelivered(redelivered);
+                for (name, value) in &raw.headers {
+                    message.push(name.as_str(), value.as_str());
+                }
+                Delivery::from_wire(message, acker)
+            }
+        }
     }
 }
 
@@ -63,15 +76,15 @@ impl fmt::Debug for MemorySubscriber {
 /// mid-delivery loses nothing.
 pub struct MemoryAcker {
     queue: Arc<Queue>,
-    /// `None` once settled.
-    envelope: Option<Arc<Envelope>>,
+    /// What was delivered; `None` once settled.
+    body: Option<Body>,
     attempt: u32,
     seq: u64,
 }
 
 impl Acker for MemoryAcker {
     async fn ack(mut self) -> Result<(), (Error, Self)> {
-        self.envelope = None;
+        self.body = None;
         self.queue.pending.settle();
         Ok(())
     }
@@ -82,9 +95,9 @@ impl Acker for MemoryAcker {
         next_attempt: u32,
         delay: Duration,
     ) -> Result<(), (Error, Self)> {
-        self.envelope = None;
+        self.body = None;
         let item = Item {
-            envelope,
+            body: Body::Envelope(envelope),
             attempt: next_attempt,
             redelivered: true,
             seq: self.seq,
@@ -125,7 +138,7 @@ impl Acker for MemoryAcker {
             info.stamp(&mut parked);
             dead.push_back(parked);
         }
-        self.envelope = None;
+        self.body = None;
         self.queue.pending.settle();
         Ok(())
     }
@@ -133,9 +146,9 @@ impl Acker for MemoryAcker {
 
 impl Drop for MemoryAcker {
     fn drop(&mut self) {
-        if let Some(envelope) = self.envelope.take() {
+        if let Some(body) = self.body.take() {
             self.queue.redeliver(Item {
-                envelope,
+                body,
                 attempt: self.attempt.saturating_add(1),
                 redelivered: true,
                 seq: self.seq,
@@ -148,7 +161,13 @@ impl fmt::Debug for MemoryAcker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryAcker")
             .field("queue", &self.queue.display_name())
-            .field("id", &self.envelope.as_ref().map(|e| e.id))
+            .field(
+                "id",
+                &match &self.body {
+                    Some(Body::Envelope(env)) => Some(env.id),
+                    _ => None,
+                },
+            )
             .field("attempt", &self.attempt)
             .finish()
     }

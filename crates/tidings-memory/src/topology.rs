@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Seq
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_channel::{Receiver, Sender, TrySendError};
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use tidings_core::{Envelope, Result, SubscriptionSpec, Topology};
+use tidings_core::{attrs, BrokerObject, Envelope, Result, SubscriptionSpec, Topology};
 use tokio::sync::Notify;
 
 use crate::config::MemoryConfig;
@@ -98,12 +99,65 @@ impl Hub {
             .ok_or_else(|| error::not_provisioned(&spec.name, &spec.topic))
     }
 
+    /// What provisioning `topology` makes on the hub: its topics, and per subscription
+    /// its queue and dead-letter list, sorted.
+    pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
+        let mut objects: Vec<BrokerObject> = topic_names(topology)
+            .into_iter()
+            .map(|t| BrokerObject::new("topic", t))
+            .collect();
+        for spec in &topology.subscriptions {
+            objects.push(BrokerObject::new("queue", spec.queue_name()));
+            objects.push(BrokerObject::new(
+                "dead-letter list",
+                spec.dead_letter_queue_name(),
+            ));
+        }
+        objects.sort();
+        objects.dedup();
+        objects
+    }
+
+    /// Remove the queues of `topology` (their envelopes and dead letters with them) and
+    /// its topics (every queue bound to them stops receiving until provisioned again).
+    /// What is gone already is skipped. Subscribers of a removed queue see it end;
+    /// deliveries they still hold settle into nothing.
+    pub(crate) fn teardown(&self, topology: &Topology) {
+        let removed: Vec<Arc<Queue>> = {
+            let mut queues = lock(&self.queues);
+            let removed = topology
+                .subscriptions
+                .iter()
+                .filter_map(|spec| queues.remove(&(spec.name.clone(), spec.topic.clone())))
+                .collect();
+            // Lock order: queues, then topics.
+            let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+            for topic in topic_names(topology) {
+                topics.remove(topic);
+            }
+            removed
+        };
+        for queue in removed {
+            queue.close();
+        }
+    }
+
     /// Every queue, sorted by name.
     pub(crate) fn all_queues(&self) -> Vec<Arc<Queue>> {
         let mut all: Vec<_> = lock(&self.queues).values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.topic.cmp(&b.topic)));
         all
     }
+}
+
+/// The topics of `topology`: those it publishes to and those it subscribes to, sorted
+/// and without repeats.
+fn topic_names(topology: &Topology) -> Vec<&str> {
+    let mut topics: Vec<&str> = topology.publishes.iter().map(|t| t.name.as_str()).collect();
+    topics.extend(topology.subscriptions.iter().map(|s| s.topic.as_str()));
+    topics.sort_unstable();
+    topics.dedup();
+    topics
 }
 
 /// Which wire names a queue takes, like the bindings of a RabbitMQ queue. An empty list
@@ -121,6 +175,13 @@ impl Filter {
             1..=16 => Filter::Few(events.iter().map(|e| e.as_str().into()).collect()),
             _ => Filter::Many(events.iter().map(|e| e.as_str().into()).collect()),
         }
+    }
+
+    /// Whether the queue takes `body`: by its wire name; a raw message that names none
+    /// goes to every queue of the topic.
+    #[inline]
+    pub(crate) fn takes(&self, body: &Body) -> bool {
+        body.event_type().is_none_or(|t| self.matches(t))
     }
 
     /// Whether the queue takes events named `event_type`.
@@ -198,9 +259,40 @@ pub(crate) enum Slot {
     Wake,
 }
 
-/// One copy of an envelope in one queue.
+/// What a queue holds: an envelope tidings published, or a raw message injected with
+/// [`Memory::inject_raw`](crate::Memory::inject_raw), which the core turns into an
+/// envelope (or a placeholder to dead-letter) on delivery.
+#[derive(Clone)]
+pub(crate) enum Body {
+    Envelope(Arc<Envelope>),
+    Raw(Arc<RawMessage>),
+}
+
+impl Body {
+    /// The wire name routing goes by: a raw message's `ce_type` header; `None` when it has
+    /// none, and then every queue of the topic takes it, so the core can dead-letter it.
+    #[inline]
+    pub(crate) fn event_type(&self) -> Option<&str> {
+        match self {
+            Body::Envelope(env) => Some(&env.event_type),
+            Body::Raw(raw) => raw
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(attrs::TYPE))
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+}
+
+/// A message as another client would put it on a broker: headers and bytes.
+pub(crate) struct RawMessage {
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) payload: Bytes,
+}
+
+/// One copy of an envelope (or raw message) in one queue.
 pub(crate) struct Item {
-    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) body: Body,
     pub(crate) attempt: u32,
     pub(crate) redelivered: bool,
     /// Position in the queue, in publish order; redeliveries go back by it.
@@ -255,13 +347,13 @@ impl Queue {
         format!("{}.{}", self.name, self.topic)
     }
 
-    /// Put a new copy of `envelope` at the back of the queue as a first delivery, waiting
+    /// Put a new copy of `body` at the back of the queue as a first delivery, waiting
     /// while the queue is full. Counts the copy as pending; if the future is dropped before
     /// the copy is in, the count is restored.
     #[inline]
-    pub(crate) async fn push(&self, envelope: Arc<Envelope>) -> Result<()> {
+    pub(crate) async fn push(&self, body: Body) -> Result<()> {
         let item = Item {
-            envelope,
+            body,
             attempt: 1,
             redelivered: false,
             seq: self.next_seq.fetch_add(1, Relaxed),
@@ -286,10 +378,17 @@ impl Queue {
         }
     }
 
-    /// Deliver `item` again ahead of the queued envelopes (already counted as pending).
+    /// Deliver `item` again ahead of the queued envelopes (already counted as pending); on
+    /// a queue torn down, the copy is settled instead.
     pub(crate) fn redeliver(&self, item: Item) {
         {
             let mut lane = lock(&self.redeliveries);
+            // Checked under the lane's lock, which `close` drains after closing.
+            if self.tx.is_closed() {
+                drop(lane);
+                self.pending.settle();
+                return;
+            }
             let at = lane.partition_point(|queued| queued.seq < item.seq);
             lane.insert(at, item);
             self.redelivery_count.store(lane.len(), SeqCst);
@@ -328,6 +427,23 @@ impl Queue {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// Close the queue (teardown): subscribers see it end, what waits in it is dropped
+    /// and settled, and later redeliveries are settled at once.
+    fn close(&self) {
+        self.tx.close();
+        while let Ok(slot) = self.rx.try_recv() {
+            if let Slot::Item(_) = slot {
+                self.pending.settle();
+            }
+        }
+        let lane = std::mem::take(&mut *lock(&self.redeliveries));
+        self.redelivery_count.store(0, SeqCst);
+        for _ in lane {
+            self.pending.settle();
+        }
+        lock(&self.dead).clear();
     }
 
     /// Envelopes waiting to be delivered (queued plus redeliveries).

@@ -6,16 +6,17 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tidings_core::{
-    Capabilities, DeadLetter, DeadLetterInfo, Envelope, Replay, Result, SubscriptionSpec, Topology,
-    Transport,
+    BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Replay, Result,
+    SubscriptionSpec, Topology, Transport,
 };
 
 use crate::config::{HubUrl, MemoryBuilder, MemoryConfig};
 use crate::error;
 use crate::publisher;
 use crate::subscriber::MemorySubscriber;
-use crate::topology::{lock, Hub, Queue};
+use crate::topology::{lock, Body, Hub, Queue};
 
 /// The in-memory transport: a hub of topics and subscription queues inside the process.
 ///
@@ -130,6 +131,40 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// Put a message into `topic` as another client of a broker would: headers and bytes
+    /// as given, not an envelope tidings published. Every subscription queue bound to the
+    /// topic whose events include the `ce_type` header's value takes a copy (every queue
+    /// when there is no `ce_type`), and its subscriber hands it to the core as received
+    /// (`Delivery::from_wire`), exactly as the broker transports do: a valid envelope in
+    /// CloudEvents binary mode is handled, anything else is dead-lettered with the reason.
+    /// The hub's size limit does not apply (it limits what tidings publishes). For tests of
+    /// foreign or broken input; resolves once every copy is queued.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidings_core::Result<()> {
+    /// use tidings_core::{SubscriptionSpec, Topology, Transport};
+    /// use tidings_memory::Memory;
+    /// let memory = Memory::new();
+    /// let mut topology = Topology::new("catalog");
+    /// topology.subscriptions.push(SubscriptionSpec::new("catalog", "catalog", "lending", vec![]));
+    /// memory.provision(&topology).await?;
+    /// memory
+    ///     .inject_raw("lending", vec![("ce_type".into(), "lending.book-borrowed".into())], &b"garbage"[..])
+    ///     .await?;
+    /// assert_eq!(memory.queues()[0].waiting, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn inject_raw(
+        &self,
+        topic: &str,
+        headers: Vec<(String, String)>,
+        payload: impl Into<Bytes>,
+    ) -> Result<()> {
+        publisher::inject_raw(&self.hub, topic, headers, payload.into()).await
+    }
+}
+
 impl Default for Memory {
     fn default() -> Self {
         Memory::new()
@@ -175,15 +210,17 @@ impl Transport for Memory {
     type Subscriber = MemorySubscriber;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            delayed_redelivery: true,
-            ordering_key: true,
-            native_dead_letter: true,
-            batch_publish: true,
-            competing_consumers: true,
-            durable: false,
-            max_message_size: self.hub.config.max_message_size,
-        }
+        let mut c = Capabilities::default();
+        c.delayed_redelivery = true;
+        c.ordering_key = true;
+        c.native_dead_letter = true;
+        c.batch_publish = true;
+        c.competing_consumers = true;
+        c.durable = false;
+        c.max_message_size = self.hub.config.max_message_size;
+        // The hub keeps no header names for itself.
+        c.reserved_header_prefixes = &[];
+        c
     }
 
     /// Create a queue per subscription (idempotent), bound to its topic and taking the
@@ -232,11 +269,27 @@ impl Transport for Memory {
         while let Some(parked) = replay.left.front() {
             let mut envelope = parked.clone();
             DeadLetterInfo::clear(&mut envelope);
-            queue.push(Arc::new(envelope)).await?;
+            queue.push(Body::Envelope(Arc::new(envelope))).await?;
             replay.left.pop_front();
             moved += 1;
         }
         Ok(moved)
+    }
+
+    /// Every object provisioning `topology` made on the hub: its topics, and per
+    /// subscription a `queue` named `<subscription>.<topic>` and a `dead-letter list`
+    /// named `<subscription>.<topic>.dlq`.
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
+        Hub::broker_objects(topology)
+    }
+
+    /// Remove the subscription queues of `topology` with their envelopes and dead
+    /// letters, and its topics: queues of other topologies bound to those topics stop
+    /// receiving until they are provisioned again. Subscribers of a removed queue end;
+    /// [`Memory::queues`] no longer lists it. What is gone already is skipped.
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.hub.teardown(topology);
+        Ok(())
     }
 }
 
