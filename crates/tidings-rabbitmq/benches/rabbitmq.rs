@@ -614,22 +614,24 @@ fn bench(c: &mut Criterion) {
             ours.value_at_quantile(0.5) as f64 / raw.value_at_quantile(0.5).max(1) as f64,
             ours.value_at_quantile(0.99) as f64 / raw.value_at_quantile(0.99).max(1) as f64
         );
-        publisher.shutdown().await;
-        // Leave nothing behind on the broker.
+        // Leave nothing behind on the broker: the tidings side through its buses...
+        publisher.teardown().await.unwrap();
+        let reader = RabbitMq::connect(&url);
+        let bus = tidings_consumer(reader, &tidings_ns, counter(u64::MAX, false)).await;
+        bus.teardown().await.unwrap();
+        // ...and what `raw_declare` created.
         let channel = conn.create_channel().await.unwrap();
-        for s in [&raw_side, &tidings_side] {
-            for q in [s.queue.clone(), format!("{}.dlq", s.queue)] {
-                channel
-                    .queue_delete(q.as_str().into(), Default::default())
-                    .await
-                    .unwrap();
-            }
-            for e in [s.exchange.clone(), format!("{}.dlx", s.queue)] {
-                channel
-                    .exchange_delete(e.as_str().into(), Default::default())
-                    .await
-                    .unwrap();
-            }
+        for q in [raw_side.queue.clone(), format!("{}.dlq", raw_side.queue)] {
+            channel
+                .queue_delete(q.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
+        for e in [raw_side.exchange.clone(), format!("{}.dlx", raw_side.queue)] {
+            channel
+                .exchange_delete(e.as_str().into(), Default::default())
+                .await
+                .unwrap();
         }
     });
 }

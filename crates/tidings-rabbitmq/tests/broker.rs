@@ -112,8 +112,8 @@ async fn build_declares_the_documented_topology() {
         Some(0),
         "the cancelled order was routed to the queue"
     );
-    lending.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    lending.teardown().await.unwrap();
+    catalog.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -210,7 +210,7 @@ async fn messages_carry_cloudevents_headers_and_amqp_properties() {
     ch.queue_delete(q.as_str().into(), Default::default())
         .await
         .unwrap();
-    common::cleanup(&url, &ns, &[], &["orders"]).await;
+    transport.teardown(&topology).await.unwrap();
 }
 
 #[tokio::test]
@@ -246,9 +246,8 @@ async fn publishing_to_a_missing_exchange_is_not_found_and_harms_nothing() {
     // The publishing channel still works.
     bus.publish(OrderPlaced { n: 7 }).await.unwrap();
     eventually(PATIENCE, "order 7 handled", || seen.runs(7).len() == 1).await;
-    bus.shutdown().await;
-    sub.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    bus.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -366,9 +365,8 @@ async fn a_failed_handler_is_retried_through_a_delay_queue() {
         .await
         .unwrap()
         .is_empty());
-    bus.shutdown().await;
-    sub.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    bus.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -472,9 +470,8 @@ async fn dead_letters_are_listed_without_removal_and_replayed() {
         .await
         .unwrap()
         .is_empty());
-    bus.shutdown().await;
-    sub.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    bus.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -536,9 +533,8 @@ async fn a_message_that_is_not_an_envelope_is_dead_lettered_at_once() {
         Some("legacy")
     );
     assert_eq!(seen.distinct(), 1, "the handler never saw the garbage");
-    bus.shutdown().await;
-    sub.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    bus.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -588,7 +584,8 @@ async fn a_delivery_dropped_unsettled_is_delivered_again() {
             .is_err(),
         "delivered again after the ack"
     );
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    drop(fresh);
+    transport.teardown(&topology).await.unwrap();
 }
 
 #[tokio::test]
@@ -634,9 +631,8 @@ async fn many_concurrent_publishes_and_a_large_batch_all_arrive() {
     })
     .await;
     assert!(seen.missing(2200).is_empty());
-    bus.shutdown().await;
-    sub.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    bus.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -681,7 +677,8 @@ async fn quorum_queues_work_and_count_deliveries() {
     let err = classic.provision(&topology).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains(&spec.queue_name()), "{err}");
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    drop(subscriber);
+    transport.teardown(&topology).await.unwrap();
 }
 
 #[tokio::test]
@@ -748,7 +745,8 @@ async fn retry_and_dead_letter_from_the_acker_keep_the_envelope() {
     );
     assert_eq!(letters[0].envelope.header(attrs::ATTEMPT), None);
     assert_eq!(letters[0].info.attempts, 4);
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    drop(subscriber);
+    transport.teardown(&topology).await.unwrap();
 }
 
 #[tokio::test]
@@ -796,7 +794,6 @@ async fn a_queue_deleted_under_a_running_consumer_is_declared_again() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(queue_exists(&conn, &work).await.is_some());
-    bus.shutdown().await;
-    sub.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    bus.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }

@@ -180,14 +180,7 @@ async fn lending_catalog_notifications_on_rabbitmq() {
         "a flow started by the return has its own correlation id"
     );
 
-    lending.shutdown().await;
-    catalog.shutdown().await;
-    notifications.shutdown().await;
-    common::cleanup(
-        &url,
-        &ns,
-        &[("catalog", "lending"), ("notifications", "catalog")],
-        &["lending", "catalog"],
-    )
-    .await;
+    lending.teardown().await.unwrap();
+    catalog.teardown().await.unwrap();
+    notifications.teardown().await.unwrap();
 }

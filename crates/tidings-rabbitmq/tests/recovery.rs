@@ -128,7 +128,6 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         !seen.runs(EVENTS).is_empty()
     })
     .await;
-    shop.shutdown().await;
-    catalog.shutdown().await;
-    common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
+    shop.teardown().await.unwrap();
+    catalog.teardown().await.unwrap();
 }

@@ -65,11 +65,8 @@ async fn round_trip(make: impl Fn() -> RabbitMq) {
     )
     .await;
     assert!(publisher.is_connected());
-    shop.shutdown().await;
-    sub.shutdown().await;
-    if let Ok(url) = std::env::var("TIDINGS_RABBITMQ_URL") {
-        common::cleanup(&url, &ns, &[("catalog", "orders")], &["orders"]).await;
-    }
+    shop.teardown().await.unwrap();
+    sub.teardown().await.unwrap();
 }
 
 #[tokio::test]

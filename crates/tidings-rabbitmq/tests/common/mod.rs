@@ -104,30 +104,3 @@ pub async fn raw(url: &str) -> lapin::Connection {
         .await
         .expect("TIDINGS_RABBITMQ_URL is set but the broker is unreachable")
 }
-
-/// Delete what a test declared under `ns`: for each `(service, topic)` subscription its
-/// queues (work, dead-letter, every delay bucket) and dead-letter exchange, and each topic
-/// exchange. Deleting what does not exist is not an error on RabbitMQ.
-pub async fn cleanup(url: &str, ns: &str, subscriptions: &[(&str, &str)], topics: &[&str]) {
-    let conn = raw(url).await;
-    let ch = conn.create_channel().await.unwrap();
-    for (service, topic) in subscriptions {
-        let work = format!("{ns}.{service}.{ns}.{topic}");
-        let mut queues = vec![work.clone(), format!("{work}.dlq")];
-        queues.extend((0..26).map(|k| format!("{work}.delay.{}ms", 1u64 << k)));
-        for q in queues {
-            ch.queue_delete(q.as_str().into(), Default::default())
-                .await
-                .unwrap();
-        }
-        ch.exchange_delete(format!("{work}.dlx").as_str().into(), Default::default())
-            .await
-            .unwrap();
-    }
-    for topic in topics {
-        ch.exchange_delete(format!("{ns}.{topic}").as_str().into(), Default::default())
-            .await
-            .unwrap();
-    }
-    let _ = ch.close(200, "cleaned".into()).await;
-}
