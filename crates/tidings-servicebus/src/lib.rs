@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod http;
 mod publisher;
+mod received;
 mod subscriber;
 mod topology;
 mod transport;

@@ -19,14 +19,14 @@ use tokio::task::JoinHandle;
 
 use crate::http::{queue_path, Rest};
 use crate::publisher::send_one;
+use crate::received::Received;
 use crate::transport::Shared;
-use crate::wire::{self, Received, Resend};
+use crate::wire::{self, Resend};
 
 /// Where a subscription's deliveries come from.
 #[derive(Debug)]
 pub(crate) struct Target {
     pub(crate) spec: tidings_core::SubscriptionSpec,
-    pub(crate) service: Arc<str>,
     pub(crate) topic: Arc<str>,
     pub(crate) subscription: Arc<str>,
 }
@@ -161,14 +161,6 @@ async fn receive_loop(
             }
             continue;
         }
-        let envelope = match m.envelope() {
-            Ok(env) => env,
-            Err(reason) => {
-                park_poison(&shared, &target, &m, &lock_uri, reason).await;
-                continue;
-            }
-        };
-        let attempt = m.attempt();
         let renewal = spawn_renewal(shared.clone(), lock_uri.clone(), renew_every(&shared, &m));
         let acker = ServiceBusAcker {
             shared: shared.clone(),
@@ -178,7 +170,9 @@ async fn receive_loop(
             copy_sent: false,
             settled: false,
         };
-        let delivery = Delivery::new(Arc::new(envelope), attempt, attempt > 1, acker);
+        // The core decides whether it is an envelope; one that is not is dead-lettered
+        // through the acker like any poison message.
+        let delivery = Delivery::from_wire(m.wire_message(), acker);
         if tx.send(Ok(delivery)).await.is_err() {
             // The subscriber is gone; the undelivered acker unlocks on drop.
             return;
@@ -240,56 +234,6 @@ async fn settle(rest: &Rest, method: Method, lock_uri: &str, what: &str) -> Resu
     rest.expect(method, lock_uri, &[], None, &[200], what)
         .await
         .map(|_| ())
-}
-
-/// A message that is no envelope: park a stamped copy in the dead-letter subqueue and
-/// complete it; if that fails, leave it locked (it comes back when the lock expires).
-async fn park_poison(
-    shared: &Shared,
-    target: &Target,
-    m: &Received,
-    lock_uri: &str,
-    reason: String,
-) {
-    tracing::warn!(subscription = %target.subscription, %reason, "dead-lettering a message that is not a readable envelope");
-    let mut env = m.envelope_lenient();
-    DeadLetterInfo::new(
-        reason,
-        0,
-        target.service.clone(),
-        target.subscription.clone(),
-        target.topic.clone(),
-    )
-    .stamp(&mut env);
-    let copy = wire::encode(
-        &env,
-        Resend {
-            to: Some(&target.subscription),
-            scheduled: None,
-            extra: vec![(wire::DEAD_LETTER, "true".into())],
-        },
-    );
-    let parked = match copy {
-        Ok(out) => send_one(&shared.rest, &target.topic, out).await,
-        Err(e) => Err(e),
-    };
-    match parked {
-        Ok(()) => {
-            if let Err(e) = settle(
-                &shared.rest,
-                Method::Delete,
-                lock_uri,
-                "completing a parked poison message",
-            )
-            .await
-            {
-                tracing::warn!(error = %e, "completing a parked poison message failed; it will be parked again");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "parking a poison message failed; it comes back when its lock expires")
-        }
-    }
 }
 
 /// Settles one delivery by its lock URI: complete, unlock or re-send, dead-letter.

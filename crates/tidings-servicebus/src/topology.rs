@@ -6,7 +6,7 @@
 
 use azure_core::Method;
 use bytes::Bytes;
-use tidings_core::{Error, ErrorKind, Result, SubscriptionSpec, Topology};
+use tidings_core::{BrokerObject, Error, ErrorKind, Result, SubscriptionSpec, Topology};
 
 use crate::http::Rest;
 use crate::ServiceBusConfig;
@@ -16,8 +16,9 @@ const SB_NS: &str = "http://schemas.microsoft.com/netservices/2010/10/servicebus
 /// The rule this transport owns on each subscription.
 pub(crate) const RULE: &str = "tidings";
 
-/// The SQL filter of a subscription's rule: its handled wire names, and re-sends addressed
-/// to it.
+/// The SQL filter of a subscription's rule: its handled wire names, messages without a
+/// `Label` (other publishers' or broken ones: the core reads their headers and handles,
+/// skips or dead-letters them), and re-sends addressed to it.
 pub(crate) fn rule_expression(spec: &SubscriptionSpec) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let to = quote(&spec.name);
@@ -26,7 +27,7 @@ pub(crate) fn rule_expression(spec: &SubscriptionSpec) -> String {
     }
     let names: Vec<String> = spec.events.iter().map(|e| quote(e)).collect();
     format!(
-        "(sys.Label IN ({}) AND sys.To IS NULL) OR sys.To = {to}",
+        "((sys.Label IN ({}) OR sys.Label IS NULL) AND sys.To IS NULL) OR sys.To = {to}",
         names.join(", ")
     )
 }
@@ -67,6 +68,69 @@ fn found(status: u16, body: &[u8]) -> bool {
     status == 200 && String::from_utf8_lossy(body).contains("<entry")
 }
 
+/// The topics of `topology`: those it publishes to and those it subscribes to, sorted
+/// and without repeats.
+fn topic_names(topology: &Topology) -> Vec<&str> {
+    let mut topics: Vec<&str> = topology.publishes.iter().map(|t| t.name.as_str()).collect();
+    topics.extend(topology.subscriptions.iter().map(|s| s.topic.as_str()));
+    topics.sort_unstable();
+    topics.dedup();
+    topics
+}
+
+/// What [`provision`] creates for `topology`: its topics, and per subscription the
+/// subscription, its rule and its dead-letter subqueue, by entity path.
+pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
+    let mut objects: Vec<BrokerObject> = topic_names(topology)
+        .into_iter()
+        .map(|t| BrokerObject::new("topic", t))
+        .collect();
+    for spec in &topology.subscriptions {
+        let path = format!("{}/subscriptions/{}", spec.topic, spec.name);
+        objects.push(BrokerObject::new("rule", format!("{path}/rules/{RULE}")));
+        objects.push(BrokerObject::new(
+            "dead-letter subqueue",
+            format!("{path}/$DeadLetterQueue"),
+        ));
+        objects.push(BrokerObject::new("subscription", path));
+    }
+    objects.sort();
+    objects.dedup();
+    objects
+}
+
+/// Delete what [`provision`] creates for `topology` through the management API: the
+/// subscriptions (their rules, messages and dead letters go with them), then the topics
+/// (with every other subscription on them). What is gone already is skipped.
+pub(crate) async fn teardown(rest: &Rest, topology: &Topology) -> Result<()> {
+    let delete = |path: String, what: String| async move {
+        match rest
+            .expect(Method::Delete, &path, &[], None, &[200], &what)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    for spec in &topology.subscriptions {
+        let (topic, name) = (&spec.topic, &spec.name);
+        delete(
+            format!("/{topic}/subscriptions/{name}?{API}"),
+            format!("deleting subscription `{name}` of topic `{topic}`"),
+        )
+        .await?;
+    }
+    for topic in topic_names(topology) {
+        delete(
+            format!("/{topic}?{API}"),
+            format!("deleting topic `{topic}`"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn provision(
     rest: &Rest,
     config: &ServiceBusConfig,
@@ -76,11 +140,7 @@ pub(crate) async fn provision(
         tracing::debug!("provisioning is off; assuming the topics, subscriptions and rules exist");
         return Ok(());
     }
-    let mut topics: Vec<&str> = topology.publishes.iter().map(|t| t.name.as_str()).collect();
-    topics.extend(topology.subscriptions.iter().map(|s| s.topic.as_str()));
-    topics.sort_unstable();
-    topics.dedup();
-    for topic in topics {
+    for topic in topic_names(topology) {
         ensure_topic(rest, topic)
             .await
             .map_err(|e| explain(e, rest, config, topology))?;
@@ -286,7 +346,7 @@ mod tests {
         );
         assert_eq!(
             rule_expression(&spec),
-            "(sys.Label IN ('lending.book-borrowed', 'it''s') AND sys.To IS NULL) OR sys.To = 'catalog'"
+            "((sys.Label IN ('lending.book-borrowed', 'it''s') OR sys.Label IS NULL) AND sys.To IS NULL) OR sys.To = 'catalog'"
         );
     }
 }

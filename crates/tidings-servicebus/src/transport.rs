@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use azure_core::Method;
 use tidings_core::{
-    attrs, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
-    SubscriptionSpec, Topology, Transport,
+    attrs, BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind,
+    Replay, Result, SubscriptionSpec, Topology, Transport,
 };
 
 use crate::config::ServiceBusConfig;
 use crate::http::{queue_path, Redirecting, Rest};
 use crate::publisher;
+use crate::received::Received;
 use crate::subscriber::{self, peek_lock, ServiceBusSubscriber, Target};
-use crate::wire::{self, Received, Resend};
+use crate::wire::{self, Resend};
 
 /// What the transport's parts share.
 #[derive(Debug)]
@@ -71,7 +72,6 @@ impl ServiceBus {
     fn target(spec: &SubscriptionSpec) -> Target {
         Target {
             spec: spec.clone(),
-            service: Arc::from(spec.service.as_str()),
             topic: Arc::from(spec.topic.as_str()),
             subscription: Arc::from(spec.name.as_str()),
         }
@@ -132,7 +132,7 @@ impl ServiceBus {
 /// A dead letter's envelope and details: ours from the `tidings-dlq-*` properties, or
 /// Service Bus's own `DeadLetterReason` for messages it parked by itself.
 fn dead_letter_of(m: &Received, spec: &SubscriptionSpec) -> DeadLetter {
-    let mut env = m.envelope_lenient();
+    let mut env = m.envelope();
     if env.header(attrs::DLQ_REASON).is_none() {
         let reason = m.property("deadletterreason").unwrap_or("unknown");
         let description = m.property("deadlettererrordescription").unwrap_or("");
@@ -150,7 +150,7 @@ fn dead_letter_of(m: &Received, spec: &SubscriptionSpec) -> DeadLetter {
 
 /// The envelope to replay: without the dead-letter details of tidings or Service Bus.
 fn for_replay(m: &Received) -> Envelope {
-    let mut env = m.envelope_lenient();
+    let mut env = m.envelope();
     DeadLetterInfo::clear(&mut env);
     for h in [
         "deadletterreason",
@@ -166,15 +166,16 @@ impl Transport for ServiceBus {
     type Subscriber = ServiceBusSubscriber;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            delayed_redelivery: self.shared.config.scheduled_retries,
-            ordering_key: false,
-            native_dead_letter: true,
-            batch_publish: true,
-            competing_consumers: true,
-            durable: true,
-            max_message_size: self.shared.config.max_message_size,
-        }
+        let mut c = Capabilities::default();
+        c.delayed_redelivery = self.shared.config.scheduled_retries;
+        c.ordering_key = false;
+        c.native_dead_letter = true;
+        c.batch_publish = true;
+        c.competing_consumers = true;
+        c.durable = true;
+        c.max_message_size = self.shared.config.max_message_size;
+        c.reserved_header_prefixes = wire::RESERVED_PREFIXES;
+        c
     }
 
     async fn provision(&self, topology: &Topology) -> Result<()> {
@@ -260,5 +261,18 @@ impl Transport for ServiceBus {
             Some(e) => Err(e.context(format_args!("after replaying {moved}"))),
             None => Ok(moved),
         }
+    }
+
+    /// Per topic a `topic`; per subscription a `subscription`
+    /// (`<topic>/subscriptions/<name>`), its `rule` (`.../rules/tidings`) and its
+    /// `dead-letter subqueue` (`.../$DeadLetterQueue`).
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
+        crate::topology::broker_objects(topology)
+    }
+
+    /// Deletes the subscriptions, then the topics, through the management API (the
+    /// policy needs the Manage right); entities already gone are skipped.
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        crate::topology::teardown(&self.shared.rest, topology).await
     }
 }

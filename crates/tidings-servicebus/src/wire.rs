@@ -1,4 +1,4 @@
-//! Envelopes as Service Bus messages, and back.
+//! Envelopes as Service Bus messages (the way back is in `received`).
 //!
 //! - BrokerProperties: `MessageId` = envelope id, `CorrelationId` = correlation id,
 //!   `Label` = wire name; `To` = a subscription name on re-sends meant for one
@@ -12,13 +12,10 @@
 //!   `tidings-body-encoding: base64` (the azure crate and the batch API carry bodies as
 //!   strings).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use base64::Engine;
-use bytes::Bytes;
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{Map, Value};
 use tidings_core::{attrs, Envelope, Error, ErrorKind, Result};
 use uuid::Uuid;
@@ -31,6 +28,11 @@ pub(crate) const PCT: &str = "tidings-pct";
 pub(crate) const CONTENT_TYPE: &str = "ce_datacontenttype";
 /// Marks the copy of an envelope on its way to the dead-letter subqueue.
 pub(crate) const DEAD_LETTER: &str = "tidings-dead-letter";
+
+/// Header name prefixes Service Bus keeps for itself: custom properties travel as HTTP
+/// headers, and the REST protocol's own optional headers are `x-ms-*` (`x-ms-retrypolicy`);
+/// a property named so would be taken as one.
+pub(crate) const RESERVED_PREFIXES: &[&str] = &["x-ms-"];
 
 /// HTTP headers that cannot carry custom properties (protocol and hop-by-hop headers).
 pub(crate) fn reserved(name: &str) -> bool {
@@ -74,7 +76,7 @@ pub(crate) fn reserved(name: &str) -> bool {
             | "content-location"
             | "www-authenticate"
             | "x-content-type-options"
-    ) || name.starts_with("x-ms-")
+    ) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
         || name.starts_with("x-forwarded-")
 }
 
@@ -232,203 +234,21 @@ impl Outgoing {
     }
 }
 
-/// BrokerProperties of a received message, as far as the transport needs them.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Received {
-    pub(crate) delivery_count: u32,
-    pub(crate) sequence_number: i64,
-    pub(crate) message_id: Option<String>,
-    pub(crate) label: Option<String>,
-    pub(crate) correlation_id: Option<String>,
-    pub(crate) locked_until: Option<SystemTime>,
-    pub(crate) server_now: Option<SystemTime>,
-    pub(crate) lock_uri: Option<String>,
-    pub(crate) lock_token: Option<String>,
-    pub(crate) content_type: Option<String>,
-    /// Custom properties, unquoted and decoded, lowercase names.
-    pub(crate) properties: Vec<(String, String)>,
-    pub(crate) body: Bytes,
-}
-
-impl Received {
-    /// Read a peek-lock answer's headers and body. Never fails: what cannot be read is left
-    /// out, and the envelope conversion says what is missing.
-    pub(crate) fn from_answer(headers: &HashMap<String, String>, body: Bytes) -> Self {
-        let mut r = Received {
-            body,
-            ..Default::default()
-        };
-        if let Some(bp) = headers
-            .get("brokerproperties")
-            .and_then(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
-        {
-            let s = |k: &str| bp.get(k).and_then(Value::as_str).map(str::to_string);
-            r.delivery_count = bp.get("DeliveryCount").and_then(Value::as_u64).unwrap_or(1) as u32;
-            r.sequence_number = bp
-                .get("SequenceNumber")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            r.message_id = s("MessageId");
-            r.label = s("Label");
-            r.correlation_id = s("CorrelationId");
-            r.locked_until = s("LockedUntilUtc").and_then(|t| parse_date(&t));
-            r.lock_token = s("LockToken");
-        }
-        r.server_now = headers.get("date").and_then(|d| parse_date(d));
-        r.lock_uri = headers.get("location").cloned();
-        r.content_type = headers.get("content-type").cloned();
-        let encoded: Vec<String> = headers
-            .get(PCT)
-            .map(|v| {
-                unquote(v)
-                    .split(',')
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (k, v) in headers {
-            if reserved(k) || k == PCT {
-                continue;
-            }
-            let mut value = unquote(v);
-            if encoded.iter().any(|e| e == k) {
-                value = percent_decode_str(&value).decode_utf8_lossy().into_owned();
-            }
-            r.properties.push((k.clone(), value));
-        }
-        r.properties.sort();
-        r
-    }
-
-    pub(crate) fn property(&self, name: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether this is a dead-letter copy on its way to the subqueue.
-    pub(crate) fn is_dead_letter_copy(&self) -> bool {
-        self.property(DEAD_LETTER).is_some()
-    }
-
-    /// The attempt this delivery is: the re-send's base attempt plus the broker's
-    /// redeliveries of this message.
-    pub(crate) fn attempt(&self) -> u32 {
-        let base: u32 = self
-            .property(attrs::ATTEMPT)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(1)
-            .max(1);
-        base + self.delivery_count.max(1) - 1
-    }
-
-    /// The envelope, or why it cannot be rebuilt (a poison message).
-    pub(crate) fn envelope(&self) -> Result<Envelope, String> {
-        let payload = match self.property(BODY_ENCODING) {
-            Some("base64") => Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(self.body.as_ref())
-                    .map_err(|e| {
-                        format!("undecodable: the body is marked base64 but is not: {e}")
-                    })?,
-            ),
-            Some(other) => return Err(format!("undecodable: unknown body encoding {other:?}")),
-            None => self.body.clone(),
-        };
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(self.properties.len() + 3);
-        let mut content_type = None;
-        for (k, v) in &self.properties {
-            match k.as_str() {
-                CONTENT_TYPE => content_type = Some(v.as_str()),
-                BODY_ENCODING | DEAD_LETTER => {}
-                k if k == attrs::ATTEMPT => {}
-                _ => pairs.push((k.as_str(), v.as_str())),
-            }
-        }
-        // Messages from other publishers: the MessageId and Label stand in for ce_id and
-        // ce_type, the Content-Type header for the content type.
-        if self.property(attrs::ID).is_none() {
-            if let Some(id) = self
-                .message_id
-                .as_deref()
-                .filter(|m| Uuid::parse_str(m).is_ok())
-            {
-                pairs.push((attrs::ID, id));
-            }
-        }
-        if self.property(attrs::TYPE).is_none() {
-            if let Some(label) = self.label.as_deref() {
-                pairs.push((attrs::TYPE, label));
-            }
-        }
-        let content_type = content_type
-            .or(self.content_type.as_deref())
-            .unwrap_or("application/octet-stream");
-        pairs.push((attrs::CONTENT_TYPE, content_type));
-        Envelope::from_attributes(pairs, payload)
-            .map_err(|e| format!("undecodable: {}", e.message()))
-    }
-
-    /// The envelope, or a stand-in carrying the raw body for a message that is not one
-    /// (listing and replaying dead letters must show everything).
-    pub(crate) fn envelope_lenient(&self) -> Envelope {
-        self.envelope().unwrap_or_else(|_| {
-            let mut env = Envelope::new(
-                Cow::Owned(self.label.clone().unwrap_or_else(|| "unknown".into())),
-                1,
-                "unknown",
-                Cow::Owned(
-                    self.content_type
-                        .clone()
-                        .unwrap_or_else(|| "application/octet-stream".into()),
-                ),
-                self.body.clone(),
-            );
-            if let Some(id) = self
-                .message_id
-                .as_deref()
-                .and_then(|m| Uuid::parse_str(m).ok())
-            {
-                env.id = id;
-            }
-            for (k, v) in &self.properties {
-                if !k.starts_with("ce_") && k != BODY_ENCODING && k != DEAD_LETTER {
-                    env.headers.push((k.clone(), v.clone()));
-                }
-            }
-            env
-        })
-    }
-}
-
-/// A custom property value as the REST API returns it: strings JSON-quoted.
-fn unquote(v: &str) -> String {
-    if v.starts_with('"') {
-        if let Ok(Value::String(s)) = serde_json::from_str::<Value>(v) {
-            return s;
-        }
-    }
-    v.to_string()
-}
-
-fn parse_date(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    httpdate::parse_http_date(s).ok().or_else(|| {
-        s.strip_suffix("+0000")
-            .and_then(|h| httpdate::parse_http_date(&format!("{}GMT", h)).ok())
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use tidings_core::Delivery;
+
     use super::*;
+    use crate::received::Received;
 
     fn received(out: &Outgoing) -> Received {
         let mut headers: HashMap<String, String> = out
             .properties
             .iter()
-            .map(|(k, v)| (k.clone(), tidings_quote(v)))
+            .map(|(k, v)| (k.clone(), serde_json::to_string(v).unwrap()))
             .collect();
         let mut bp = out.broker_properties();
         bp.insert("DeliveryCount".into(), 2.into());
@@ -437,8 +257,10 @@ mod tests {
         Received::from_answer(&headers, Bytes::from(out.body.clone()))
     }
 
-    fn tidings_quote(v: &str) -> String {
-        serde_json::to_string(v).unwrap()
+    /// The attempt and the reason it is not an envelope, as the core reads `r`.
+    fn decoded(r: &Received) -> (u32, Option<String>) {
+        let d = Delivery::from_wire(r.wire_message(), ());
+        (d.attempt, d.undecodable)
     }
 
     #[test]
@@ -465,14 +287,14 @@ mod tests {
             "{:?}",
             out.properties
         );
-        let mut back = received(&out).envelope().unwrap();
+        let mut back = received(&out).envelope();
         let mut expect = env.clone();
         expect.time = back.time;
         // HTTP headers have no order: custom headers come back sorted by name.
         expect.headers.sort();
         back.headers.sort();
         assert_eq!(back, expect);
-        assert_eq!(received(&out).attempt(), 2);
+        assert_eq!(decoded(&received(&out)), (2, None));
     }
 
     #[test]
@@ -510,13 +332,13 @@ mod tests {
         assert_eq!(out.broker_properties()["To"], "catalog");
         let r = received(&out);
         // Base attempt 3, delivered twice: attempt 4.
-        assert_eq!(r.attempt(), 4);
-        assert_eq!(r.envelope().unwrap().id, env.id);
-        assert!(r.envelope().unwrap().header(attrs::ATTEMPT).is_none());
+        assert_eq!(decoded(&r), (4, None));
+        assert_eq!(r.envelope().id, env.id);
+        assert!(r.envelope().header(attrs::ATTEMPT).is_none());
     }
 
     #[test]
-    fn foreign_messages_use_message_id_and_label_and_bad_ones_say_why() {
+    fn foreign_messages_use_message_id_label_and_content_type_and_bad_ones_say_why() {
         let id = Uuid::new_v4();
         let mut headers = HashMap::new();
         headers.insert(
@@ -524,16 +346,36 @@ mod tests {
             format!(r#"{{"MessageId":"{id}","Label":"x.y","DeliveryCount":1}}"#),
         );
         headers.insert("content-type".to_string(), "application/json".to_string());
+        headers.insert("tenant".to_string(), "\"north\"".to_string());
         let r = Received::from_answer(&headers, Bytes::from_static(&[0xff, 0xfe]));
-        let env = r.envelope().unwrap();
+        assert_eq!(decoded(&r), (1, None));
+        let env = r.envelope();
         assert_eq!((env.id, env.event_type.as_ref()), (id, "x.y"));
+        assert_eq!(env.content_type, "application/json");
+        assert_eq!(env.header("tenant"), Some("north"));
         assert_eq!(env.payload.as_ref(), &[0xff, 0xfe]);
         headers.insert(
             "brokerproperties".to_string(),
-            r#"{"MessageId":"not-a-uuid","DeliveryCount":1}"#.to_string(),
+            r#"{"MessageId":"not-a-uuid","DeliveryCount":3}"#.to_string(),
         );
+        headers.insert("content-type".to_string(), NO_CT.to_string());
         let r = Received::from_answer(&headers, Bytes::from_static(b"x"));
-        assert!(r.envelope().unwrap_err().contains("ce_id"));
-        assert_eq!(r.envelope_lenient().payload.as_ref(), b"x");
+        let (attempt, reason) = decoded(&r);
+        assert_eq!(attempt, 3);
+        assert!(reason.unwrap().contains("ce_id"));
+        let placeholder = r.envelope();
+        assert_eq!(placeholder.payload.as_ref(), b"x");
+        assert_eq!(placeholder.content_type, "application/octet-stream");
+        assert_eq!(placeholder.header("tidings-original-tenant"), Some("north"));
+    }
+
+    const NO_CT: &str = "application/atom+xml;type=entry;charset=utf-8";
+
+    #[test]
+    fn a_body_marked_base64_that_is_not_is_undecodable() {
+        let mut headers = HashMap::new();
+        headers.insert(BODY_ENCODING.to_string(), "\"base64\"".to_string());
+        let r = Received::from_answer(&headers, Bytes::from_static(b"%%%"));
+        assert!(decoded(&r).1.unwrap().contains("base64"));
     }
 }

@@ -175,7 +175,7 @@ async fn build_provisions_topic_subscription_and_label_rule_once() {
         "the $Default rule is removed: {rules}"
     );
     assert!(
-        rules.contains("(sys.Label IN (&apos;sbtest.thing-happened&apos;) AND sys.To IS NULL) OR sys.To = &apos;"),
+        rules.contains("((sys.Label IN (&apos;sbtest.thing-happened&apos;) OR sys.Label IS NULL) AND sys.To IS NULL) OR sys.To = &apos;"),
         "{rules}"
     );
     bus.shutdown().await;
