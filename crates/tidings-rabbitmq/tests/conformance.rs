@@ -1,7 +1,12 @@
 //! The transport conformance suite (DESIGN.md §6) on RabbitMQ: every case of
 //! `tidings-testing` against the broker at `TIDINGS_RABBITMQ_URL`, a fresh connection per
-//! bus. Without the variable every case prints a line and passes; with it set and the
-//! broker unreachable, every case fails.
+//! bus, with the lapin/rabbitmqctl [`LapinAdversary`] for the adversarial cases. Without
+//! the variable every case prints a line and passes; with it set and the broker
+//! unreachable, every case fails.
+
+extern crate tidings_core as tidings;
+
+mod common;
 
 use std::sync::Arc;
 
@@ -9,13 +14,18 @@ use tidings_core::DynTransport;
 use tidings_rabbitmq::RabbitMq;
 use tidings_testing::conformance::Factory;
 
+use common::adversary::LapinAdversary;
+
 tidings_testing::conformance_suite!(match std::env::var("TIDINGS_RABBITMQ_URL") {
-    Ok(url) if !url.is_empty() => Factory::new("rabbitmq", move || {
-        let url = url.clone();
-        async move {
-            let transport = RabbitMq::connect(url).connected().await?;
-            Ok(Arc::new(transport) as Arc<dyn DynTransport>)
-        }
-    }),
+    Ok(url) if !url.is_empty() => {
+        // One adversary, and one connection name, per case.
+        let adversary = LapinAdversary::new(&url);
+        let config = adversary.config();
+        Factory::new("rabbitmq", move || {
+            let transport = RabbitMq::with_config(config.clone());
+            async move { Ok(Arc::new(transport.connected().await?) as Arc<dyn DynTransport>) }
+        })
+        .adversary(Arc::new(adversary))
+    }
     _ => Factory::unavailable("rabbitmq", "TIDINGS_RABBITMQ_URL is not set"),
 });

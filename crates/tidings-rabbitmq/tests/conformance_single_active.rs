@@ -2,19 +2,27 @@
 //! which the RabbitMQ transport declares the `ordering_key` capability, so the ordering
 //! cases run too (and competing consumers, which it then does not offer, are skipped).
 
+extern crate tidings_core as tidings;
+
+mod common;
+
 use std::sync::Arc;
 
 use tidings_core::DynTransport;
-use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+use tidings_rabbitmq::RabbitMq;
 use tidings_testing::conformance::Factory;
 
+use common::adversary::LapinAdversary;
+
 tidings_testing::conformance_suite!(match std::env::var("TIDINGS_RABBITMQ_URL") {
-    Ok(url) if !url.is_empty() => Factory::new("rabbitmq (single active consumer)", move || {
-        let config = RabbitMqConfig::new(url.clone()).single_active_consumer(true);
-        async move {
-            let transport = RabbitMq::with_config(config).connected().await?;
-            Ok(Arc::new(transport) as Arc<dyn DynTransport>)
-        }
-    }),
+    Ok(url) if !url.is_empty() => {
+        let adversary = LapinAdversary::new(&url);
+        let config = adversary.config().single_active_consumer(true);
+        Factory::new("rabbitmq (single active consumer)", move || {
+            let transport = RabbitMq::with_config(config.clone());
+            async move { Ok(Arc::new(transport.connected().await?) as Arc<dyn DynTransport>) }
+        })
+        .adversary(Arc::new(adversary))
+    }
     _ => Factory::unavailable("rabbitmq", "TIDINGS_RABBITMQ_URL is not set"),
 });

@@ -2,6 +2,8 @@
 //! polling helpers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod adversary;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
