@@ -113,3 +113,41 @@ async fn a_broker_that_never_answers_is_unavailable_after_the_url_connect_timeou
     );
     assert!(!shown.contains("hunter2"), "password shown: {shown}");
 }
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_clear_unavailable_error_without_the_password() {
+    // Runs whenever the broker tests run: a closed port on loopback.
+    let Some(_) = common::url() else { return };
+    let transport = RabbitMq::with_config(
+        RabbitMqConfig::new("amqp://guest:hunter2@127.0.0.1:1/%2f")
+            .publish_timeout(Duration::from_secs(1)),
+    );
+    let err = Bus::builder("shop")
+        .transport(transport)
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_unauthorized_at_once() {
+    let Some(url) = common::url() else { return };
+    let bad = url.replacen("guest:guest@", "guest:not-the-password@", 1);
+    assert_ne!(bad, url, "expected guest:guest in TIDINGS_RABBITMQ_URL");
+    let started = std::time::Instant::now();
+    let err = RabbitMq::connect(&bad).connected().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("not-the-password"), "{shown}");
+    // Refused credentials are not retried until the deadline (30 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}

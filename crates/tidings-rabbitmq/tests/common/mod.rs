@@ -9,7 +9,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tidings_core::{Context, HandlerError};
 use tidings_macros::{Event, Topic};
+
+/// How long a test waits for what it expects.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A handler recording each run of an order.
+pub async fn record(e: OrderPlaced, cx: Context<Seen>) -> Result<(), HandlerError> {
+    cx.state().record(e.n, cx.attempt(), cx.redelivered());
+    Ok(())
+}
+
+/// The message count of the queue `name`, or `None` if it does not exist (a passive
+/// declare on a channel of its own).
+pub async fn queue_exists(conn: &lapin::Connection, name: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let found = ch
+        .queue_declare(name.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = ch.close(200, "".into()).await;
+    found
+}
 
 /// The broker URL, or `None` (after printing why) when the tests should skip.
 pub fn url() -> Option<String> {
