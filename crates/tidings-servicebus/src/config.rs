@@ -38,6 +38,18 @@ pub struct ServiceBusConfig {
     pub(crate) receive_wait: Duration,
     pub(crate) scheduled_retries: bool,
     pub(crate) max_message_size: usize,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// The default of [`ServiceBusConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn parse_timeout(value: &str, name: &str) -> Result<Duration> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        Error::config(format!(
+            "the Service Bus option `{name}` must be a duration like 10s or 500ms, not {value:?} ({e})"
+        ))
+    })
 }
 
 impl ServiceBusConfig {
@@ -67,13 +79,16 @@ impl ServiceBusConfig {
             receive_wait: Duration::from_secs(5),
             scheduled_retries: true,
             max_message_size: 180 * 1024,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
     /// From a connection string as the Azure portal shows it:
-    /// `Endpoint=sb://<namespace>.servicebus.windows.net/;SharedAccessKeyName=<name>;SharedAccessKey=<key>`.
+    /// `Endpoint=sb://<namespace>.servicebus.windows.net/;SharedAccessKeyName=<name>;SharedAccessKey=<key>`,
+    /// optionally followed by `;ConnectTimeout=<duration>` (humantime: `10s`, `500ms`; see
+    /// [`connect_timeout`](Self::connect_timeout)).
     pub fn from_connection_string(s: &str) -> Result<Self> {
-        let (mut endpoint, mut name, mut key) = (None, None, None);
+        let (mut endpoint, mut name, mut key, mut timeout) = (None, None, None, None);
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 Error::config("a Service Bus connection string is `Endpoint=sb://..;SharedAccessKeyName=..;SharedAccessKey=..`; one part has no `=`")
@@ -82,6 +97,7 @@ impl ServiceBusConfig {
                 "endpoint" => endpoint = Some(v.to_string()),
                 "sharedaccesskeyname" => name = Some(v.to_string()),
                 "sharedaccesskey" => key = Some(v.to_string()),
+                "connecttimeout" => timeout = Some(parse_timeout(v, "ConnectTimeout")?),
                 "entitypath" => {
                     return Err(Error::config(
                         "the connection string names an EntityPath; use the namespace's connection string (a topic-level policy cannot create subscriptions)",
@@ -91,7 +107,13 @@ impl ServiceBusConfig {
             }
         }
         match (endpoint, name, key) {
-            (Some(e), Some(n), Some(k)) => Ok(Self::new(e, n, k)),
+            (Some(e), Some(n), Some(k)) => {
+                let config = Self::new(e, n, k);
+                Ok(match timeout {
+                    Some(t) => config.connect_timeout(t),
+                    None => config,
+                })
+            }
             _ => Err(Error::config(
                 "the Service Bus connection string needs Endpoint, SharedAccessKeyName and SharedAccessKey",
             )),
@@ -101,7 +123,8 @@ impl ServiceBusConfig {
     /// From `servicebus://<namespace>?key_name=<policy>&key=<url-encoded key>` with the
     /// optional parameters `endpoint=<http://127.0.0.1:5300>` (a local development server),
     /// `provision=false`, `lock_duration_secs=<n>`, `max_delivery_count=<n>`,
-    /// `receive_wait_secs=<n>` and `scheduled_retries=false`.
+    /// `receive_wait_secs=<n>`, `scheduled_retries=false` and `connect_timeout=<duration>`
+    /// (humantime: `10s`, `500ms`; see [`connect_timeout`](Self::connect_timeout)).
     pub fn from_url(url: &str) -> Result<Self> {
         let rest = url.strip_prefix("servicebus://").ok_or_else(|| {
             Error::config(
@@ -148,9 +171,10 @@ impl ServiceBusConfig {
                     config.receive_wait = Duration::from_secs(v.parse().map_err(|_| bad("a number of seconds"))?)
                 }
                 "max_delivery_count" => config.max_delivery_count = v.parse().map_err(|_| bad("a number"))?,
+                "connect_timeout" => config.connect_timeout = parse_timeout(&v, "connect_timeout")?,
                 _ => {
                     return Err(Error::config(format!(
-                        "unknown Service Bus URL parameter `{k}`; known: key_name, key, endpoint, provision, lock_duration_secs, max_delivery_count, receive_wait_secs, scheduled_retries"
+                        "unknown Service Bus URL parameter `{k}`; known: key_name, key, endpoint, provision, lock_duration_secs, max_delivery_count, receive_wait_secs, scheduled_retries, connect_timeout"
                     )))
                 }
             }
@@ -212,6 +236,18 @@ impl ServiceBusConfig {
         self
     }
 
+    /// How long connecting to the namespace (or endpoint) may take (default 10 s; URL
+    /// option `connect_timeout=<duration>`, connection-string option
+    /// `ConnectTimeout=<duration>`): the TCP and TLS connect of every request, and the
+    /// first request of a transport, which `build()` (through `provision`) or
+    /// [`ServiceBus::connect`](crate::ServiceBus::connect) makes to check that the
+    /// namespace answers. An unreachable namespace is
+    /// [`ErrorKind::Unavailable`](tidings_core::ErrorKind::Unavailable) naming its address.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// The namespace name.
     pub fn namespace(&self) -> &str {
         &self.namespace
@@ -220,6 +256,29 @@ impl ServiceBusConfig {
     /// The base URL of the namespace, `https://<namespace>.servicebus.windows.net`.
     pub fn namespace_url(&self) -> String {
         format!("https://{}.servicebus.windows.net", self.namespace)
+    }
+
+    /// Where requests go, for messages: the endpoint if one is set, else the namespace
+    /// URL; without user information or query, which may hold secrets.
+    pub(crate) fn address(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => redact(endpoint),
+            None => self.namespace_url(),
+        }
+    }
+}
+
+/// `url` without user information and query (`http://user:pw@host:1/p?k=v` is
+/// `http://host:1/p`); a string that is not a URL is cut at `?` and `@`.
+fn redact(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.rsplit('@').next().unwrap_or_default().to_string(),
     }
 }
 
@@ -258,5 +317,39 @@ mod tests {
             ServiceBusConfig::from_connection_string("Endpoint=sb://x/;SharedAccessKeyName=a")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn connect_timeout_defaults_to_10s_and_is_set_by_url_and_connection_string() {
+        let c = ServiceBusConfig::new("dev", "k", "v");
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        let c =
+            ServiceBusConfig::from_url("servicebus://dev?key_name=a&key=b&connect_timeout=250ms")
+                .unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        let c = ServiceBusConfig::from_connection_string(
+            "Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b;ConnectTimeout=3s",
+        )
+        .unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        let e = ServiceBusConfig::from_url(
+            "servicebus://dev?key_name=a&key=s3cret&connect_timeout=soon",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("connect_timeout") && !e.to_string().contains("s3cret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn addresses_in_messages_carry_no_user_information_or_query() {
+        assert_eq!(
+            redact("http://u:pw@127.0.0.1:5300/x?sig=1"),
+            "http://127.0.0.1:5300/x"
+        );
+        assert_eq!(redact("http://127.0.0.1:5300"), "http://127.0.0.1:5300");
+        let c = ServiceBusConfig::new("dev", "k", "v");
+        assert_eq!(c.address(), "https://dev.servicebus.windows.net");
     }
 }

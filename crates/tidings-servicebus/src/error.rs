@@ -58,8 +58,15 @@ pub(crate) fn status_error(status: u16, body: &[u8], what: &str, key_name: &str)
     }
 }
 
-/// An error from the HTTP client or the azure crate.
-pub(crate) fn azure_error(e: azure_core::Error, what: &str, key_name: &str) -> Error {
+/// An error from the HTTP client or the azure crate: a refusal by its status; a request
+/// that got no answer [`ErrorKind::Unavailable`] naming `address` once. The client's
+/// error is the source, never repeated in the message.
+pub(crate) fn azure_error(
+    e: azure_core::Error,
+    what: &str,
+    key_name: &str,
+    address: &str,
+) -> Error {
     if let Some(http) = e.as_http_error() {
         let status: u16 = http.status().into();
         let body = http.error_message().unwrap_or_default().as_bytes().to_vec();
@@ -69,10 +76,14 @@ pub(crate) fn azure_error(e: azure_core::Error, what: &str, key_name: &str) -> E
         let body = error_code.clone().unwrap_or_default();
         return status_error(u16::from(*status), body.as_bytes(), what, key_name);
     }
-    let kind = match e.kind() {
-        azure_core::error::ErrorKind::Io => ErrorKind::Unavailable,
-        azure_core::error::ErrorKind::Credential => ErrorKind::Unauthorized,
-        _ => ErrorKind::Backend,
+    let error = match e.kind() {
+        azure_core::error::ErrorKind::Io => {
+            Error::unavailable(format!("{what}: no answer from Service Bus at {address}"))
+        }
+        azure_core::error::ErrorKind::Credential => {
+            Error::new(ErrorKind::Unauthorized, what.to_string())
+        }
+        _ => Error::new(ErrorKind::Backend, what.to_string()),
     };
-    Error::new(kind, format!("{what}: {e}")).with_source(e)
+    error.with_source(e)
 }

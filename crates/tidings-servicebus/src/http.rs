@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use azure_core::{HttpClient, Method, Request, Url};
 use base64::Engine;
 use bytes::Bytes;
+use futures::TryStreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tidings_core::{Error, ErrorKind, Result};
@@ -20,6 +21,9 @@ use crate::error::{azure_error, status_error};
 /// The `HttpClient` given to `azure_messaging_servicebus`: reqwest with rustls, and when
 /// an endpoint is configured, every `https://<namespace>.servicebus.windows.net` URL sent
 /// to that endpoint instead (the azure crate hard-codes the namespace URL).
+///
+/// A request that gets no answer fails with an `Io` error whose cause is reqwest's error
+/// without the URL, so that a message names the address once (the transport adds it).
 #[derive(Debug)]
 pub(crate) struct Redirecting {
     inner: reqwest::Client,
@@ -31,6 +35,7 @@ impl Redirecting {
     pub(crate) fn new(config: &ServiceBusConfig) -> Result<Self> {
         let inner = reqwest::Client::builder()
             .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
             .timeout(config.receive_wait + Duration::from_secs(30))
             .build()
             .map_err(|e| {
@@ -42,27 +47,70 @@ impl Redirecting {
             to: config.endpoint.clone(),
         })
     }
+
+    /// The URL `request` goes to.
+    fn target(&self, request: &Request) -> azure_core::Result<Url> {
+        let url = request.url().as_str();
+        let (Some(to), Some(rest)) = (&self.to, url.strip_prefix(self.from.as_str())) else {
+            return Ok(request.url().clone());
+        };
+        Url::parse(&format!("{to}{rest}")).map_err(|e| {
+            azure_core::Error::full(
+                azure_core::error::ErrorKind::DataConversion,
+                e,
+                "the endpoint is not a URL",
+            )
+        })
+    }
 }
 
 #[async_trait]
 impl HttpClient for Redirecting {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<azure_core::Response> {
-        let Some(to) = &self.to else {
-            return self.inner.execute_request(request).await;
+        use azure_core::error::ErrorKind as Azure;
+        let url = self.target(request)?;
+        let method = reqwest::Method::from_bytes(request.method().as_ref().as_bytes())
+            .map_err(|e| azure_core::Error::full(Azure::DataConversion, e, "bad HTTP method"))?;
+        let mut req = self.inner.request(method, url);
+        for (name, value) in request.headers().iter() {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let body = match request.body().clone() {
+            azure_core::Body::Bytes(bytes) => reqwest::Body::from(bytes),
+            azure_core::Body::SeekableStream(stream) => reqwest::Body::wrap_stream(stream),
         };
-        let url = request.url().as_str();
-        let Some(rest) = url.strip_prefix(self.from.as_str()) else {
-            return self.inner.execute_request(request).await;
-        };
-        let mut redirected = request.clone();
-        *redirected.url_mut() = Url::parse(&format!("{to}{rest}")).map_err(|e| {
-            azure_core::Error::full(
-                azure_core::error::ErrorKind::DataConversion,
-                e,
-                "bad endpoint URL",
-            )
-        })?;
-        self.inner.execute_request(&redirected).await
+        let response = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| azure_core::Error::new(Azure::Io, e.without_url()))?;
+        let status =
+            azure_core::StatusCode::try_from(response.status().as_u16()).map_err(|_| {
+                azure_core::Error::message(Azure::DataConversion, "an invalid HTTP status")
+            })?;
+        let headers: HashMap<azure_core::headers::HeaderName, azure_core::headers::HeaderValue> =
+            response
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        azure_core::headers::HeaderName::from(k.as_str().to_owned()),
+                        azure_core::headers::HeaderValue::from(v.to_str().ok()?.to_owned()),
+                    ))
+                })
+                .collect();
+        let body: std::pin::Pin<
+            Box<dyn futures::Stream<Item = azure_core::Result<Bytes>> + Send + Sync>,
+        > = Box::pin(
+            response
+                .bytes_stream()
+                .map_err(|e| azure_core::Error::new(Azure::Io, e.without_url())),
+        );
+        Ok(azure_core::Response::new(
+            status,
+            azure_core::headers::Headers::from(headers),
+            body,
+        ))
     }
 }
 
@@ -80,6 +128,8 @@ pub(crate) struct Rest {
     pub(crate) base: String,
     pub(crate) namespace: String,
     pub(crate) key_name: String,
+    /// Where requests go (redacted), for messages.
+    pub(crate) address: String,
     key: crate::config::Key,
     token: Mutex<Option<(String, SystemTime)>>,
 }
@@ -103,13 +153,10 @@ impl Rest {
             base: config.namespace_url(),
             namespace: config.namespace.clone(),
             key_name: config.key_name.clone(),
+            address: config.address(),
             key: config.key.clone(),
             token: Mutex::new(None),
         }
-    }
-
-    pub(crate) fn key(&self) -> &str {
-        &self.key.0
     }
 
     /// A SAS token for the whole namespace, cached for an hour.
@@ -174,12 +221,12 @@ impl Rest {
             .http
             .execute_request(&req)
             .await
-            .map_err(|e| azure_error(e, what, &self.key_name))?;
+            .map_err(|e| azure_error(e, what, &self.key_name, &self.address))?;
         let (status, headers, body) = resp.deconstruct();
         let body = body
             .collect()
             .await
-            .map_err(|e| azure_error(e, what, &self.key_name))?;
+            .map_err(|e| azure_error(e, what, &self.key_name, &self.address))?;
         let headers = headers
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
@@ -189,6 +236,27 @@ impl Rest {
             headers,
             body,
         })
+    }
+
+    /// Whether the namespace answers at all: one request (listing a topic), whatever its
+    /// status, since rights are judged by the calls that need them. No answer is
+    /// `Unavailable` (without the address: the caller names it).
+    pub(crate) async fn probe(&self) -> Result<()> {
+        let url = format!("{}/$Resources/Topics?api-version=2017-04&$top=1", self.base);
+        let url = Url::parse(&url).map_err(|e| {
+            Error::new(ErrorKind::Config, "the namespace name makes no URL").with_source(e)
+        })?;
+        let mut req = Request::new(url, Method::Get);
+        req.insert_header("authorization", self.token());
+        req.insert_header("content-length", "0");
+        req.set_body(Bytes::new());
+        match self.http.execute_request(&req).await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), azure_core::error::ErrorKind::DataConversion) => Err(
+                Error::new(ErrorKind::Config, "the endpoint is not a usable URL").with_source(e),
+            ),
+            Err(e) => Err(Error::unavailable("the namespace did not answer").with_source(e)),
+        }
     }
 
     /// Like [`call`](Self::call), failing unless the status is one of `ok`.

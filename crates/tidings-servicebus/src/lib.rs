@@ -10,6 +10,6 @@ mod topology;
 mod transport;
 mod wire;
 
-pub use config::ServiceBusConfig;
+pub use config::{ServiceBusConfig, DEFAULT_CONNECT_TIMEOUT};
 pub use subscriber::{ServiceBusAcker, ServiceBusSubscriber};
 pub use transport::ServiceBus;

@@ -1,13 +1,8 @@
-//! Publishing: one envelope through the azure crate's `TopicSender::send_message`, several
-//! as batch sends (`application/vnd.microsoft.servicebus.json`), which the azure crate
-//! does not offer. Either resolves once Service Bus answered 201.
-
-use std::collections::HashMap;
+//! Publishing: one envelope as a single send, several as batch sends
+//! (`application/vnd.microsoft.servicebus.json`, which the azure crate does not offer).
+//! Either resolves once Service Bus answered 201.
 
 use azure_core::Method;
-use azure_messaging_servicebus::service_bus::{
-    SendMessageOptions, SettableBrokerProperties, TopicClient,
-};
 use bytes::Bytes;
 use tidings_core::{Envelope, Result};
 
@@ -17,35 +12,30 @@ use crate::wire::{self, Outgoing, Resend};
 /// The most a batch request carries (the Standard tier takes 256 KiB per request).
 const BATCH_BYTES: usize = 200 * 1024;
 
-/// Send one message through the azure crate.
+/// Send one message (`POST /{topic}/messages`, BrokerProperties and custom properties as
+/// headers). Built here rather than through the azure crate's `send_message`, whose error
+/// drops the answer's body: a refusal as too large (403 `MessageSizeExceeded`, or 413)
+/// must come back as `MessageTooLarge`, and only the body says which 403 it is.
 pub(crate) async fn send_one(rest: &Rest, topic: &str, out: Outgoing) -> Result<()> {
-    let what = format!("sending to topic `{topic}`");
-    let client = TopicClient::new(
-        rest.http.clone(),
-        rest.namespace.clone(),
-        topic,
-        rest.key_name.clone(),
-        rest.key().to_string(),
+    let mut headers: Vec<(&str, String)> = Vec::with_capacity(out.properties.len() + 2);
+    headers.push(("content-type", out.content_type.clone()));
+    headers.push((
+        "brokerproperties",
+        serde_json::Value::Object(out.broker_properties()).to_string(),
+    ));
+    for (name, value) in &out.properties {
+        headers.push((name.as_str(), value.clone()));
+    }
+    rest.expect(
+        Method::Post,
+        &format!("/{topic}/messages"),
+        &headers,
+        Some(Bytes::from(out.body)),
+        &[201],
+        &format!("sending to topic `{topic}`"),
     )
-    .map_err(|e| crate::error::azure_error(e, &what, &rest.key_name))?;
-    let options = SendMessageOptions {
-        content_type: Some(out.content_type.clone()),
-        broker_properties: Some(SettableBrokerProperties {
-            message_id: Some(out.message_id.clone()),
-            correlation_id: out.correlation_id.clone(),
-            label: Some(out.label.clone()),
-            to: out.to.clone(),
-            scheduled_enqueue_time_utc: out.scheduled.map(time::OffsetDateTime::from),
-            ..Default::default()
-        }),
-        custom_properties: Some(out.properties.iter().cloned().collect::<HashMap<_, _>>()),
-    };
-    // `send_message` checks the status (any 2xx is success; Service Bus answers 201).
-    client
-        .topic_sender()
-        .send_message(&out.body, Some(options))
-        .await
-        .map_err(|e| crate::error::azure_error(e, &what, &rest.key_name))
+    .await?;
+    Ok(())
 }
 
 /// Send messages as batches of at most [`BATCH_BYTES`].

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::Method;
+use tidings_core::transport::connect_within;
 use tidings_core::{
     attrs, BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind,
     Replay, Result, SubscriptionSpec, Topology, Transport,
@@ -23,6 +24,8 @@ use crate::wire::{self, Resend};
 pub(crate) struct Shared {
     pub(crate) config: ServiceBusConfig,
     pub(crate) rest: Rest,
+    /// Set once the namespace answered the first request.
+    connected: tokio::sync::OnceCell<()>,
 }
 
 /// The Azure Service Bus transport, over the Service Bus REST API.
@@ -34,14 +37,47 @@ pub struct ServiceBus {
 }
 
 impl ServiceBus {
-    /// A transport for the namespace and policy in `config`. Fails only if the HTTP client
-    /// cannot be built.
+    /// A transport for the namespace and policy in `config`, without contacting it
+    /// (`build()` does, through `provision`). Fails only if the HTTP client cannot be
+    /// built.
     pub fn new(config: ServiceBusConfig) -> Result<Self> {
         let http = Arc::new(Redirecting::new(&config)?);
         let rest = Rest::new(&config, http);
         Ok(ServiceBus {
-            shared: Arc::new(Shared { config, rest }),
+            shared: Arc::new(Shared {
+                config,
+                rest,
+                connected: tokio::sync::OnceCell::new(),
+            }),
         })
+    }
+
+    /// A transport for `config` whose namespace answered: [`new`](Self::new), then one
+    /// request within the [connect timeout](ServiceBusConfig::connect_timeout). A
+    /// namespace that does not answer in time is
+    /// [`ErrorKind::Unavailable`](tidings_core::ErrorKind::Unavailable) (retryable),
+    /// naming its address (the endpoint, if set) and the cause.
+    pub async fn connect(config: ServiceBusConfig) -> Result<Self> {
+        let transport = Self::new(config)?;
+        transport.check_connection().await?;
+        Ok(transport)
+    }
+
+    /// The first request of this transport, within the connect timeout
+    /// (`tidings_core::transport::connect_within`); later calls return at once.
+    async fn check_connection(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared
+            .connected
+            .get_or_try_init(|| {
+                connect_within(
+                    &shared.rest.address,
+                    shared.config.connect_timeout,
+                    shared.rest.probe(),
+                )
+            })
+            .await
+            .map(|_| ())
     }
 
     /// From `servicebus://<namespace>?key_name=..&key=..` (see
@@ -178,7 +214,10 @@ impl Transport for ServiceBus {
         c
     }
 
+    /// Checks that the namespace answers (once per transport, within the connect
+    /// timeout), then creates what is missing.
     async fn provision(&self, topology: &Topology) -> Result<()> {
+        self.check_connection().await?;
         crate::topology::provision(&self.shared.rest, &self.shared.config, topology).await
     }
 

@@ -80,56 +80,10 @@ fn transport() -> ServiceBus {
     ServiceBus::new(support::config()).unwrap()
 }
 
-/// Raw REST calls to the server, for looking behind the transport.
-struct Raw {
-    client: reqwest::Client,
-}
-
-impl Raw {
-    fn new() -> Self {
-        Raw {
-            client: reqwest::Client::new(),
-        }
-    }
-    fn token(&self) -> String {
-        tidings_servicebus_server::sas::token(
-            "https://dev.servicebus.windows.net/",
-            support::KEY_NAME,
-            support::KEY,
-            Duration::from_secs(600),
-        )
-    }
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> (u16, String) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", support::endpoint()))
-            .header("authorization", self.token());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.body(body).send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.text().await.unwrap())
-    }
-    async fn get(&self, path: &str) -> String {
-        let (status, body) = self.call(reqwest::Method::GET, path, &[], Vec::new()).await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-}
+use support::Raw;
 
 fn in_process() -> bool {
-    if std::env::var("TIDINGS_SERVICEBUS_URL").is_ok() {
-        println!("skipped: this test looks behind the transport at the in-process server");
-        return false;
-    }
-    true
+    support::in_process_server()
 }
 
 #[tokio::test]
