@@ -99,13 +99,15 @@ impl Server {
             }),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, shared.clone(), stopped));
+        let (dropper, dropped) = watch::channel(0u64);
+        let task = tokio::spawn(serve(listener, shared.clone(), stopped, dropped));
         tracing::info!(%addr, namespace = %config.namespace, "Service Bus development server listening");
         Ok(RunningServer {
             addr,
             namespace: config.namespace,
             shared,
             stop,
+            dropper: ConnectionDropper(Arc::new(dropper)),
             task: Some(task),
         })
     }
@@ -115,6 +117,7 @@ async fn serve(
     listener: TcpListener,
     shared: Arc<http::Shared>,
     mut stopped: watch::Receiver<bool>,
+    dropped: watch::Receiver<u64>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -131,6 +134,8 @@ async fn serve(
         };
         let shared = shared.clone();
         let mut stopped = stopped.clone();
+        let mut dropped = dropped.clone();
+        dropped.mark_unchanged();
         tokio::spawn(async move {
             let service = service_fn(move |req| http::handle(shared.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
@@ -139,6 +144,8 @@ async fn serve(
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
                 _ = stopped.changed() => {}
+                // Dropped with whatever request it was serving: the socket closes.
+                _ = dropped.changed() => tracing::debug!("connection dropped on request"),
             }
         });
     }
@@ -151,7 +158,24 @@ pub struct RunningServer {
     namespace: String,
     shared: Arc<http::Shared>,
     stop: watch::Sender<bool>,
+    dropper: ConnectionDropper,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Drops every open connection of a running server, for tests of a client's recovery; see
+/// [`RunningServer::connection_dropper`]. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct ConnectionDropper(Arc<watch::Sender<u64>>);
+
+impl ConnectionDropper {
+    /// Close every connection open now, in the middle of whatever request it serves (a
+    /// long-polling receive, a send), as a network fault or a restarting server would:
+    /// clients see their requests fail and must connect again. The server keeps listening
+    /// and its entities and messages stay as they are (a message locked by a receive whose
+    /// answer was lost comes back when its lock expires).
+    pub fn drop_connections(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
 }
 
 impl RunningServer {
@@ -180,6 +204,11 @@ impl RunningServer {
             .subscriptions
             .get(&subscription.to_ascii_lowercase())?;
         Some((s.active.len(), s.dead_letters.len()))
+    }
+
+    /// A handle that drops every open connection on demand (a fault hook for tests).
+    pub fn connection_dropper(&self) -> ConnectionDropper {
+        self.dropper.clone()
     }
 
     /// Stop accepting and close the open connections.
