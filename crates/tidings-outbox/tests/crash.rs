@@ -79,6 +79,12 @@ impl Transport for ConfirmsNeverArrive {
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         self.0.replay_dead_letters(spec, which).await
     }
+    fn broker_objects(&self, topology: &Topology) -> Vec<tidings_core::BrokerObject> {
+        self.0.broker_objects(topology)
+    }
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.0.teardown(topology).await
+    }
 }
 
 /// Runs the inner handler, and after its `n`-th success (the inbox transaction has

@@ -165,6 +165,12 @@ impl Transport for Switchable {
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         self.inner.replay_dead_letters(spec, which).await
     }
+    fn broker_objects(&self, topology: &Topology) -> Vec<tidings_core::BrokerObject> {
+        self.inner.broker_objects(topology)
+    }
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        self.inner.teardown(topology).await
+    }
 }
 
 /// Wait until `cond` holds, checking every 10 ms, for at most 30 s (a deadline for a
