@@ -23,291 +23,31 @@
 
 extern crate tidings_core as tidings;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod ours;
+mod raw;
+
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use futures::stream::{FuturesUnordered, StreamExt};
-use hdrhistogram::Histogram;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueuePurgeOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use serde::{Deserialize, Serialize};
-use tidings_core::{
-    Bus, Context, Envelope, Event, EventInfo, HandlerError, Subscription, Topic, TopicMember,
-};
-use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+use lapin::options::ConfirmSelectOptions;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use tidings_core::Bus;
+use tidings_rabbitmq::RabbitMq;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
+
+use ours::{counter, tick, tidings_consumer, tidings_end_to_end, tidings_publisher};
+use raw::{purge, raw_consume, raw_declare, raw_end_to_end, raw_headers, raw_publish, side, Side};
 
 const WINDOW: usize = 1000;
 const PREFETCH: u16 = 1000;
 const ACK_EVERY: u64 = 100;
-
-/// The benchmark event: about 100 bytes of MessagePack.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Tick {
-    n: u64,
-    sent_micros: u64,
-    note: String,
-}
-
-impl Event for Tick {
-    const NAME: &'static str = "bench.tick";
-    const VERSION: u32 = 1;
-}
-
-impl TopicMember for Tick {
-    type Topic = BenchEvents;
-}
-
-struct BenchEvents;
-
-impl Topic for BenchEvents {
-    const NAME: &'static str = "bench";
-    fn events() -> &'static [EventInfo] {
-        &[EventInfo {
-            name: "bench.tick",
-            version: 1,
-            type_name: "Tick",
-        }]
-    }
-}
-
-fn tick(n: u64) -> Tick {
-    Tick {
-        n,
-        sent_micros: now_micros(),
-        note: "the quick brown fox jumps over the lazy dog, twice: the quick brown fox".into(),
-    }
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 fn events() -> u64 {
     std::env::var("TIDINGS_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000)
-}
-
-/// The broker objects of one side (raw or tidings): names as tidings makes them.
-struct Side {
-    exchange: String,
-    queue: String,
-}
-
-fn side(ns: &str) -> Side {
-    Side {
-        exchange: format!("{ns}.bench"),
-        queue: format!("{ns}.reader.{ns}.bench"),
-    }
-}
-
-/// Headers like the ones tidings writes, built once: what a hand-rolled publisher that
-/// wants the same metadata on the wire would send.
-fn raw_headers() -> FieldTable {
-    let env = Envelope::new("bench.tick", 1, "writer", "application/msgpack", Vec::new());
-    let mut table = FieldTable::default();
-    for (name, value) in env.attributes() {
-        table.insert(
-            ShortString::from(name.as_ref()),
-            AMQPValue::LongString(LongString::from(value)),
-        );
-    }
-    table
-}
-
-fn raw_properties(headers: &FieldTable) -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/msgpack".into())
-        .with_message_id(uuid::Uuid::now_v7().to_string().into())
-        .with_headers(headers.clone())
-}
-
-async fn raw_declare(channel: &Channel, s: &Side) {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            s.exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(s.queue.as_str().into(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            s.queue.as_str().into(),
-            s.exchange.as_str().into(),
-            "bench.tick".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-}
-
-/// Raw lapin: publish `n` events in a sliding window of unconfirmed messages.
-async fn raw_publish(channel: &Channel, s: &Side, headers: &FieldTable, n: u64) {
-    let mut in_flight = FuturesUnordered::new();
-    for i in 0..n {
-        if in_flight.len() >= WINDOW {
-            let confirm: lapin::Result<lapin::Confirmation> = in_flight.next().await.unwrap();
-            assert!(confirm.unwrap().is_ack());
-        }
-        let payload = rmp_serde::to_vec_named(&tick(i)).unwrap();
-        let confirm = channel
-            .basic_publish(
-                s.exchange.as_str().into(),
-                "bench.tick".into(),
-                BasicPublishOptions::default(),
-                &payload,
-                raw_properties(headers),
-            )
-            .await
-            .unwrap();
-        in_flight.push(confirm);
-    }
-    while let Some(confirm) = in_flight.next().await {
-        assert!(confirm.unwrap().is_ack());
-    }
-}
-
-/// Raw lapin: consume and decode `n` events, `basic.ack multiple` every ACK_EVERY.
-async fn raw_consume(conn: &Connection, s: &Side, n: u64) -> Duration {
-    let start = Instant::now();
-    let channel = conn.create_channel().await.unwrap();
-    raw_declare(&channel, s).await;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            s.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    // A spawned task, like the consumer loop of a bus: the same threads do the work.
-    let acking = channel.clone();
-    tokio::spawn(async move {
-        let mut seen = 0u64;
-        while let Some(delivery) = consumer.next().await {
-            let delivery = delivery.unwrap();
-            let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
-            std::hint::black_box(event);
-            seen += 1;
-            if seen % ACK_EVERY == 0 || seen == n {
-                let options = BasicAckOptions { multiple: true };
-                acking
-                    .basic_ack(delivery.delivery_tag, options)
-                    .await
-                    .unwrap();
-            }
-            if seen == n {
-                break;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let elapsed = start.elapsed();
-    let _ = channel.close(200, "done".into()).await;
-    elapsed
-}
-
-struct Counter {
-    seen: AtomicU64,
-    target: AtomicU64,
-    done: Notify,
-    latencies: Mutex<Option<Histogram<u64>>>,
-}
-
-async fn count(e: Tick, cx: Context<Counter>) -> Result<(), HandlerError> {
-    let c = cx.state();
-    if let Some(h) = c.latencies.lock().unwrap().as_mut() {
-        h.saturating_record(now_micros().saturating_sub(e.sent_micros));
-    }
-    std::hint::black_box(e);
-    if c.seen.fetch_add(1, Ordering::Relaxed) + 1 == c.target.load(Ordering::Relaxed) {
-        c.done.notify_one();
-    }
-    Ok(())
-}
-
-fn counter(target: u64, latencies: bool) -> Arc<Counter> {
-    Arc::new(Counter {
-        seen: AtomicU64::new(0),
-        target: AtomicU64::new(target),
-        done: Notify::new(),
-        latencies: Mutex::new(
-            latencies.then(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
-        ),
-    })
-}
-
-async fn tidings_publisher(url: &str, ns: &str) -> Bus {
-    let transport = RabbitMq::with_config(RabbitMqConfig::new(url).max_in_flight(WINDOW))
-        .connected()
-        .await
-        .unwrap();
-    Bus::builder("writer")
-        .namespace(ns)
-        .transport(transport)
-        .publishes::<BenchEvents>()
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn tidings_consumer(transport: RabbitMq, ns: &str, counter: Arc<Counter>) -> Bus {
-    Bus::builder("reader")
-        .namespace(ns)
-        .transport(transport)
-        .subscribe(
-            Subscription::to::<BenchEvents>()
-                .with_shared_state(counter)
-                .on(count)
-                .prefetch(PREFETCH),
-        )
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn purge(conn: &Connection, s: &Side) {
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .queue_purge(s.queue.as_str().into(), QueuePurgeOptions::default())
-        .await
-        .unwrap();
-    let _ = channel.close(200, "purged".into()).await;
 }
 
 fn ns() -> String {
@@ -634,81 +374,6 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
         }
     });
-}
-
-async fn raw_end_to_end(
-    conn: &Connection,
-    channel: &Channel,
-    s: &Side,
-    headers: &FieldTable,
-    n: u64,
-) -> Histogram<u64> {
-    let consuming = conn.create_channel().await.unwrap();
-    consuming
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = consuming
-        .basic_consume(
-            s.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let reader = tokio::spawn(async move {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        let mut seen = 0u64;
-        while let Some(delivery) = consumer.next().await {
-            let delivery = delivery.unwrap();
-            let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
-            h.saturating_record(now_micros().saturating_sub(event.sent_micros));
-            seen += 1;
-            // Batched where safe: everything up to here is handled.
-            if seen % ACK_EVERY == 0 || seen == n {
-                consuming
-                    .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
-                    .await
-                    .unwrap();
-            }
-            if seen == n {
-                break;
-            }
-        }
-        let _ = consuming.close(200, "done".into()).await;
-        h
-    });
-    for i in 0..n {
-        let payload = rmp_serde::to_vec_named(&tick(i)).unwrap();
-        let confirm = channel
-            .basic_publish(
-                s.exchange.as_str().into(),
-                "bench.tick".into(),
-                BasicPublishOptions::default(),
-                &payload,
-                raw_properties(headers),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack());
-    }
-    reader.await.unwrap()
-}
-
-async fn tidings_end_to_end(url: &str, publisher: &Bus, ns: &str, n: u64) -> Histogram<u64> {
-    let counter = counter(n, true);
-    let transport = RabbitMq::connect(url).connected().await.unwrap();
-    let bus = tidings_consumer(transport, ns, counter.clone()).await;
-    for i in 0..n {
-        publisher.publish(tick(i)).await.unwrap();
-    }
-    counter.done.notified().await;
-    bus.shutdown().await;
-    let h = counter.latencies.lock().unwrap().take().unwrap();
-    h
 }
 
 criterion_group!(benches, bench);
