@@ -2,7 +2,8 @@
 //! raw messages published with lapin (bypassing tidings), and connections closed by the
 //! broker (`rabbitmqctl close_connection` through `TIDINGS_RABBITMQ_CTL`).
 //!
-//! Every transport handed out for one case carries the same unique connection name
+//! A raw message's `key` is ignored: RabbitMQ has no record key (a queue keeps publish
+//! order). Every transport handed out for one case carries the same unique connection name
 //! ([`LapinAdversary::config`]), so dropping connections closes that case's connections
 //! only, not those of the cases running in parallel in the same process.
 
