@@ -1,5 +1,6 @@
-//! The transport conformance suite (ARCHITECTURE.md) on Service Bus, against the local
-//! development server started in-process (or `TIDINGS_SERVICEBUS_URL`).
+//! The transport conformance suite (ARCHITECTURE.md) on Service Bus, against a local
+//! development server started in-process for each case (or `TIDINGS_SERVICEBUS_URL`), so
+//! that dropping one case's connections does not touch the cases running beside it.
 //!
 //! The adversary bypasses tidings: it sends raw messages with plain HTTP requests to the
 //! REST send endpoint (custom properties as HTTP headers with JSON-quoted values, the
@@ -17,6 +18,8 @@ use tidings_core::{DynTransport, Error, ErrorKind, Result};
 use tidings_servicebus::ServiceBus;
 use tidings_testing::conformance::{Adversary, Factory, RawMessage};
 
+use support::LocalServer;
+
 /// Where raw messages go and how they are signed.
 #[derive(Clone)]
 struct Target {
@@ -29,16 +32,18 @@ struct Target {
 }
 
 impl Target {
-    /// The in-process server, or the namespace of `TIDINGS_SERVICEBUS_URL`.
-    fn from_env() -> Self {
-        let Ok(url) = std::env::var("TIDINGS_SERVICEBUS_URL") else {
-            return Target {
-                endpoint: support::endpoint(),
-                audience: format!("https://{}.servicebus.windows.net/", support::NAMESPACE),
-                key_name: support::KEY_NAME.into(),
-                key: support::KEY.into(),
-            };
-        };
+    /// A local server.
+    fn local(server: &LocalServer) -> Self {
+        Target {
+            endpoint: server.endpoint.clone(),
+            audience: format!("https://{}.servicebus.windows.net/", support::NAMESPACE),
+            key_name: support::KEY_NAME.into(),
+            key: support::KEY.into(),
+        }
+    }
+
+    /// The namespace of `TIDINGS_SERVICEBUS_URL`.
+    fn remote(url: &str) -> Self {
         let rest = url
             .strip_prefix("servicebus://")
             .expect("a servicebus:// URL");
@@ -89,6 +94,8 @@ fn quoted(s: &str) -> String {
 struct ServiceBusAdversary {
     target: Target,
     client: reqwest::Client,
+    /// The case's own server; `None` against `TIDINGS_SERVICEBUS_URL`.
+    server: Option<Arc<LocalServer>>,
 }
 
 impl Adversary for ServiceBusAdversary {
@@ -129,26 +136,49 @@ impl Adversary for ServiceBusAdversary {
     }
 
     fn drop_connections(&self) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async {
-            if std::env::var("TIDINGS_SERVICEBUS_URL").is_ok() {
-                return Err(Error::new(
+        let server = self.server.clone();
+        Box::pin(async move {
+            match server {
+                Some(server) => {
+                    server.drop_connections();
+                    Ok(())
+                }
+                None => Err(Error::new(
                     ErrorKind::Unsupported,
                     "a real namespace's connections cannot be dropped from here; run the case against the in-process server",
-                ));
+                )),
             }
-            support::drop_connections();
-            Ok(())
         })
     }
 }
 
+/// Evaluated once per case: a server of its own (stopped when the case's factory is
+/// dropped), or the namespace of `TIDINGS_SERVICEBUS_URL`.
 fn factory() -> Factory {
-    let adversary = ServiceBusAdversary {
-        target: Target::from_env(),
-        client: reqwest::Client::new(),
+    let (config, adversary) = match std::env::var("TIDINGS_SERVICEBUS_URL") {
+        Ok(url) => (
+            support::config(),
+            ServiceBusAdversary {
+                target: Target::remote(&url),
+                client: reqwest::Client::new(),
+                server: None,
+            },
+        ),
+        Err(_) => {
+            let server = Arc::new(LocalServer::start());
+            (
+                server.config(),
+                ServiceBusAdversary {
+                    target: Target::local(&server),
+                    client: reqwest::Client::new(),
+                    server: Some(server),
+                },
+            )
+        }
     };
-    Factory::new("servicebus", || async {
-        Ok(Arc::new(ServiceBus::new(support::config())?) as Arc<dyn DynTransport>)
+    Factory::new("servicebus", move || {
+        let config = config.clone();
+        async move { Ok(Arc::new(ServiceBus::new(config)?) as Arc<dyn DynTransport>) }
     })
     .patience(Duration::from_secs(30))
     .quiet(Duration::from_secs(2))

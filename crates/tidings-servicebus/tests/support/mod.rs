@@ -1,6 +1,6 @@
 //! The local Service Bus server the tests run against: one per test process, on its own
-//! thread and runtime, so that every test (and every conformance case, each on its own
-//! runtime) can reach it. `TIDINGS_SERVICEBUS_URL` points the tests at another server or a
+//! thread and runtime, so that every test can reach it (conformance cases, which drop
+//! connections, get one each). `TIDINGS_SERVICEBUS_URL` points the tests at another server or a
 //! real namespace instead (`servicebus://<namespace>?key_name=..&key=..[&endpoint=..]`).
 
 #![allow(dead_code, unreachable_pub)]
@@ -19,20 +19,22 @@ pub const KEY: &str = "dev-key+/=";
 pub const APP_KEY_NAME: &str = "app";
 pub const APP_KEY: &str = "app-key";
 
-/// The in-process server: its endpoint and its fault hook.
-struct InProcess {
-    endpoint: String,
-    dropper: ConnectionDropper,
-}
-
 /// The largest body the in-process server takes: 4 MiB (Service Bus Premium takes up to
 /// 100 MB), so that raw messages larger than the decode limit can be injected.
 pub const SERVER_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
-fn in_process() -> &'static InProcess {
-    static SERVER: OnceLock<InProcess> = OnceLock::new();
-    SERVER.get_or_init(|| {
+/// A development server on its own thread and runtime, reachable from any runtime; it
+/// stops when dropped.
+pub struct LocalServer {
+    pub endpoint: String,
+    dropper: ConnectionDropper,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl LocalServer {
+    pub fn start() -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("servicebus-dev-server".into())
             .spawn(move || {
@@ -48,18 +50,44 @@ fn in_process() -> &'static InProcess {
                     let server = Server::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
                         .await
                         .expect("start the local Service Bus server");
-                    tx.send(InProcess {
-                        endpoint: server.endpoint(),
-                        dropper: server.connection_dropper(),
-                    })
-                    .expect("report the endpoint");
-                    std::future::pending::<()>().await;
-                    drop(server);
+                    tx.send((server.endpoint(), server.connection_dropper()))
+                        .expect("report the endpoint");
+                    let _ = stopped.await;
+                    server.shutdown().await;
                 });
             })
             .expect("spawn the server thread");
-        rx.recv().expect("the server started")
-    })
+        let (endpoint, dropper) = rx.recv().expect("the server started");
+        LocalServer {
+            endpoint,
+            dropper,
+            stop: Some(stop),
+        }
+    }
+
+    /// Drop every open connection (the server's fault hook).
+    pub fn drop_connections(&self) {
+        self.dropper.drop_connections();
+    }
+
+    /// The configuration the tests use, against this server.
+    pub fn config(&self) -> ServiceBusConfig {
+        test_settings(ServiceBusConfig::new(NAMESPACE, KEY_NAME, KEY).endpoint(&self.endpoint))
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The server every test of the process shares, started on first use.
+fn in_process() -> &'static LocalServer {
+    static SERVER: OnceLock<LocalServer> = OnceLock::new();
+    SERVER.get_or_init(LocalServer::start)
 }
 
 /// The endpoint of the in-process server, started on first use.
@@ -133,14 +161,19 @@ pub fn in_process_server() -> bool {
 /// The configuration the tests use: `TIDINGS_SERVICEBUS_URL` if set, else the in-process
 /// server, with short locks so that lost deliveries come back quickly.
 pub fn config() -> ServiceBusConfig {
-    match std::env::var("TIDINGS_SERVICEBUS_URL") {
+    test_settings(match std::env::var("TIDINGS_SERVICEBUS_URL") {
         Ok(url) => {
             ServiceBusConfig::from_url(&url).expect("TIDINGS_SERVICEBUS_URL is a servicebus:// URL")
         }
         Err(_) => ServiceBusConfig::new(NAMESPACE, KEY_NAME, KEY).endpoint(endpoint()),
-    }
-    .lock_duration(Duration::from_secs(5))
-    .receive_wait(Duration::from_secs(1))
+    })
+}
+
+/// Short locks so that lost deliveries come back quickly.
+fn test_settings(config: ServiceBusConfig) -> ServiceBusConfig {
+    config
+        .lock_duration(Duration::from_secs(5))
+        .receive_wait(Duration::from_secs(1))
 }
 
 /// A fresh name prefix, so tests on one server do not meet.
