@@ -36,7 +36,7 @@ pub async fn publish_confirms(f: &dyn TransportFactory) {
         .publish_with(
             Ping::keyed(1, "key-1"),
             PublishOptions::new()
-                .header("x-conformance", "yes")
+                .header("conformance-tag", "yes")
                 .correlation_id(correlation)
                 .causation_id(causation)
                 .traceparent(traceparent)
@@ -74,7 +74,7 @@ pub async fn publish_confirms(f: &dyn TransportFactory) {
         "tracestate"
     );
     assert_eq!(
-        env.header("x-conformance"),
+        env.header("conformance-tag"),
         Some("yes"),
         "custom header; headers: {:?}",
         env.headers
