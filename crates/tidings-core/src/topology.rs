@@ -27,6 +27,16 @@ impl Topology {
             ..Default::default()
         }
     }
+
+    /// The broker names of every topic the topology touches, published to or subscribed
+    /// to, sorted and without repeats.
+    pub fn topic_names(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = self.publishes.iter().map(|t| t.name.as_str()).collect();
+        topics.extend(self.subscriptions.iter().map(|s| s.topic.as_str()));
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
 }
 
 /// A topic as the broker sees it.

@@ -30,14 +30,8 @@ pub struct Capabilities {
     pub delayed_redelivery: bool,
     /// Deliveries with the same ordering key arrive in publish order to one subscriber.
     pub ordering_key: bool,
-    /// The broker keeps dead letters itself (a dead-letter queue or subqueue).
-    pub native_dead_letter: bool,
-    /// `publish` with several envelopes is cheaper than one call each.
-    pub batch_publish: bool,
     /// Several subscribers with one subscription name share its deliveries.
     pub competing_consumers: bool,
-    /// Envelopes survive a restart of the broker.
-    pub durable: bool,
     /// The largest envelope the transport accepts, in bytes.
     pub max_message_size: usize,
     /// Header name prefixes the broker keeps for itself (lower case, e.g. `x-` on
@@ -50,10 +44,7 @@ impl Default for Capabilities {
         Capabilities {
             delayed_redelivery: false,
             ordering_key: false,
-            native_dead_letter: false,
-            batch_publish: false,
             competing_consumers: true,
-            durable: false,
             max_message_size: 1024 * 1024,
             reserved_header_prefixes: &[],
         }

@@ -102,7 +102,8 @@ impl Hub {
     /// What provisioning `topology` makes on the hub: its topics, and per subscription
     /// its queue and dead-letter list, sorted.
     pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
-        let mut objects: Vec<BrokerObject> = topic_names(topology)
+        let mut objects: Vec<BrokerObject> = topology
+            .topic_names()
             .into_iter()
             .map(|t| BrokerObject::new("topic", t))
             .collect();
@@ -132,7 +133,7 @@ impl Hub {
                 .collect();
             // Lock order: queues, then topics.
             let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-            for topic in topic_names(topology) {
+            for topic in topology.topic_names() {
                 topics.remove(topic);
             }
             removed
@@ -148,16 +149,6 @@ impl Hub {
         all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.topic.cmp(&b.topic)));
         all
     }
-}
-
-/// The topics of `topology`: those it publishes to and those it subscribes to, sorted
-/// and without repeats.
-fn topic_names(topology: &Topology) -> Vec<&str> {
-    let mut topics: Vec<&str> = topology.publishes.iter().map(|t| t.name.as_str()).collect();
-    topics.extend(topology.subscriptions.iter().map(|s| s.topic.as_str()));
-    topics.sort_unstable();
-    topics.dedup();
-    topics
 }
 
 /// Which wire names a queue takes, like the bindings of a RabbitMQ queue. An empty list

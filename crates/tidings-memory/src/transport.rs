@@ -213,10 +213,7 @@ impl Transport for Memory {
         let mut c = Capabilities::default();
         c.delayed_redelivery = true;
         c.ordering_key = true;
-        c.native_dead_letter = true;
-        c.batch_publish = true;
         c.competing_consumers = true;
-        c.durable = false;
         c.max_message_size = self.hub.config.max_message_size;
         // The hub keeps no header names for itself.
         c.reserved_header_prefixes = &[];

@@ -569,8 +569,6 @@ async fn urls_name_process_wide_hubs() {
 #[test]
 fn capabilities_say_what_the_memory_transport_does() {
     let c = Memory::new().capabilities();
-    assert!(c.delayed_redelivery && c.ordering_key && c.native_dead_letter);
-    assert!(c.batch_publish && c.competing_consumers);
-    assert!(!c.durable);
+    assert!(c.delayed_redelivery && c.ordering_key && c.competing_consumers);
     assert_eq!(c.max_message_size, 1024 * 1024);
 }

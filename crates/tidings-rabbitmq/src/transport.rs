@@ -454,11 +454,8 @@ impl Transport for RabbitMq {
         let mut c = Capabilities::default();
         c.delayed_redelivery = true;
         c.ordering_key = single_active;
-        c.native_dead_letter = true;
-        c.batch_publish = true;
         // With a single active consumer, instances stand by instead of sharing.
         c.competing_consumers = !single_active;
-        c.durable = true;
         c.max_message_size = self.shared.config.max_message_size;
         // `x-` headers are the broker's (x-death, x-delivery-count, x-match, ...).
         c.reserved_header_prefixes = &["x-"];

@@ -68,20 +68,11 @@ fn found(status: u16, body: &[u8]) -> bool {
     status == 200 && String::from_utf8_lossy(body).contains("<entry")
 }
 
-/// The topics of `topology`: those it publishes to and those it subscribes to, sorted
-/// and without repeats.
-fn topic_names(topology: &Topology) -> Vec<&str> {
-    let mut topics: Vec<&str> = topology.publishes.iter().map(|t| t.name.as_str()).collect();
-    topics.extend(topology.subscriptions.iter().map(|s| s.topic.as_str()));
-    topics.sort_unstable();
-    topics.dedup();
-    topics
-}
-
 /// What [`provision`] creates for `topology`: its topics, and per subscription the
 /// subscription, its rule and its dead-letter subqueue, by entity path.
 pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
-    let mut objects: Vec<BrokerObject> = topic_names(topology)
+    let mut objects: Vec<BrokerObject> = topology
+        .topic_names()
         .into_iter()
         .map(|t| BrokerObject::new("topic", t))
         .collect();
@@ -121,7 +112,7 @@ pub(crate) async fn teardown(rest: &Rest, topology: &Topology) -> Result<()> {
         )
         .await?;
     }
-    for topic in topic_names(topology) {
+    for topic in topology.topic_names() {
         delete(
             format!("/{topic}?{API}"),
             format!("deleting topic `{topic}`"),
@@ -140,7 +131,7 @@ pub(crate) async fn provision(
         tracing::debug!("provisioning is off; assuming the topics, subscriptions and rules exist");
         return Ok(());
     }
-    for topic in topic_names(topology) {
+    for topic in topology.topic_names() {
         ensure_topic(rest, topic)
             .await
             .map_err(|e| explain(e, rest, config, topology))?;

@@ -205,10 +205,7 @@ impl Transport for ServiceBus {
         let mut c = Capabilities::default();
         c.delayed_redelivery = self.shared.config.scheduled_retries;
         c.ordering_key = false;
-        c.native_dead_letter = true;
-        c.batch_publish = true;
         c.competing_consumers = true;
-        c.durable = true;
         c.max_message_size = self.shared.config.max_message_size;
         c.reserved_header_prefixes = wire::RESERVED_PREFIXES;
         c
