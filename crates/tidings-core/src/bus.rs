@@ -363,6 +363,15 @@ impl Bus {
     /// Shut the bus down, then delete what its transport created on the broker for it,
     /// dead letters included: for tests and short-lived environments. Topics are deleted
     /// even if other services use them, so call it only on an environment you own.
+    ///
+    /// ```no_run
+    /// # async fn f(bus: tidings_core::Bus) -> tidings_core::Result<()> {
+    /// for object in bus.broker_objects() {
+    ///     println!("created {object}"); // e.g. queue `catalog.lending`
+    /// }
+    /// bus.teardown().await?; // shut down, then delete them
+    /// # Ok(()) }
+    /// ```
     pub async fn teardown(&self) -> Result<()> {
         self.shutdown().await;
         self.inner
