@@ -63,7 +63,7 @@ impl SaslMechanism {
         }
     }
 
-    fn parse(value: &str) -> Result<Self> {
+    pub(crate) fn parse(value: &str) -> Result<Self> {
         match value.to_ascii_uppercase().replace('_', "-").as_str() {
             "PLAIN" => Ok(SaslMechanism::Plain),
             "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
@@ -163,6 +163,7 @@ pub struct KafkaConfig {
     pub(crate) linger: Duration,
     pub(crate) message_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) max_message_size: usize,
     pub(crate) start_from: StartFrom,
     pub(crate) drain_timeout: Duration,
@@ -185,6 +186,7 @@ impl KafkaConfig {
             linger: Duration::from_millis(5),
             message_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_message_size: 1_000_000,
             start_from: StartFrom::Earliest,
             drain_timeout: Duration::from_secs(30),
@@ -194,134 +196,6 @@ impl KafkaConfig {
             tls: None,
             extra: Vec::new(),
         }
-    }
-
-    /// Parse `kafka://[user:password@]host:port[,host2:port]?key=value&..`.
-    ///
-    /// Query keys: `partitions`, `replication`, `client_id`, `idempotence` (true/false),
-    /// `linger_ms`, `message_timeout_ms`, `max_message_size`, `start_from`
-    /// (earliest/latest), `sasl_mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; the user
-    /// and password come from the URL), `tls` (true/false), `ca_location`,
-    /// `certificate_location`, `key_location`; any other key containing a dot is passed to
-    /// librdkafka as it is (`socket.keepalive.enable=true`). `kafkas://` turns TLS on.
-    ///
-    /// ```
-    /// use tidings_kafka::KafkaConfig;
-    /// let config = KafkaConfig::from_url("kafka://alice:s3cret@b1:9092,b2:9092?partitions=6&sasl_mechanism=SCRAM-SHA-256&tls=true").unwrap();
-    /// assert_eq!(config.brokers(), "b1:9092,b2:9092");
-    /// assert!(!format!("{config:?}").contains("s3cret"));
-    /// assert!(KafkaConfig::from_url("kafka://b1:9092?partitions=many").is_err());
-    /// ```
-    pub fn from_url(url: &str) -> Result<Self> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            Error::config("a Kafka URL looks like kafka://host:port[,host:port]?partitions=3")
-        })?;
-        let tls = match scheme {
-            "kafka" => false,
-            "kafkas" => true,
-            other => {
-                return Err(Error::config(format!(
-                    "the Kafka transport takes kafka:// or kafkas:// URLs, not {other}://"
-                )))
-            }
-        };
-        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let authority = authority.trim_end_matches('/');
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
-            return Err(Error::config(
-                "a Kafka URL needs at least one broker: kafka://host:port",
-            ));
-        }
-        let mut config = KafkaConfig::new(hosts);
-        if tls {
-            config.tls = Some(Tls::new());
-        }
-        let credentials = match userinfo {
-            Some(u) => {
-                let (user, pass) = u.split_once(':').unwrap_or((u, ""));
-                Some((percent_decode(user)?, Secret::new(percent_decode(pass)?)))
-            }
-            None => None,
-        };
-        let mut mechanism = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value)?;
-            let bad = || {
-                Error::config(format!(
-                    "the Kafka URL option {key} has an invalid value {value:?}"
-                ))
-            };
-            match key {
-                "partitions" => {
-                    config.partitions = value.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?
-                }
-                "replication" => {
-                    config.replication = value.parse().ok().filter(|r| *r > 0).ok_or_else(bad)?
-                }
-                "client_id" => config.client_id = value.clone(),
-                "idempotence" => config.idempotence = parse_bool(&value).ok_or_else(bad)?,
-                "linger_ms" => {
-                    config.linger = Duration::from_millis(value.parse().map_err(|_| bad())?)
-                }
-                "message_timeout_ms" => {
-                    config.message_timeout =
-                        Duration::from_millis(value.parse().map_err(|_| bad())?)
-                }
-                "max_message_size" => config.max_message_size = value.parse().map_err(|_| bad())?,
-                "start_from" => {
-                    config.start_from = match value.as_str() {
-                        "earliest" => StartFrom::Earliest,
-                        "latest" => StartFrom::Latest,
-                        _ => return Err(bad()),
-                    }
-                }
-                "sasl_mechanism" => mechanism = Some(SaslMechanism::parse(&value)?),
-                "tls" => {
-                    if parse_bool(&value).ok_or_else(bad)? {
-                        config.tls.get_or_insert_with(Tls::new);
-                    } else {
-                        config.tls = None;
-                    }
-                }
-                "ca_location" => {
-                    config.tls.get_or_insert_with(Tls::new).ca_location = Some(value.clone())
-                }
-                "certificate_location" => {
-                    config.tls.get_or_insert_with(Tls::new).certificate_location =
-                        Some(value.clone())
-                }
-                "key_location" => {
-                    config.tls.get_or_insert_with(Tls::new).key_location = Some(value.clone())
-                }
-                k if k.contains('.') => config.extra.push((k.to_string(), value.clone())),
-                other => {
-                    return Err(Error::config(format!(
-                    "unknown Kafka URL option {other:?}; see KafkaConfig::from_url for the options"
-                )))
-                }
-            }
-        }
-        match (credentials, mechanism) {
-            (Some((username, password)), mechanism) => {
-                config.sasl = Some(Sasl {
-                    mechanism: mechanism.unwrap_or(SaslMechanism::Plain),
-                    username,
-                    password,
-                })
-            }
-            (None, Some(_)) => {
-                return Err(Error::config(
-                    "sasl_mechanism needs a user and password in the URL: kafka://user:password@host:port",
-                ))
-            }
-            (None, None) => {}
-        }
-        Ok(config)
     }
 
     /// The brokers, comma-separated.
@@ -372,6 +246,22 @@ impl KafkaConfig {
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
+    }
+
+    /// How long connecting to the brokers may take (default 10 s; URL option
+    /// `connect_timeout=<duration>`, e.g. `2s`): `build()` (provisioning), `teardown()` and
+    /// `dead_letters()` first ask the brokers for their metadata, and a broker that does not
+    /// answer within this time fails them with `ErrorKind::Unavailable` (retryable), naming
+    /// the brokers' address.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The brokers' address as error messages show it (`kafka://host:port,..`; the
+    /// credentials are never part of it).
+    pub(crate) fn address(&self) -> String {
+        format!("kafka://{}", self.brokers)
     }
 
     /// The largest envelope accepted, in bytes (default 1 000 000, Kafka's default
@@ -508,6 +398,7 @@ impl fmt::Debug for KafkaConfig {
             .field("idempotence", &self.idempotence)
             .field("linger", &self.linger)
             .field("message_timeout", &self.message_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("max_message_size", &self.max_message_size)
             .field("start_from", &self.start_from)
             .field("drain_timeout", &self.drain_timeout)
@@ -518,83 +409,18 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
+/// The default of [`KafkaConfig::connect_timeout`].
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Whether a librdkafka property holds a secret.
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("token") || k.ends_with(".key.pem")
 }
 
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn percent_decode(value: &str) -> Result<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::config("the Kafka URL has a malformed %-escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::config("the Kafka URL is not UTF-8 after %-decoding"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_with_credentials_and_options() {
-        let c = KafkaConfig::from_url(
-            "kafka://al%40ce:p%40ss@h1:9092,h2:9093/?partitions=6&replication=2&sasl_mechanism=scram-sha-512&tls=true&ca_location=/ca.pem&socket.keepalive.enable=true",
-        )
-        .unwrap();
-        assert_eq!(c.brokers, "h1:9092,h2:9093");
-        assert_eq!(c.partitions, 6);
-        assert_eq!(c.replication, 2);
-        let sasl = c.sasl.as_ref().unwrap();
-        assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
-        assert_eq!(sasl.username, "al@ce");
-        assert_eq!(sasl.password.expose(), "p@ss");
-        assert_eq!(
-            c.tls.as_ref().unwrap().ca_location.as_deref(),
-            Some("/ca.pem")
-        );
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("p@ss"), "{debug}");
-        let rd = c.client_config();
-        assert_eq!(rd.get("security.protocol"), Some("sasl_ssl"));
-        assert_eq!(rd.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
-        assert_eq!(rd.get("socket.keepalive.enable"), Some("true"));
-    }
-
-    #[test]
-    fn bad_urls_are_config_errors() {
-        for url in [
-            "amqp://h:1",
-            "kafka://",
-            "kafka://h:1?partitions=0",
-            "kafka://h:1?colour=blue",
-            "kafka://h:1?sasl_mechanism=PLAIN",
-            "kafka://h:1?sasl_mechanism=GSSAPI",
-        ] {
-            let e = KafkaConfig::from_url(url).unwrap_err();
-            assert_eq!(e.kind(), tidings_core::ErrorKind::Config, "{url}");
-        }
-    }
 
     #[test]
     fn secret_properties_are_hidden() {

@@ -13,24 +13,56 @@
 //! fails again is a new record in the dead-letter topic and is listed again.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+use tidings_core::wire::WireMessage;
 use tidings_core::{
-    DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result, SubscriptionSpec,
+    attrs, DeadLetter, DeadLetterInfo, Delivery, Envelope, Error, ErrorKind, Replay, Result,
+    SubscriptionSpec,
 };
 
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
 use crate::publisher::{headers_of, send_all, Outgoing};
-use crate::subscriber::{
-    decode_record, Decoded, DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER,
-};
+use crate::subscriber::{DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
 use crate::topology::SubscriptionTopics;
+
+/// The envelope of a record read back: the core decodes it like any delivery; a record
+/// that is not an envelope (written there by another producer) gets dead-letter details
+/// made up from why it is not.
+fn envelope_of(message: &BorrowedMessage<'_>, spec: &SubscriptionSpec) -> Envelope {
+    let mut wire = WireMessage::new(Bytes::copy_from_slice(
+        message.payload().unwrap_or_default(),
+    ));
+    if let Some(headers) = message.headers() {
+        for h in headers.iter() {
+            wire.push_bytes(h.key, h.value.unwrap_or_default());
+        }
+    }
+    let read = Delivery::from_wire(wire, ());
+    let mut envelope = Arc::unwrap_or_clone(read.envelope);
+    if envelope.header(attrs::DLQ_REASON).is_none() || read.undecodable.is_some() {
+        let reason = read
+            .undecodable
+            .unwrap_or_else(|| "written to the dead-letter topic without a reason".into());
+        DeadLetterInfo::new(
+            reason,
+            0,
+            Arc::from(spec.service.as_str()),
+            Arc::from(spec.name.as_str()),
+            Arc::from(spec.topic.as_str()),
+        )
+        .stamp(&mut envelope);
+    }
+    envelope
+}
 
 /// One record read back: where it was and the envelope in it.
 struct Read {
@@ -42,7 +74,7 @@ struct Read {
 
 /// Read every record `topic` has now, without a consumer group. A missing topic reads as
 /// empty.
-fn read_all(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
+fn read_all(config: &KafkaConfig, spec: &SubscriptionSpec, topic: &str) -> Result<Vec<Read>> {
     let mut c = config.client_config();
     c.set(
         "group.id",
@@ -125,10 +157,7 @@ fn read_all(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
             }
             Some(Err(e)) => tracing::debug!(%topic, error = %e, "reading failed; trying again"),
             Some(Ok(m)) => {
-                let envelope = match decode_record(m.headers(), m.payload().unwrap_or_default()) {
-                    Decoded::Envelope(env) => env,
-                    Decoded::Poison(_, substitute) => substitute,
-                };
+                let envelope = envelope_of(&m, spec);
                 let last = seen.entry(m.partition()).or_insert(m.offset());
                 *last = (*last).max(m.offset());
                 out.push(Read {
@@ -146,13 +175,14 @@ fn read_all(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
 /// The unreplayed dead letters of a subscription, oldest first, with their places.
 fn unreplayed(
     config: &KafkaConfig,
-    names: &SubscriptionTopics,
+    spec: &SubscriptionSpec,
 ) -> Result<Vec<(i32, i64, DeadLetter)>> {
-    let replayed: HashSet<String> = read_all(config, &names.replayed)?
+    let names = SubscriptionTopics::of(spec);
+    let replayed: HashSet<String> = read_all(config, spec, &names.replayed)?
         .into_iter()
         .filter_map(|r| r.key)
         .collect();
-    let mut letters: Vec<(i32, i64, DeadLetter)> = read_all(config, &names.dead_letter)?
+    let mut letters: Vec<(i32, i64, DeadLetter)> = read_all(config, spec, &names.dead_letter)?
         .into_iter()
         .filter(|r| !replayed.contains(&marker_key(r.partition, r.offset)))
         .filter_map(|r| DeadLetter::from_envelope(r.envelope).map(|d| (r.partition, r.offset, d)))
@@ -165,17 +195,26 @@ fn marker_key(partition: i32, offset: i64) -> String {
     format!("{partition}:{offset}")
 }
 
+/// The unreplayed dead letters of `spec`, once the brokers answered within the connect
+/// timeout.
+async fn letters_of(
+    config: &KafkaConfig,
+    spec: &SubscriptionSpec,
+) -> Result<Vec<(i32, i64, DeadLetter)>> {
+    crate::topology::connect(config).await?;
+    let (config, spec) = (config.clone(), spec.clone());
+    tokio::task::spawn_blocking(move || unreplayed(&config, &spec))
+        .await
+        .map_err(|e| Error::backend("reading dead letters", e))?
+}
+
 /// List up to `limit` dead letters of `spec`, oldest first.
 pub(crate) async fn list(
     config: &KafkaConfig,
     spec: &SubscriptionSpec,
     limit: usize,
 ) -> Result<Vec<DeadLetter>> {
-    let config = config.clone();
-    let names = SubscriptionTopics::of(spec);
-    let letters = tokio::task::spawn_blocking(move || unreplayed(&config, &names))
-        .await
-        .map_err(|e| Error::backend("reading dead letters", e))??;
+    let letters = letters_of(config, spec).await?;
     Ok(letters.into_iter().take(limit).map(|(_, _, d)| d).collect())
 }
 
@@ -187,13 +226,7 @@ pub(crate) async fn replay(
     which: &Replay,
 ) -> Result<usize> {
     let names = SubscriptionTopics::of(spec);
-    let letters = {
-        let config = config.clone();
-        let names = names.clone();
-        tokio::task::spawn_blocking(move || unreplayed(&config, &names))
-            .await
-            .map_err(|e| Error::backend("reading dead letters", e))??
-    };
+    let letters = letters_of(config, spec).await?;
     let selected: Vec<(i32, i64, Envelope)> = letters
         .into_iter()
         .filter(|(_, _, d)| which.selects(&d.envelope.id))

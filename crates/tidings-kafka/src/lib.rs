@@ -7,8 +7,11 @@ mod publisher;
 mod subscriber;
 mod topology;
 mod transport;
+mod url;
 
 pub use config::{KafkaConfig, Sasl, SaslMechanism, Secret, StartFrom, Tls};
+#[doc(hidden)]
+pub use subscriber::live_poll_threads;
 pub use subscriber::{
     KafkaAcker, KafkaSubscriber, DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER,
 };

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use tidings_core::{Error, ErrorKind, Result, SubscriptionSpec, Topology};
+use tidings_core::transport::connect_within;
+use tidings_core::{BrokerObject, Error, ErrorKind, Result, SubscriptionSpec, Topology};
 
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
@@ -87,12 +89,50 @@ pub(crate) fn topics_of(topology: &Topology) -> Result<Vec<(String, bool)>> {
     Ok(out)
 }
 
-/// Create the missing topics (existing ones are left as they are).
-pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Result<()> {
-    let topics = topics_of(topology)?;
-    if topics.is_empty() {
-        return Ok(());
+/// The topics [`provision`] creates for `topology`, by name. Topic names that Kafka
+/// would refuse are left out (provisioning fails on them).
+pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
+    let mut out: Vec<BrokerObject> = Vec::new();
+    let mut add = |name: &str| {
+        if check_topic_name(name).is_ok() && !out.iter().any(|o| o.name == name) {
+            out.push(BrokerObject::new("topic", name));
+        }
+    };
+    for t in &topology.publishes {
+        add(&t.name);
     }
+    for s in &topology.subscriptions {
+        let names = SubscriptionTopics::of(s);
+        for name in [names.topic, names.retry, names.dead_letter, names.replayed] {
+            add(&name);
+        }
+    }
+    out
+}
+
+/// Reach the brokers within the connect timeout: one metadata request on a short-lived
+/// client. A broker that is down or does not answer in time is `Unavailable`, naming the
+/// brokers' address once (`tidings_core::transport::connect_within`).
+pub(crate) async fn connect(config: &KafkaConfig) -> Result<()> {
+    let timeout = config.connect_timeout;
+    let client_config = config.client_config();
+    let check = async move {
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = client_config
+                .create()
+                .map_err(|e| from_kafka("creating a Kafka client", e))?;
+            client
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| from_kafka("asking the Kafka brokers for their metadata", e))
+        })
+        .await
+        .map_err(|e| Error::backend("asking the Kafka brokers for their metadata", e))?
+    };
+    connect_within(&config.address(), timeout, check).await
+}
+
+fn admin(config: &KafkaConfig) -> Result<(AdminClient<DefaultClientContext>, AdminOptions)> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config()
         .create()
@@ -100,6 +140,52 @@ pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Resu
     let options = AdminOptions::new()
         .request_timeout(Some(config.request_timeout))
         .operation_timeout(Some(config.request_timeout));
+    Ok((admin, options))
+}
+
+/// Delete every topic of `topology` (retry, dead-letter and replay-marker topics
+/// included); topics already gone are fine.
+pub(crate) async fn teardown(config: &KafkaConfig, topology: &Topology) -> Result<()> {
+    let topics: Vec<String> = broker_objects(topology)
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
+    connect(config).await?;
+    let (admin, options) = admin(config)?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let results = admin
+        .delete_topics(&names, &options)
+        .await
+        .map_err(|e| from_kafka("deleting the Kafka topics", e))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((
+                _,
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+            )) => {}
+            Err((topic, code)) => {
+                return Err(Error::new(
+                    crate::error::kind_of_code(code),
+                    format!("deleting the Kafka topic {topic} failed: {code}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create the missing topics (existing ones are left as they are).
+pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Result<()> {
+    let topics = topics_of(topology)?;
+    if topics.is_empty() {
+        return Ok(());
+    }
+    connect(config).await?;
+    let (admin, options) = admin(config)?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, compact)| {
@@ -168,6 +254,33 @@ mod tests {
         assert_eq!(n.retry, "lending.catalog.retry");
         assert_eq!(n.dead_letter, "lending.catalog.dlq");
         assert_eq!(n.replayed, "lending.catalog.dlq.replayed");
+    }
+
+    #[test]
+    fn broker_objects_name_every_topic_once() {
+        let mut topology = Topology::new("catalog");
+        topology
+            .publishes
+            .push(tidings_core::TopicSpec::new("lending", vec![]));
+        topology.subscriptions.push(SubscriptionSpec::new(
+            "catalog",
+            "catalog",
+            "lending",
+            vec![],
+        ));
+        let shown: Vec<String> = broker_objects(&topology)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "topic `lending`",
+                "topic `lending.catalog.retry`",
+                "topic `lending.catalog.dlq`",
+                "topic `lending.catalog.dlq.replayed`",
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
 use tidings_core::{
-    Capabilities, DeadLetter, Envelope, ErrorKind, Replay, Result, SubscriptionSpec, TopicSpec,
-    Topology, Transport,
+    BrokerObject, Capabilities, DeadLetter, Envelope, ErrorKind, Replay, Result, SubscriptionSpec,
+    TopicSpec, Topology, Transport,
 };
 
 use crate::config::KafkaConfig;
@@ -69,15 +69,14 @@ impl Transport for Kafka {
     type Subscriber = KafkaSubscriber;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            delayed_redelivery: true,
-            ordering_key: true,
-            native_dead_letter: true,
-            batch_publish: true,
-            competing_consumers: true,
-            durable: true,
-            max_message_size: self.inner.config.max_message_size,
-        }
+        let mut c = Capabilities::default();
+        c.delayed_redelivery = true;
+        c.ordering_key = true;
+        c.competing_consumers = true;
+        c.max_message_size = self.inner.config.max_message_size;
+        // Kafka keeps no record header names for itself.
+        c.reserved_header_prefixes = &[];
+        c
     }
 
     async fn provision(&self, topology: &Topology) -> Result<()> {
@@ -123,5 +122,13 @@ impl Transport for Kafka {
 
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         dead_letter::replay(&self.inner.config, &self.inner.producer, spec, which).await
+    }
+
+    fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
+        topology::broker_objects(topology)
+    }
+
+    async fn teardown(&self, topology: &Topology) -> Result<()> {
+        topology::teardown(&self.inner.config, topology).await
     }
 }

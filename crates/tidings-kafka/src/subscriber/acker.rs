@@ -1,0 +1,166 @@
+//! Settling one delivery: moving its partition's commit point, writing it to the retry
+//! topic, or writing it to the dead-letter topic.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::producer::FutureProducer;
+use tidings_core::{attrs, Acker, DeadLetterInfo, Envelope, Error, Result};
+
+use super::state::{Shared, Slot, Tp};
+use super::{DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
+use crate::publisher::{headers_of, send_all, Outgoing};
+
+/// Settles one Kafka delivery by moving its partition's commit point.
+pub struct KafkaAcker {
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    tp: Tp,
+    epoch: u64,
+    offset: i64,
+    origin: (i32, i64),
+    settled: bool,
+}
+
+impl std::fmt::Debug for KafkaAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaAcker")
+            .field("topic", &self.shared.topic_of(self.tp.0))
+            .field("partition", &self.tp.1)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaAcker {
+    /// An acker for the record at `offset` of `tp`, first read at `origin`.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        producer: FutureProducer,
+        tp: Tp,
+        epoch: u64,
+        offset: i64,
+        origin: (i32, i64),
+    ) -> Self {
+        KafkaAcker {
+            shared,
+            producer,
+            tp,
+            epoch,
+            offset,
+            origin,
+            settled: false,
+        }
+    }
+
+    /// Drop the acker of a record that was never handed out (a stale one), without
+    /// marking anything.
+    pub(super) fn forget(mut self) {
+        self.settled = true;
+    }
+
+    fn done(&mut self) {
+        self.settled = true;
+        self.shared
+            .settle(self.tp, self.epoch, self.offset, Slot::Done);
+    }
+
+    fn origin_headers(&self) -> [(&'static str, String); 2] {
+        [
+            (ORIGIN_PARTITION_HEADER, self.origin.0.to_string()),
+            (ORIGIN_OFFSET_HEADER, self.origin.1.to_string()),
+        ]
+    }
+}
+
+impl Drop for KafkaAcker {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared
+                .settle(self.tp, self.epoch, self.offset, Slot::Abandoned);
+        }
+    }
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Acker for KafkaAcker {
+    async fn ack(mut self) -> Result<(), (Error, Self)> {
+        self.done();
+        Ok(())
+    }
+
+    async fn retry(
+        mut self,
+        envelope: Arc<Envelope>,
+        next_attempt: u32,
+        delay: Duration,
+    ) -> Result<(), (Error, Self)> {
+        if delay.is_zero() || envelope.ordering_key.is_some() {
+            // Redeliver in place: leave the offset unsettled, so the poll thread seeks back
+            // to it (or the next owner of the partition reads it again).
+            self.settled = true;
+            self.shared
+                .settle(self.tp, self.epoch, self.offset, Slot::Abandoned);
+            return Ok(());
+        }
+        let [p, o] = self.origin_headers();
+        let extra = [
+            (attrs::ATTEMPT, next_attempt.to_string()),
+            (
+                DUE_HEADER,
+                unix_millis(SystemTime::now() + delay).to_string(),
+            ),
+            p,
+            o,
+        ];
+        let record = Outgoing {
+            key: None,
+            headers: headers_of(&envelope, &extra),
+            payload: &envelope.payload,
+        };
+        let retry_topic = self.shared.names.retry.clone();
+        match send_all(&self.producer, &retry_topic, vec![record]).await {
+            Ok(()) => {
+                self.done();
+                Ok(())
+            }
+            Err(e) => Err((
+                e.context(format_args!("scheduling a retry of {}", envelope.id)),
+                self,
+            )),
+        }
+    }
+
+    async fn dead_letter(
+        mut self,
+        envelope: Arc<Envelope>,
+        info: DeadLetterInfo,
+    ) -> Result<(), (Error, Self)> {
+        let mut parked = Envelope::clone(&envelope);
+        info.stamp(&mut parked);
+        let [p, o] = self.origin_headers();
+        parked.set_header(p.0, p.1);
+        parked.set_header(o.0, o.1);
+        let record = Outgoing {
+            key: parked.ordering_key.as_deref(),
+            headers: headers_of(&parked, &[]),
+            payload: &parked.payload,
+        };
+        let dlq = self.shared.names.dead_letter.clone();
+        match send_all(&self.producer, &dlq, vec![record]).await {
+            Ok(()) => {
+                self.done();
+                Ok(())
+            }
+            Err(e) => Err((
+                e.context(format_args!("dead-lettering {}", envelope.id)),
+                self,
+            )),
+        }
+    }
+}

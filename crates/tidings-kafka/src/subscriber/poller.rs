@@ -1,0 +1,465 @@
+//! The poll thread: owns the librdkafka consumer, serves its rebalance callbacks, hands
+//! records to the subscriber, holds retries until due and commits.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tidings_core::wire::WireMessage;
+use tidings_core::Delivery;
+use tokio::sync::mpsc;
+
+use super::state::{Part, Shared, Slot, Source, Tp};
+use super::{Item, KafkaAcker, DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
+use crate::config::KafkaConfig;
+
+/// How long the poll thread waits for a bus that is behind before it pauses the
+/// partitions and goes on polling.
+const POLL_GAP: Duration = Duration::from_secs(5);
+
+/// The consumer's callbacks: rebalances and commit results, run on the poll thread.
+pub(super) struct Callbacks {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl ClientContext for Callbacks {}
+
+impl ConsumerContext for Callbacks {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let shared = &self.shared;
+        let revoked: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| shared.source_of(e.topic()).map(|s| (s, e.partition())))
+            .collect();
+        tracing::debug!(subscription = %shared.subscription, ?revoked, "partitions revoked; draining");
+        // Stop handing out their records, and let the handlers in flight finish.
+        let mut state = shared.lock();
+        for tp in &revoked {
+            if let Some(p) = state.parts.get_mut(tp) {
+                p.revoked = true;
+            }
+            if tp.0 == Source::Retry {
+                state.held.remove(&tp.1);
+            }
+        }
+        let deadline = Instant::now() + shared.drain_timeout;
+        loop {
+            let busy = revoked
+                .iter()
+                .any(|tp| state.parts.get(tp).is_some_and(Part::in_flight));
+            let now = Instant::now();
+            if !busy || now >= deadline {
+                if busy {
+                    tracing::warn!(
+                        subscription = %shared.subscription,
+                        "handlers still running after the drain timeout; their events may be delivered again to the partitions' new owner"
+                    );
+                }
+                break;
+            }
+            state = shared
+                .settled
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(state);
+        // Commit what is settled, then forget the partitions.
+        let commits = shared.commits(Some(&revoked));
+        if !commits.is_empty() && !consumer.assignment_lost() {
+            let list = shared.commit_list(&commits);
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => shared.mark_committed(&list),
+                Err(e) => tracing::warn!(
+                    subscription = %shared.subscription, error = %e,
+                    "committing the offsets of revoked partitions failed; their settled records may be delivered again"
+                ),
+            }
+        }
+        let mut state = shared.lock();
+        for tp in &revoked {
+            state.parts.remove(tp);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let shared = &self.shared;
+                let mut state = shared.lock();
+                for e in tpl.elements() {
+                    if let Some(source) = shared.source_of(e.topic()) {
+                        state.parts.remove(&(source, e.partition()));
+                        state.epoch_of((source, e.partition()));
+                    }
+                }
+                tracing::debug!(subscription = %shared.subscription, partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(subscription = %self.shared.subscription, error = %e, "Kafka rebalance failed")
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.shared.mark_committed(offsets),
+            Err(e) => {
+                tracing::debug!(subscription = %self.shared.subscription, error = %e, "offset commit failed; trying again later")
+            }
+        }
+    }
+}
+
+/// Owns the librdkafka consumer: polls it, passes records on, pauses when the bus is
+/// behind, holds retries until due, commits.
+pub(super) struct Poller {
+    pub(super) consumer: BaseConsumer<Callbacks>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) producer: FutureProducer,
+    pub(super) tx: mpsc::Sender<Vec<Item>>,
+    pub(super) pending: VecDeque<Item>,
+    pub(super) capacity: usize,
+    pub(super) paused_all: bool,
+    pub(super) behind_since: Option<Instant>,
+    pub(super) commit_interval: Duration,
+    pub(super) last_commit: Instant,
+    /// Declares the subscription's topics again when the broker lost them.
+    pub(super) redeclare: Redeclare,
+}
+
+/// Creates the subscription's topics again (at most every 10 s) when the consumer finds
+/// them missing, e.g. after a restart of a broker without persistent storage.
+pub(super) struct Redeclare {
+    pub(super) runtime: Option<tokio::runtime::Handle>,
+    pub(super) config: KafkaConfig,
+    pub(super) topology: tidings_core::Topology,
+    pub(super) last: Option<Instant>,
+}
+
+impl Redeclare {
+    fn on_error(&mut self, error: &rdkafka::error::KafkaError) {
+        let missing = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+            )
+        );
+        if !missing
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        let Some(runtime) = &self.runtime else { return };
+        self.last = Some(Instant::now());
+        let (config, topology) = (self.config.clone(), self.topology.clone());
+        runtime.spawn(async move {
+            tracing::warn!(
+                "a topic of the subscription is missing on the broker; creating it again"
+            );
+            if let Err(e) = crate::topology::provision(&config, &topology).await {
+                tracing::warn!(error = %e, "declaring the subscription's topics again failed");
+            }
+        });
+    }
+}
+
+impl Poller {
+    pub(super) fn run(mut self) {
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            if !self.flush() {
+                break;
+            }
+            let next_due = self.release_due();
+            self.rewind();
+            if self.last_commit.elapsed() >= self.commit_interval {
+                self.commit(CommitMode::Async);
+            }
+            if self.wait_for_the_bus() {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let mut timeout = if self.pending.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(5)
+            };
+            if let Some(due) = next_due {
+                timeout = timeout.min(due.duration_since(SystemTime::now()).unwrap_or_default());
+            }
+            // Take what is ready, up to the prefetch, waiting only for the first record.
+            let mut wait = timeout;
+            while self.pending.len() < self.capacity {
+                let taken = match self.consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(message)) => self.take(&message),
+                    Some(Err(e)) => {
+                        tracing::debug!(subscription = %self.shared.subscription, error = %e, "Kafka consumer error");
+                        self.redeclare.on_error(&e);
+                        None
+                    }
+                };
+                match taken {
+                    Some((item, None)) => self.pending.push_back(item),
+                    Some((item, Some(due))) => self.hold(item.tp.1, due, item),
+                    None => {}
+                }
+                wait = Duration::ZERO;
+            }
+        }
+        self.commit(CommitMode::Sync);
+        tracing::debug!(subscription = %self.shared.subscription, "Kafka consumer stopped");
+        // Dropping the consumer leaves the group.
+    }
+
+    /// Pass pending records to the subscriber, in chunks; false once the subscriber is
+    /// gone.
+    fn flush(&mut self) -> bool {
+        let chunk = (self.capacity / 4).max(1);
+        while !self.pending.is_empty() {
+            match self.tx.try_reserve() {
+                Ok(permit) => {
+                    let n = self.pending.len().min(chunk);
+                    permit.send(self.pending.drain(..n).collect());
+                }
+                Err(mpsc::error::TrySendError::Full(())) => return true,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
+            }
+        }
+        true
+    }
+
+    /// Move due retries to the pending records and resume their partitions; the earliest
+    /// due time still held.
+    fn release_due(&mut self) -> Option<SystemTime> {
+        let now = SystemTime::now();
+        let mut resume = Vec::new();
+        let mut earliest: Option<SystemTime> = None;
+        {
+            let mut state = self.shared.lock();
+            let mut emptied = Vec::new();
+            for (partition, queue) in state.held.iter_mut() {
+                while queue.front().is_some_and(|(due, _)| *due <= now) {
+                    if let Some((_, item)) = queue.pop_front() {
+                        self.pending.push_back(item);
+                    }
+                }
+                match queue.front() {
+                    Some((due, _)) => earliest = Some(earliest.map_or(*due, |e| e.min(*due))),
+                    None => emptied.push(*partition),
+                }
+            }
+            for partition in emptied {
+                state.held.remove(&partition);
+                resume.push(partition);
+            }
+        }
+        if !resume.is_empty() && !self.paused_all {
+            let mut tpl = TopicPartitionList::new();
+            for p in resume {
+                tpl.add_partition(&self.shared.names.retry, p);
+            }
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::debug!(error = %e, "resuming retry partitions failed");
+            }
+        }
+        earliest
+    }
+
+    /// Seek partitions with a delivery given up unsettled back to it, once nothing else of
+    /// the partition is in flight.
+    fn rewind(&mut self) {
+        let mut seeks = Vec::new();
+        {
+            let mut state = self.shared.lock();
+            let mut fresh = Vec::new();
+            for (tp, part) in state.parts.iter_mut() {
+                if !part.rewind || part.revoked || part.in_flight() {
+                    continue;
+                }
+                let target = part
+                    .entries
+                    .iter()
+                    .find(|(_, s)| *s != Slot::Done)
+                    .map(|(o, _)| *o)
+                    .or(part.settled_up_to);
+                if let Some(target) = target {
+                    seeks.push((*tp, target, part.settled_up_to, part.committed));
+                }
+                fresh.push(*tp);
+            }
+            for tp in fresh {
+                // A new epoch: records of the partition read before the seek are stale.
+                let old = state.parts.remove(&tp);
+                state.epoch_of(tp);
+                if let (Some(old), Some(new)) = (old, state.parts.get_mut(&tp)) {
+                    new.settled_up_to = old.settled_up_to;
+                    new.committed = old.committed;
+                }
+                if tp.0 == Source::Retry {
+                    state.held.remove(&tp.1);
+                }
+            }
+        }
+        for ((source, partition), offset, _, _) in seeks {
+            let topic = self.shared.topic_of(source).to_string();
+            tracing::debug!(%topic, partition, offset, "seeking back to redeliver an unsettled record");
+            if let Err(e) = self.consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(%topic, partition, offset, error = %e, "seeking back failed; the record is delivered again after the next rebalance or restart");
+            }
+        }
+    }
+
+    /// Whether to wait for the bus instead of polling: the bus is behind, but not for
+    /// long. Behind for longer than [`POLL_GAP`], every partition is paused and polling
+    /// goes on (so the consumer stays in its group and rebalances are served), until the
+    /// bus caught up.
+    ///
+    /// Short waits do not pause: resuming a partition makes the broker fetch from the
+    /// position of the last record taken, which may be inside a record batch, and some
+    /// Kafka-API brokers (tansu 0.6 with in-memory storage) then skip the rest of that
+    /// batch. Kafka itself handles it.
+    fn wait_for_the_bus(&mut self) -> bool {
+        if self.pending.len() < self.capacity {
+            self.behind_since = None;
+            if self.paused_all && self.pending.is_empty() {
+                if let Ok(assignment) = self.consumer.assignment() {
+                    let held: Vec<i32> = self.shared.lock().held.keys().copied().collect();
+                    let mut tpl = TopicPartitionList::new();
+                    for e in assignment.elements() {
+                        if e.topic() == self.shared.names.retry && held.contains(&e.partition()) {
+                            continue;
+                        }
+                        tpl.add_partition(e.topic(), e.partition());
+                    }
+                    if self.consumer.resume(&tpl).is_ok() {
+                        self.paused_all = false;
+                    }
+                }
+            }
+            return false;
+        }
+        let since = *self.behind_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < POLL_GAP {
+            return true;
+        }
+        if !self.paused_all {
+            if let Ok(assignment) = self.consumer.assignment() {
+                if self.consumer.pause(&assignment).is_ok() {
+                    tracing::debug!(subscription = %self.shared.subscription, "the bus is behind; pausing the partitions");
+                    self.paused_all = true;
+                }
+            }
+        }
+        false
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        self.last_commit = Instant::now();
+        let commits = self.shared.commits(None);
+        if commits.is_empty() {
+            return;
+        }
+        let list = self.shared.commit_list(&commits);
+        match self.consumer.commit(&list, mode) {
+            Ok(()) if matches!(mode, CommitMode::Sync) => self.shared.mark_committed(&list),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(subscription = %self.shared.subscription, error = %e, "offset commit failed; trying again later")
+            }
+        }
+    }
+
+    /// Turn a record into an item, with the time it is due if that is still ahead. The
+    /// core decides from its headers and value whether it is an envelope; only the
+    /// retry topic's own headers (due time, original place) are read here.
+    fn take(&self, message: &BorrowedMessage<'_>) -> Option<(Item, Option<SystemTime>)> {
+        let source = self.shared.source_of(message.topic())?;
+        let tp = (source, message.partition());
+        let offset = message.offset();
+        let epoch = self.shared.lock().epoch_of(tp);
+        tracing::trace!(?tp, offset, epoch, "record read");
+        let mut wire = WireMessage::new(Bytes::copy_from_slice(
+            message.payload().unwrap_or_default(),
+        ))
+        .redelivered(source == Source::Retry);
+        let mut due = None;
+        let (mut origin_partition, mut origin_offset) = (None, None);
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                let value = header.value.unwrap_or_default();
+                let text = || std::str::from_utf8(value).ok();
+                match (source, header.key) {
+                    (Source::Retry, DUE_HEADER) => {
+                        due = text()
+                            .and_then(|d| d.parse::<u64>().ok())
+                            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+                    }
+                    (Source::Retry, ORIGIN_PARTITION_HEADER) => {
+                        origin_partition = text().and_then(|p| p.parse().ok());
+                    }
+                    (Source::Retry, ORIGIN_OFFSET_HEADER) => {
+                        origin_offset = text().and_then(|o| o.parse().ok());
+                    }
+                    _ => wire.push_bytes(header.key, value),
+                }
+            }
+        }
+        let origin = match (origin_partition, origin_offset) {
+            (Some(p), Some(o)) => (p, o),
+            _ => (tp.1, offset),
+        };
+        let acker = KafkaAcker::new(
+            self.shared.clone(),
+            self.producer.clone(),
+            tp,
+            epoch,
+            offset,
+            origin,
+        );
+        let item = Item {
+            tp,
+            epoch,
+            offset,
+            delivery: Delivery::from_wire(wire, acker),
+        };
+        Some((item, due.filter(|d| *d > SystemTime::now())))
+    }
+
+    /// Keep a retry until it is due, pausing its partition meanwhile.
+    fn hold(&mut self, partition: i32, due: SystemTime, item: Item) {
+        let first = {
+            let mut state = self.shared.lock();
+            let queue = state.held.entry(partition).or_default();
+            queue.push_back((due, item));
+            queue.len() == 1
+        };
+        if first {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.shared.names.retry, partition);
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::debug!(error = %e, "pausing a retry partition failed");
+            }
+        }
+    }
+}
