@@ -1,0 +1,494 @@
+//! Issue 9, defect 9, with the broker's own client only (no tidings code): a tansu with
+//! SQLite storage is restarted once while 16 producers write 20,000 records at about
+//! 800/s (acks=all, each delivery report awaited) and a plain rdkafka group member
+//! (`enable.auto.commit=false`, offsets committed after processing, as the tidings
+//! subscriber does) reads them. Every record whose delivery was confirmed must be
+//! consumed at least once after the restart.
+//!
+//! When that fails the test tells which side is at fault before it panics: the broker's
+//! high watermarks and log contents against the confirmed records (did the broker lose
+//! data?), the group's committed offsets before and after the restart (did it lose
+//! offsets?), and the consumer's assignments after the restart (did it rejoin?).
+//! Findings and figures: `crates/tidings-kafka/RESTART.md`.
+//!
+//! Runs only when `TIDINGS_KAFKA_BROKERS` is set (like every broker test) and a tansu
+//! binary with the `libsql` engine is found (see `common::PrivateTansu`); it starts its
+//! own broker on a free port. `RESTART_RAW_RECORDS` overrides the record count.
+
+// The event derives of `common` name the core as `tidings`.
+extern crate tidings_core as tidings;
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{brokers, PrivateTansu};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 3;
+const PRODUCERS: u64 = 16;
+/// Records per second over all producers.
+const RATE: u64 = 800;
+
+/// What the consumer saw, shared with its callbacks.
+#[derive(Default)]
+struct Diag {
+    /// Seconds since the test started, for the event log.
+    t0: Mutex<Option<Instant>>,
+    assigns: AtomicU64,
+    revokes: AtomicU64,
+    commits_ok: AtomicU64,
+    commits_failed: AtomicU64,
+    /// Client errors by name.
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Rebalances and first occurrences of errors, with their time.
+    events: Mutex<Vec<String>>,
+    /// The last offsets a commit succeeded for (partition -> next offset).
+    committed: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Diag {
+    fn event(&self, what: String) {
+        let t = self
+            .t0
+            .lock()
+            .unwrap()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let mut events = self.events.lock().unwrap();
+        if events.len() < 200 {
+            events.push(format!("{t:7.2}s {what}"));
+        }
+    }
+}
+
+struct Ctx(Arc<Diag>);
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let name = format!("{error:?}")
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let key = format!(
+            "{name}: {}",
+            error
+                .rdkafka_error_code()
+                .map_or(String::new(), |c| format!("{c:?}"))
+        );
+        let first = {
+            let mut errors = self.0.errors.lock().unwrap();
+            let c = errors.entry(key.clone()).or_default();
+            *c += 1;
+            *c == 1
+        };
+        if first {
+            self.0.event(format!("error {key}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.0.assigns.fetch_add(1, Ordering::SeqCst);
+                self.0.event(format!("assigned {} partitions", tpl.count()));
+            }
+            Rebalance::Revoke(tpl) => {
+                self.0.revokes.fetch_add(1, Ordering::SeqCst);
+                self.0.event(format!("revoked {} partitions", tpl.count()));
+            }
+            Rebalance::Error(e) => self.0.event(format!("rebalance error {e}")),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.0.commits_ok.fetch_add(1, Ordering::SeqCst);
+                let mut committed = self.0.committed.lock().unwrap();
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        committed.insert(e.partition(), o);
+                    }
+                }
+            }
+            Err(e) => {
+                if self.0.commits_failed.fetch_add(1, Ordering::SeqCst) == 0 {
+                    self.0.event(format!("first failed commit: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Consumer settings under test; `extra` are added to the plain ones.
+fn consumer_config(address: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", address)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
+
+/// A plain group member on its own thread: polls, records every record's number, commits
+/// what it processed every 500 ms (asynchronously, as the tidings subscriber does).
+fn spawn_consumer(
+    config: ClientConfig,
+    topic: String,
+    diag: Arc<Diag>,
+    received: Arc<Mutex<BTreeMap<u64, u32>>>,
+    last_record: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer<Ctx> = config.create_with_context(Ctx(diag.clone())).unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let mut processed: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut last_commit = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let n: u64 = std::str::from_utf8(m.payload().unwrap_or_default())
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .expect("a record number");
+                    *received.lock().unwrap().entry(n).or_default() += 1;
+                    *last_record.lock().unwrap() = Some(Instant::now());
+                    processed.insert(m.partition(), m.offset() + 1);
+                }
+                Some(Err(e)) => diag.event(format!("poll error {e}")),
+                None => {}
+            }
+            if last_commit.elapsed() >= Duration::from_millis(500) {
+                last_commit = Instant::now();
+                let committed = diag.committed.lock().unwrap().clone();
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in &processed {
+                    if committed.get(p) != Some(o) {
+                        tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
+                            .unwrap();
+                    }
+                }
+                if tpl.count() > 0 {
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        diag.event(format!("commit refused at once: {e}"));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The broker's low and high watermark of each partition.
+fn watermarks(address: &str, topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    let c: BaseConsumer = consumer_config(address, "watermarks", &[])
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            let w = c
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap_or((-1, -1));
+            (p, w)
+        })
+        .collect()
+}
+
+/// Every record in the broker's log: (partition, offset) -> number, read from the start of
+/// each partition up to `high` without a group.
+fn scan(address: &str, topic: &str, high: &BTreeMap<i32, (i64, i64)>) -> BTreeMap<(i32, i64), u64> {
+    let c: BaseConsumer = consumer_config(address, &format!("scan-{}", uuid::Uuid::new_v4()), &[])
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = BTreeMap::new();
+    let mut done: BTreeSet<i32> = high
+        .iter()
+        .filter(|(_, (_, h))| *h <= 0)
+        .map(|(p, _)| *p)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < PARTITIONS as usize && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let n = std::str::from_utf8(m.payload().unwrap_or_default())
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            out.insert((m.partition(), m.offset()), n);
+            if m.offset() + 1 >= high[&m.partition()].1 {
+                done.insert(m.partition());
+            }
+        }
+    }
+    out
+}
+
+fn create_topic(address: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+    for r in r {
+        r.unwrap();
+    }
+}
+
+/// One run: produce, restart once at half way, wait for the consumer; returns the report
+/// and whether every confirmed record was consumed.
+async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, String)> {
+    brokers(test)?;
+    let Some(mut tansu) = PrivateTansu::new() else {
+        println!("skipped: {test}: no tansu binary with the libsql engine (cargo install tansu --locked --features dynostore,libsql, or TANSU_BIN)");
+        return None;
+    };
+    tansu.start(&[]);
+    let address = tansu.address();
+    let n: u64 = std::env::var("RESTART_RAW_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let topic = common::namespace("raw-restart");
+    let group = format!("{topic}-group");
+    {
+        let (a, t) = (address.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || create_topic(&a, &t))
+            .await
+            .unwrap();
+    }
+
+    let diag = Arc::new(Diag::default());
+    *diag.t0.lock().unwrap() = Some(Instant::now());
+    let received: Arc<Mutex<BTreeMap<u64, u32>>> = Arc::default();
+    let last_record: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = spawn_consumer(
+        consumer_config(&address, &group, consumer_extra),
+        topic.clone(),
+        diag.clone(),
+        received.clone(),
+        last_record.clone(),
+        stop.clone(),
+    );
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    // n -> (partition, offset) of its confirmed delivery.
+    let confirmed: Arc<Mutex<BTreeMap<u64, (i32, i64)>>> = Arc::default();
+    let failed_sends = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..PRODUCERS {
+        let (producer, topic, confirmed, failed) = (
+            producer.clone(),
+            topic.clone(),
+            confirmed.clone(),
+            failed_sends.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_micros(1_000_000 * PRODUCERS / RATE));
+            let mut i = task;
+            while i < n {
+                tick.tick().await;
+                let (key, payload) = (format!("k{}", i % 64), i.to_string());
+                loop {
+                    let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+                    match producer.send(record, Duration::from_secs(0)).await {
+                        Ok(d) => {
+                            confirmed.lock().unwrap().insert(i, (d.partition, d.offset));
+                            break;
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    }
+                }
+                i += PRODUCERS;
+            }
+        }));
+    }
+
+    // Restart once at half way.
+    let started = Instant::now();
+    while (confirmed.lock().unwrap().len() as u64) < n / 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "producing did not get to half way"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before_restart_received = received.lock().unwrap().len();
+    let before_restart_confirmed = confirmed.lock().unwrap().len();
+    let committed_before = diag.committed.lock().unwrap().clone();
+    let marks_before = {
+        let (a, t) = (address.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || watermarks(&a, &t))
+            .await
+            .unwrap()
+    };
+    diag.event(format!(
+        "restarting: {before_restart_confirmed} confirmed, {before_restart_received} consumed"
+    ));
+    let restart_at = Instant::now();
+    let mut tansu = tokio::task::spawn_blocking(move || {
+        tansu.stop();
+        tansu.start(&[]);
+        tansu
+    })
+    .await
+    .unwrap();
+    let restart_took = restart_at.elapsed();
+    diag.event("broker listening again".into());
+    let assigns_at_restart = diag.assigns.load(Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let produced_in = started.elapsed();
+    diag.event("every record confirmed".into());
+
+    // Wait for the consumer: until it has everything, or it received nothing for 60 s.
+    let waited = Instant::now();
+    loop {
+        let missing = {
+            let r = received.lock().unwrap();
+            confirmed
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|k| !r.contains_key(k))
+                .count()
+        };
+        let idle = last_record
+            .lock()
+            .unwrap()
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        if missing == 0 || (idle && waited.elapsed() > Duration::from_secs(60)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || consumer.join().unwrap())
+        .await
+        .unwrap();
+
+    // Which side is at fault.
+    let (marks, log, committed_after) = {
+        let (a, t, g) = (address.clone(), topic.clone(), group.clone());
+        tokio::task::spawn_blocking(move || {
+            let marks = watermarks(&a, &t);
+            let log = scan(&a, &t, &marks);
+            let committed = common::committed(&a, &g, &t, PARTITIONS);
+            (marks, log, committed)
+        })
+        .await
+        .unwrap()
+    };
+    let confirmed = confirmed.lock().unwrap().clone();
+    let received = received.lock().unwrap().clone();
+    let missing: Vec<u64> = confirmed
+        .keys()
+        .filter(|k| !received.contains_key(k))
+        .copied()
+        .collect();
+    let in_log: BTreeSet<u64> = log.values().copied().collect();
+    let lost_by_broker: Vec<u64> = confirmed
+        .keys()
+        .filter(|k| !in_log.contains(k))
+        .copied()
+        .collect();
+    // A confirmed (partition, offset) that now holds another record: offsets reused.
+    let overwritten = confirmed
+        .iter()
+        .filter(|(n, po)| log.get(po).is_some_and(|m| m != *n))
+        .count();
+    let mut per_partition = String::new();
+    for p in 0..PARTITIONS {
+        let c: Vec<i64> = confirmed
+            .values()
+            .filter(|(cp, _)| *cp == p)
+            .map(|(_, o)| *o)
+            .collect();
+        let max = c.iter().max().map_or(0, |m| m + 1);
+        per_partition += &format!(
+            "\n  partition {p}: {} confirmed (highest confirmed offset + 1 = {max}), high watermark before restart {:?}, after {:?}, {} records in log, committed before {:?}, after {:?}",
+            c.len(),
+            marks_before.get(&p).map(|m| m.1),
+            marks.get(&p).map(|m| m.1),
+            log.keys().filter(|(lp, _)| *lp == p).count(),
+            committed_before.get(&p),
+            committed_after.iter().find(|(cp, _)| *cp == p).and_then(|(_, o)| *o),
+        );
+    }
+    let errors = diag.errors.lock().unwrap().clone();
+    let report = format!(
+        "{n} records, {} confirmed in {:.1}s ({} failed sends retried), {} consumed ({} more than once), {} confirmed never consumed, {} confirmed absent from the broker's log, {} confirmed offsets now holding another record;\n\
+         restart took {:.1}s; consumer: {} assignments ({} after the restart), {} revocations, {} commits ok, {} failed;{per_partition}\n\
+         errors: {errors:?}\n events:\n  {}\n missing (first 20): {:?}",
+        confirmed.len(),
+        produced_in.as_secs_f64(),
+        failed_sends.load(Ordering::SeqCst),
+        received.len(),
+        received.values().filter(|c| **c > 1).count(),
+        missing.len(),
+        lost_by_broker.len(),
+        overwritten,
+        restart_took.as_secs_f64(),
+        diag.assigns.load(Ordering::SeqCst),
+        diag.assigns.load(Ordering::SeqCst) - assigns_at_restart,
+        diag.revokes.load(Ordering::SeqCst),
+        diag.commits_ok.load(Ordering::SeqCst),
+        diag.commits_failed.load(Ordering::SeqCst),
+        diag.events.lock().unwrap().join("\n  "),
+        &missing[..missing.len().min(20)],
+    );
+    println!("{test}: {report}");
+    tansu.stop();
+    Some((missing.is_empty(), report))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_rdkafka_group_member_gets_every_confirmed_record_after_a_broker_restart() {
+    let test = "a_plain_rdkafka_group_member_gets_every_confirmed_record_after_a_broker_restart";
+    let Some((ok, report)) = run(test, &[]).await else {
+        return;
+    };
+    assert!(ok, "{report}");
+}

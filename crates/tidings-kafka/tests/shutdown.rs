@@ -1,0 +1,71 @@
+//! `Bus::shutdown()` returns only once the subscription's Kafka consumer is closed: its
+//! poll thread has made the last commit, left the group and ended (issue 9, defect 7).
+//! Deleting the subscription's topics right after it (teardown) used to race the consumer
+//! still committing, and crashed librdkafka in some runs.
+
+extern crate tidings_core as tidings;
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{brokers, eventually, namespace, Lending, Note};
+use tidings_core::{Bus, Context, HandlerError, Subscription};
+use tidings_kafka::{live_poll_threads, Kafka};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_consumer_so_teardown_can_follow_at_once() {
+    let Some(brokers) = brokers("shutdown_closes_the_consumer_so_teardown_can_follow_at_once")
+    else {
+        return;
+    };
+    for run in 0..5 {
+        let ns = namespace("kt-shutdown");
+        let group = format!("{ns}.catalog");
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        let catalog = Bus::builder("catalog")
+            .transport(Kafka::new(common::config(&brokers)).unwrap())
+            .namespace(&ns)
+            .subscribe(
+                Subscription::to::<Lending>().on(move |_: Note, _cx: Context| {
+                    let h = h.clone();
+                    async move {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        Ok::<(), HandlerError>(())
+                    }
+                }),
+            )
+            .build()
+            .await
+            .unwrap();
+        let lending = Bus::builder("lending")
+            .transport(Kafka::new(common::config(&brokers)).unwrap())
+            .namespace(&ns)
+            .publishes::<Lending>()
+            .build()
+            .await
+            .unwrap();
+        lending
+            .publish_batch((0..20).map(|n| Note { n }))
+            .await
+            .unwrap();
+        eventually("some notes handled", Duration::from_secs(60), || {
+            handled.load(Ordering::SeqCst) >= 5
+        })
+        .await;
+        assert_eq!(live_poll_threads(&group), 1, "run {run}: the consumer runs");
+        catalog.shutdown().await;
+        assert_eq!(
+            live_poll_threads(&group),
+            0,
+            "run {run}: the poll thread still ran after shutdown() returned"
+        );
+        // At once: nothing of the subscription may still talk to these topics.
+        catalog.teardown().await.unwrap();
+        lending.shutdown().await;
+        lending.teardown().await.unwrap();
+    }
+}
