@@ -69,33 +69,49 @@ struct Read {
     partition: i32,
     offset: i64,
     key: Option<String>,
-    envelope: Envelope,
+    /// The envelope, when asked for.
+    envelope: Option<Envelope>,
 }
 
-/// Read every record `topic` has now, without a consumer group. A missing topic reads as
-/// empty.
-fn read_all(config: &KafkaConfig, spec: &SubscriptionSpec, topic: &str) -> Result<Vec<Read>> {
+/// A partition being read: the offset it ends at (ListOffsets), and the last offset read.
+struct Open {
+    high: i64,
+    last: Option<i64>,
+}
+
+/// Read every record `topic` has now (with its envelope when `spec` is given), with a
+/// consumer that is assigned the partitions (no group join, nothing committed). Each
+/// partition is read from its low to its high watermark and closed at whichever comes
+/// first: the record just below the high watermark or the end of the partition (EOF). A
+/// missing topic reads as empty.
+///
+/// Nothing waits for a timeout on the way: fetches come back at once (`fetch.wait.max.ms`
+/// 10), and a partition is done as soon as its end was read, so a thousand dead letters
+/// take well under a second on loopback.
+fn read_all(
+    config: &KafkaConfig,
+    spec: Option<&SubscriptionSpec>,
+    topic: &str,
+) -> Result<Vec<Read>> {
     let mut c = config.client_config();
+    // librdkafka needs a group id even for assigned partitions; nothing joins it.
     c.set(
         "group.id",
         format!("tidings-reader-{}", uuid::Uuid::new_v4()),
     )
     .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false")
-    .set("enable.partition.eof", "false");
+    .set("enable.partition.eof", "true")
+    .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = c
         .create()
         .map_err(|e| from_kafka("creating a Kafka consumer to read dead letters", e))?;
     let timeout = config.request_timeout;
-    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
-        Ok(m) => m,
-        Err(e) => {
-            return Err(from_kafka(
-                format_args!("reading the metadata of {topic}"),
-                e,
-            ))
-        }
-    };
+    let mut tpl = TopicPartitionList::new();
+    let mut open: HashMap<i32, Open> = HashMap::new();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| from_kafka(format_args!("reading the metadata of {topic}"), e))?;
     let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(Vec::new());
     };
@@ -112,13 +128,6 @@ fn read_all(config: &KafkaConfig, spec: &SubscriptionSpec, topic: &str) -> Resul
             KafkaError::MetadataFetch(code),
         ));
     }
-    // ListOffsets tells which partitions are empty; the end of the others comes from the
-    // fetch responses (partition EOF), because some Kafka-API brokers (tansu 0.6 with
-    // in-memory storage) answer ListOffsets with the base offset of the last batch rather
-    // than its end.
-    let mut tpl = TopicPartitionList::new();
-    let mut open: HashMap<i32, i64> = HashMap::new();
-    let mut seen: HashMap<i32, i64> = HashMap::new();
     for p in meta.partitions() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p.id(), timeout)
@@ -126,9 +135,9 @@ fn read_all(config: &KafkaConfig, spec: &SubscriptionSpec, topic: &str) -> Resul
         if high <= low {
             continue; // empty
         }
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
             .map_err(|e| from_kafka("reading dead letters", e))?;
-        open.insert(p.id(), high);
+        open.insert(p.id(), Open { high, last: None });
     }
     let mut out = Vec::new();
     if open.is_empty() {
@@ -138,6 +147,7 @@ fn read_all(config: &KafkaConfig, spec: &SubscriptionSpec, topic: &str) -> Resul
         .assign(&tpl)
         .map_err(|e| from_kafka(format_args!("reading {topic}"), e))?;
     let deadline = Instant::now() + timeout;
+    let mut wait = Duration::from_millis(100);
     while !open.is_empty() {
         if Instant::now() >= deadline {
             return Err(Error::new(
@@ -145,26 +155,34 @@ fn read_all(config: &KafkaConfig, spec: &SubscriptionSpec, topic: &str) -> Resul
                 format!("reading {topic} did not reach its end within {timeout:?}"),
             ));
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(wait) {
             None => {
-                // Nothing more fetched: a partition read past its ListOffsets end is done
-                // (that end is only a lower bound on brokers like tansu, but the record at
-                // it came in a whole batch, now delivered).
-                open.retain(|p, high| seen.get(p).is_none_or(|s| s + 1 < *high));
+                // Nothing more fetched: a partition read up to its ListOffsets end is done.
+                // (Some Kafka-API brokers, tansu with in-memory storage, answer ListOffsets
+                // with the base offset of the last batch: the rest of that batch came with
+                // it, and is read by now.)
+                open.retain(|_, o| o.last.is_none_or(|l| l + 1 < o.high));
+                wait = Duration::from_millis(100);
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 open.remove(&partition);
             }
-            Some(Err(e)) => tracing::debug!(%topic, error = %e, "reading failed; trying again"),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "reading dead letters failed; trying again")
+            }
             Some(Ok(m)) => {
-                let envelope = envelope_of(&m, spec);
-                let last = seen.entry(m.partition()).or_insert(m.offset());
-                *last = (*last).max(m.offset());
+                if let Some(o) = open.get_mut(&m.partition()) {
+                    o.last = Some(o.last.map_or(m.offset(), |l| l.max(m.offset())));
+                    if m.offset() + 1 >= o.high {
+                        // At the end: take what this fetch brought along, then stop.
+                        wait = Duration::ZERO;
+                    }
+                }
                 out.push(Read {
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    envelope,
+                    envelope: spec.map(|spec| envelope_of(&m, spec)),
                 });
             }
         }
@@ -178,15 +196,19 @@ fn unreplayed(
     spec: &SubscriptionSpec,
 ) -> Result<Vec<(i32, i64, DeadLetter)>> {
     let names = SubscriptionTopics::of(spec);
-    let replayed: HashSet<String> = read_all(config, spec, &names.replayed)?
+    let replayed: HashSet<String> = read_all(config, None, &names.replayed)?
         .into_iter()
         .filter_map(|r| r.key)
         .collect();
-    let mut letters: Vec<(i32, i64, DeadLetter)> = read_all(config, spec, &names.dead_letter)?
-        .into_iter()
-        .filter(|r| !replayed.contains(&marker_key(r.partition, r.offset)))
-        .filter_map(|r| DeadLetter::from_envelope(r.envelope).map(|d| (r.partition, r.offset, d)))
-        .collect();
+    let mut letters: Vec<(i32, i64, DeadLetter)> =
+        read_all(config, Some(spec), &names.dead_letter)?
+            .into_iter()
+            .filter(|r| !replayed.contains(&marker_key(r.partition, r.offset)))
+            .filter_map(|r| {
+                let envelope = r.envelope?;
+                DeadLetter::from_envelope(envelope).map(|d| (r.partition, r.offset, d))
+            })
+            .collect();
     letters.sort_by_key(|(p, o, d)| (d.info.time, *p, *o));
     Ok(letters)
 }
