@@ -1,6 +1,8 @@
 //! What the Kafka tests share: the broker address, contracts, a raw reader.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod proxy;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
