@@ -35,6 +35,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const PRODUCERS: u64 = 16;
 /// Records per second over all producers.
 const RATE: u64 = 800;
@@ -50,6 +51,10 @@ struct Diag {
     errors: Mutex<BTreeMap<String, u64>>,
     /// Rebalances and first occurrences of errors, with their time.
     events: Mutex<Vec<String>>,
+    /// Set while the broker is stopped.
+    broker_down: AtomicBool,
+    /// Records read and not yet processed: (partition, offset, number).
+    queue: Arc<Mutex<std::collections::VecDeque<(i32, i64, u64)>>>,
     /// librdkafka's log lines go here when `RESTART_RAW_LOG` names a file.
     log: Mutex<Option<std::fs::File>>,
 }
@@ -68,7 +73,7 @@ impl Diag {
     }
 }
 
-struct Ctx(Arc<Diag>);
+struct Ctx(Arc<Diag>, Behaviour);
 
 impl ClientContext for Ctx {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -109,11 +114,24 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Records of revoked partitions are not processed any more (their new owner reads
+        // them from the committed offset); the tidings subscriber drops them the same way.
+        if let Rebalance::Revoke(_) = rebalance {
+            self.0.queue.lock().unwrap().clear();
+        }
+    }
+
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.0.assigns.fetch_add(1, Ordering::SeqCst);
                 self.0.event(format!("assigned {} partitions", tpl.count()));
+                // librdkafka keeps a partition's application pause across a revocation
+                // and a new assignment of it; only `resume` clears it.
+                if self.1.resume_on_assign {
+                    c.resume(tpl).unwrap();
+                }
             }
             Rebalance::Revoke(tpl) => {
                 self.0.revokes.fetch_add(1, Ordering::SeqCst);
@@ -139,38 +157,109 @@ fn consumer_config(address: &str, group: &str, extra: &[(&str, &str)]) -> Client
     c
 }
 
-/// A plain group member on its own thread: polls, records every record's number, commits
-/// what it processed every 500 ms (asynchronously, as the tidings subscriber does).
+/// How the group member treats its partitions.
+#[derive(Debug, Clone, Copy, Default)]
+struct Behaviour {
+    /// Processing time per record. Records go through a queue of [`QUEUE`] records to a
+    /// worker thread, as they go from the tidings poll thread to the bus.
+    per_record: Duration,
+    /// While the queue is full, pause every assigned partition (and keep polling); when it
+    /// is empty again, resume the partitions assigned then. The tidings subscriber's
+    /// back-pressure.
+    pause_when_behind: bool,
+    /// Resume the partitions of every assignment in the Assign callback.
+    resume_on_assign: bool,
+    /// Process nothing while the broker is down, like handlers that publish to the same
+    /// broker: the member is still behind when its session times out.
+    stall_while_down: bool,
+}
+
+/// Records the poll thread hands to the worker before it pauses.
+const QUEUE: usize = 1_000;
+
+/// A group member: a poll thread that hands records to a worker thread, which records each
+/// record's number; the poll thread commits what the worker processed every 500 ms
+/// (asynchronously, as the tidings subscriber does).
 fn spawn_consumer(
     config: ClientConfig,
     topic: String,
+    behaviour: Behaviour,
     diag: Arc<Diag>,
     received: Arc<Mutex<BTreeMap<u64, u32>>>,
     last_record: Arc<Mutex<Option<Instant>>>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let consumer: BaseConsumer<Ctx> = config.create_with_context(Ctx(diag.clone())).unwrap();
+        let consumer: BaseConsumer<Ctx> = config
+            .create_with_context(Ctx(diag.clone(), behaviour))
+            .unwrap();
         consumer.subscribe(&[&topic]).unwrap();
-        let mut processed: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut sent: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut last_commit = Instant::now();
-        while !stop.load(Ordering::SeqCst) {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let n: u64 = std::str::from_utf8(m.payload().unwrap_or_default())
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .expect("a record number");
+        let queue = diag.queue.clone();
+        let processed: Arc<Mutex<BTreeMap<i32, i64>>> = Arc::default();
+        let worker = {
+            let (queue, processed, stop) = (queue.clone(), processed.clone(), stop.clone());
+            let diag_w = diag.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if behaviour.stall_while_down && diag_w.broker_down.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    let Some((p, o, n)) = queue.lock().unwrap().pop_front() else {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    };
+                    std::thread::sleep(behaviour.per_record);
                     *received.lock().unwrap().entry(n).or_default() += 1;
                     *last_record.lock().unwrap() = Some(Instant::now());
-                    processed.insert(m.partition(), m.offset() + 1);
+                    processed.lock().unwrap().insert(p, o + 1);
                 }
-                Some(Err(e)) => diag.event(format!("poll error {e}")),
-                None => {}
+            })
+        };
+        let mut sent: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut last_commit = Instant::now();
+        let mut paused = false;
+        let mut pauses = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let queued = queue.lock().unwrap().len();
+            if queued >= QUEUE && behaviour.pause_when_behind && !paused {
+                let assignment = consumer.assignment().unwrap();
+                consumer.pause(&assignment).unwrap();
+                paused = true;
+                pauses += 1;
+                if pauses <= 3 {
+                    diag.event(format!("paused {} partitions", assignment.count()));
+                }
+            } else if paused && queued == 0 {
+                // What tidings resumes: the partitions assigned now.
+                let assignment = consumer.assignment().unwrap();
+                consumer.resume(&assignment).unwrap();
+                paused = false;
+                if pauses <= 3 || assignment.count() == 0 {
+                    diag.event(format!("resumed {} partitions", assignment.count()));
+                }
+            }
+            if queued >= QUEUE && !behaviour.pause_when_behind {
+                std::thread::sleep(Duration::from_millis(1));
+            } else {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        let n: u64 = std::str::from_utf8(m.payload().unwrap_or_default())
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .expect("a record number");
+                        queue
+                            .lock()
+                            .unwrap()
+                            .push_back((m.partition(), m.offset(), n));
+                    }
+                    Some(Err(e)) => diag.event(format!("poll error {e}")),
+                    None => {}
+                }
             }
             if last_commit.elapsed() >= Duration::from_millis(500) {
                 last_commit = Instant::now();
+                let processed = processed.lock().unwrap().clone();
                 let mut tpl = TopicPartitionList::new();
                 for (p, o) in &processed {
                     if sent.get(p) != Some(o) {
@@ -183,7 +272,7 @@ fn spawn_consumer(
                 // `offset_commit_cb`, which rdkafka 0.38 does not set (a failure is only
                 // logged as COMMITFAIL), so nothing waits for it; the next commit carries
                 // the same offsets or higher ones.
-                sent = processed.clone();
+                sent = processed;
                 if tpl.count() > 0 {
                     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                         diag.event(format!("commit refused at once: {e}"));
@@ -191,7 +280,23 @@ fn spawn_consumer(
                 }
             }
         }
+        worker.join().unwrap();
     })
+}
+
+/// SIGKILL the broker listening on `port` (a crash instead of a clean stop).
+fn kill_hard(port: u16) {
+    let url = format!("tcp://127.0.0.1:{port}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("broker") && cmdline.contains(&format!("{url} ")) {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        }
+    }
 }
 
 /// The broker's low and high watermark of each partition.
@@ -273,8 +378,15 @@ fn create_topic(address: &str, topic: &str) {
 
 /// One run: produce, restart once at half way, wait for the consumer; returns the report
 /// and whether every confirmed record was consumed.
-async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, String)> {
+async fn run(
+    test: &str,
+    behaviour: Behaviour,
+    down: Duration,
+    consumer_extra: &[(&str, &str)],
+) -> Option<(bool, String)> {
     brokers(test)?;
+    // One broker and 16 producers at a time on a small machine.
+    let _serial = SERIAL.lock().await;
     let Some(mut tansu) = PrivateTansu::new() else {
         println!("skipped: {test}: no tansu binary with the libsql engine (cargo install tansu --locked --features dynostore,libsql, or TANSU_BIN)");
         return None;
@@ -285,6 +397,15 @@ async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, Strin
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let down = std::env::var("RESTART_RAW_DOWN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(down, Duration::from_secs);
+    // Extra consumer properties to try, `key=value,key=value`.
+    let extra_env = std::env::var("RESTART_RAW_CONSUMER").unwrap_or_default();
+    let mut extra: Vec<(&str, &str)> = consumer_extra.to_vec();
+    extra.extend(extra_env.split(',').filter_map(|kv| kv.split_once('=')));
+    let consumer_extra = &extra[..];
     let topic = common::namespace("raw-restart");
     let group = format!("{topic}-group");
     {
@@ -303,8 +424,15 @@ async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, Strin
     let last_record: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = spawn_consumer(
-        consumer_config(&address, &group, consumer_extra),
+        {
+            let mut c = consumer_config(&address, &group, consumer_extra);
+            if std::env::var_os("RESTART_RAW_LOG").is_some() {
+                c.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+            }
+            c
+        },
         topic.clone(),
+        behaviour,
         diag.clone(),
         received.clone(),
         last_record.clone(),
@@ -378,10 +506,18 @@ async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, Strin
     diag.event(format!(
         "restarting: {before_restart_confirmed} confirmed, {before_restart_received} consumed"
     ));
+    let assigns_at_restart = diag.assigns.load(Ordering::SeqCst);
     let restart_at = Instant::now();
+    let diag_r = diag.clone();
     let mut tansu = tokio::task::spawn_blocking(move || {
+        diag_r.broker_down.store(true, Ordering::SeqCst);
+        if std::env::var_os("RESTART_RAW_KILL").is_some() {
+            kill_hard(tansu.port);
+        }
         tansu.stop();
+        std::thread::sleep(down);
         tansu.start(&[]);
+        diag_r.broker_down.store(false, Ordering::SeqCst);
         tansu
     })
     .await
@@ -395,7 +531,6 @@ async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, Strin
             .await
             .unwrap()
     };
-    let assigns_at_restart = diag.assigns.load(Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
     }
@@ -417,8 +552,8 @@ async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, Strin
         let idle = last_record
             .lock()
             .unwrap()
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
-        if missing == 0 || (idle && waited.elapsed() > Duration::from_secs(60)) {
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30));
+        if missing == 0 || (idle && waited.elapsed() > Duration::from_secs(30)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -499,13 +634,48 @@ async fn run(test: &str, consumer_extra: &[(&str, &str)]) -> Option<(bool, Strin
     );
     println!("{test}: {report}");
     tansu.stop();
+    if let Some(path) = std::env::var_os("RESTART_RAW_LOG") {
+        let mut to = std::path::PathBuf::from(path);
+        to.set_extension("tansu.log");
+        let _ = std::fs::copy(tansu.dir.join("tansu.log"), to);
+    }
     Some((missing.is_empty(), report))
 }
 
+/// The scenario: the broker restarted as fast as it stops and starts, a member
+/// that keeps up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_rdkafka_group_member_gets_every_confirmed_record_after_a_broker_restart() {
     let test = "a_plain_rdkafka_group_member_gets_every_confirmed_record_after_a_broker_restart";
-    let Some((ok, report)) = run(test, &[]).await else {
+    let Some((ok, report)) = run(test, Behaviour::default(), Duration::ZERO, &[]).await else {
+        return;
+    };
+    assert!(ok, "{report}");
+}
+
+/// A member that falls behind (processing 2 ms a record against 800 records/s), pauses
+/// its partitions while behind as the tidings subscriber does, and loses its assignment
+/// because the broker stays away longer than the session timeout. It gets every record
+/// because it resumes the partitions of each new assignment: librdkafka keeps a pause
+/// across a revocation and a new assignment. `RESTART_RAW_NO_RESUME_ON_ASSIGN=1` leaves
+/// that out, to see the member stall (RESTART.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_paused_while_behind_resumes_after_losing_its_assignment() {
+    let test = "a_member_that_paused_while_behind_resumes_after_losing_its_assignment";
+    let behaviour = Behaviour {
+        per_record: Duration::from_millis(2),
+        pause_when_behind: true,
+        resume_on_assign: std::env::var_os("RESTART_RAW_NO_RESUME_ON_ASSIGN").is_none(),
+        stall_while_down: true,
+    };
+    let Some((ok, report)) = run(
+        test,
+        behaviour,
+        Duration::from_secs(10),
+        &[("session.timeout.ms", "6000")],
+    )
+    .await
+    else {
         return;
     };
     assert!(ok, "{report}");
