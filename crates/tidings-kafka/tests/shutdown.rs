@@ -69,3 +69,66 @@ async fn shutdown_closes_the_consumer_so_teardown_can_follow_at_once() {
         lending.teardown().await.unwrap();
     }
 }
+
+/// The topic names a broker reports right now, among `names`.
+fn existing(brokers: &str, names: &[String]) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_deletes_every_topic_the_bus_created_and_may_run_twice() {
+    let Some(brokers) = brokers("teardown_deletes_every_topic_the_bus_created_and_may_run_twice")
+    else {
+        return;
+    };
+    let ns = namespace("kt-teardown");
+    let catalog = Bus::builder("catalog")
+        .transport(Kafka::new(common::config(&brokers)).unwrap())
+        .namespace(&ns)
+        .subscribe(
+            Subscription::to::<Lending>()
+                .on(|_: Note, _cx: Context| async { Ok::<(), HandlerError>(()) }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let names: Vec<String> = catalog
+        .broker_objects()
+        .into_iter()
+        .map(|o| {
+            assert_eq!(o.kind, "topic");
+            o.name
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("{ns}.lending"),
+            format!("{ns}.lending.{ns}.catalog.retry"),
+            format!("{ns}.lending.{ns}.catalog.dlq"),
+            format!("{ns}.lending.{ns}.catalog.dlq.replayed"),
+        ]
+    );
+    assert_eq!(existing(&brokers, &names).len(), 4, "build() created them");
+    catalog.shutdown().await;
+    catalog.teardown().await.unwrap();
+    let b = brokers.clone();
+    let left = tokio::task::spawn_blocking(move || existing(&b, &names))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "still there after teardown: {left:?}");
+    catalog.teardown().await.unwrap();
+}
