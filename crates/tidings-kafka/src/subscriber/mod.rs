@@ -177,6 +177,7 @@ impl KafkaSubscriber {
             state: std::sync::Mutex::new(State::default()),
             settled: Condvar::new(),
             stop: AtomicBool::new(false),
+            reassigned: AtomicBool::new(false),
             drain_timeout: config.drain_timeout,
         });
         let mut c = config.client_config();

@@ -93,17 +93,26 @@ impl ConsumerContext for Callbacks {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let shared = &self.shared;
-                let mut state = shared.lock();
-                for e in tpl.elements() {
-                    if let Some(source) = shared.source_of(e.topic()) {
-                        state.parts.remove(&(source, e.partition()));
-                        state.epoch_of((source, e.partition()));
+                {
+                    let mut state = shared.lock();
+                    for e in tpl.elements() {
+                        if let Some(source) = shared.source_of(e.topic()) {
+                            state.parts.remove(&(source, e.partition()));
+                            state.epoch_of((source, e.partition()));
+                        }
                     }
                 }
+                // librdkafka keeps a pause the application set across a revoke and a new
+                // assignment; a partition paused while the bus was behind (or while a retry
+                // was held) before the group lost it would stay paused for good.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(subscription = %shared.subscription, error = %e, "resuming newly assigned partitions failed");
+                }
+                shared.reassigned.store(true, Ordering::SeqCst);
                 tracing::debug!(subscription = %shared.subscription, partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
@@ -340,6 +349,10 @@ impl Poller {
     /// Kafka-API brokers (tansu 0.6 with in-memory storage) then skip the rest of that
     /// batch. Kafka itself handles it.
     fn wait_for_the_bus(&mut self) -> bool {
+        if self.shared.reassigned.swap(false, Ordering::SeqCst) {
+            // The new assignment was resumed: pause again if the bus is still behind.
+            self.paused_all = false;
+        }
         if self.pending.len() < self.capacity {
             self.behind_since = None;
             if self.paused_all && self.pending.is_empty() {

@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     pub(super) state: Mutex<State>,
     pub(super) settled: Condvar,
     pub(super) stop: AtomicBool,
+    /// Set when partitions were assigned (and resumed): the poll thread forgets that it
+    /// had paused everything.
+    pub(super) reassigned: AtomicBool,
     pub(super) drain_timeout: Duration,
 }
 
