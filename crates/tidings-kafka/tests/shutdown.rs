@@ -132,3 +132,66 @@ async fn teardown_deletes_every_topic_the_bus_created_and_may_run_twice() {
     assert!(left.is_empty(), "still there after teardown: {left:?}");
     catalog.teardown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_while_the_broker_is_away() {
+    let Some(_) = brokers("shutdown_returns_while_the_broker_is_away") else {
+        return;
+    };
+    let Some(mut tansu) = common::PrivateTansu::new() else {
+        println!("skipped: shutdown_returns_while_the_broker_is_away needs a tansu with the libsql engine");
+        return;
+    };
+    tansu.start(&[]);
+    let config = || {
+        tidings_kafka::KafkaConfig::new(tansu.address())
+            .idempotence(false)
+            .message_timeout(Duration::from_secs(5))
+    };
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let catalog = Bus::builder("catalog")
+        .transport(Kafka::new(config()).unwrap())
+        .namespace("away")
+        .subscribe(
+            Subscription::to::<Lending>().on(move |_: Note, _cx: Context| {
+                let h = h.clone();
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), HandlerError>(())
+                }
+            }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let lending = Bus::builder("lending")
+        .transport(Kafka::new(config()).unwrap())
+        .namespace("away")
+        .publishes::<Lending>()
+        .build()
+        .await
+        .unwrap();
+    lending
+        .publish_batch((0..20).map(|n| Note { n }))
+        .await
+        .unwrap();
+    eventually("the notes handled", Duration::from_secs(60), || {
+        handled.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    let tansu = tokio::task::spawn_blocking(move || {
+        tansu.stop();
+        tansu
+    })
+    .await
+    .unwrap();
+    // The last commit cannot reach the broker; shutdown must still return (it waits a
+    // bounded time for the commit, then lets the consumer close in the background). The
+    // bound here only keeps a hang from stalling the test run.
+    tokio::time::timeout(Duration::from_secs(120), catalog.shutdown())
+        .await
+        .expect("shutdown() never returned while the broker was away");
+    drop(lending);
+    drop(tansu);
+}

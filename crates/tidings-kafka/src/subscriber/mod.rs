@@ -47,7 +47,9 @@
 //!
 //! **Shutdown.** Dropping the subscriber (the bus does when its consumer loop ends, before
 //! `Bus::shutdown` returns) stops the poll thread and waits for it: its last commit is
-//! made and the consumer has left the group and is destroyed when the drop returns.
+//! made and the consumer has left the group and is destroyed when the drop returns. A
+//! broker that is away holds the commit and the close; after 10 s the drop returns and
+//! the consumer finishes closing in the background.
 //!
 //! **Unsettled deliveries.** A delivery dropped without being settled (the bus could not
 //! settle it) makes the poll thread seek its partition back to it once the partition has
@@ -242,10 +244,7 @@ impl KafkaSubscriber {
         let live = LiveThread::new(&names.group);
         let thread = std::thread::Builder::new()
             .name(format!("tidings-kafka-{}", names.group))
-            .spawn(move || {
-                let _live = live;
-                poller.run();
-            })
+            .spawn(move || poller.run(live))
             .map_err(|e| Error::backend("starting the Kafka poll thread", e))?;
         Ok(KafkaSubscriber {
             rx,

@@ -24,6 +24,9 @@ use crate::config::KafkaConfig;
 /// partitions and goes on polling.
 const POLL_GAP: Duration = Duration::from_secs(5);
 
+/// How long stopping waits for the last commit and for the consumer to close.
+const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// The consumer's callbacks: rebalances and commit results, run on the poll thread.
 pub(super) struct Callbacks {
     pub(super) shared: Arc<Shared>,
@@ -189,7 +192,9 @@ impl Redeclare {
 }
 
 impl Poller {
-    pub(super) fn run(mut self) {
+    /// Poll until the subscriber stops, then make the last commit and close the consumer.
+    /// `live` counts this consumer as running until it is closed.
+    pub(super) fn run<L: Send + 'static>(mut self, live: L) {
         while !self.shared.stop.load(Ordering::SeqCst) {
             if !self.flush() {
                 break;
@@ -231,9 +236,36 @@ impl Poller {
                 wait = Duration::ZERO;
             }
         }
-        self.commit(CommitMode::Sync);
-        tracing::debug!(subscription = %self.shared.subscription, "Kafka consumer stopped");
-        // Dropping the consumer leaves the group.
+        // The last commit and closing the consumer (leaving the group) wait for the broker;
+        // a broker that is away would hold them, and `Bus::shutdown` with them, for as long
+        // as it stays away. They run on a thread of their own, waited for up to
+        // LAST_COMMIT_WAIT; after that the consumer finishes closing in the background.
+        let subscription = self.shared.subscription.clone();
+        let closing = std::thread::Builder::new()
+            .name(format!("tidings-kafka-close-{subscription}"))
+            .spawn(move || {
+                let _live = live;
+                self.commit(CommitMode::Sync);
+                let subscription = self.shared.subscription.clone();
+                drop(self); // leaves the group and destroys the consumer
+                tracing::debug!(%subscription, "Kafka consumer closed");
+            });
+        let Ok(closing) = closing else {
+            tracing::error!(%subscription, "could not start a thread to close the Kafka consumer");
+            return;
+        };
+        let deadline = Instant::now() + LAST_COMMIT_WAIT;
+        while !closing.is_finished() {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    %subscription,
+                    "the broker did not let the Kafka consumer commit and close within {LAST_COMMIT_WAIT:?}; it goes on closing in the background, and settled records may be delivered again"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = closing.join();
     }
 
     /// Pass pending records to the subscriber, in chunks; false once the subscriber is
