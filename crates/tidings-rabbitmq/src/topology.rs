@@ -1,4 +1,4 @@
-//! The broker objects the transport declares, and their names (DESIGN.md §5).
+//! The broker objects the transport declares, and their names (the mapping table in ARCHITECTURE.md).
 //!
 //! For a topic `lending` and the subscription of service `catalog`:
 //!

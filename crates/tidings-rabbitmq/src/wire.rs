@@ -1,5 +1,5 @@
 //! Reading: an AMQP message as the broker handed it over becomes a core
-//! [`WireMessage`]; the core decides whether it is an envelope (DESIGN.md §5).
+//! [`WireMessage`]; the core decides whether it is an envelope (ARCHITECTURE.md, "One core, thin transports").
 //!
 //! - Every header whose name starts with `x-` is the broker's (`x-death`,
 //!   `x-first-death-*`, `x-delivery-count`, shovel and federation headers) and is left out;

@@ -1,4 +1,4 @@
-//! The transport conformance suite (DESIGN.md §6) on RabbitMQ: every case of
+//! The transport conformance suite (the guarantees in ARCHITECTURE.md) on RabbitMQ: every case of
 //! `tidings-testing` against the broker at `TIDINGS_RABBITMQ_URL`, a fresh connection per
 //! bus, with the lapin/rabbitmqctl [`LapinAdversary`] for the adversarial cases. Without
 //! the variable every case prints a line and passes; with it set and the broker
