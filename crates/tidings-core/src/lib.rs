@@ -8,6 +8,7 @@
 //!
 //! Features: `msgpack` (default) — the MessagePack codec; `json` — the JSON codec.
 
+mod builder;
 mod bus;
 mod codec;
 mod consumer;
@@ -22,7 +23,8 @@ mod topology;
 pub mod transport;
 pub mod wire;
 
-pub use bus::{Bus, BusBuilder, Companion, PublishOptions};
+pub use builder::{BusBuilder, Companion};
+pub use bus::{Bus, PublishOptions};
 pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
 pub use consumer::Worker;
 pub use envelope::{attrs, Envelope, Headers};
