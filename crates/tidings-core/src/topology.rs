@@ -161,6 +161,15 @@ impl DeadLetterInfo {
         );
     }
 
+    /// The dead letter every transport parks: a copy of `envelope` with the details
+    /// written into its headers and no redelivery attempt carried over.
+    pub fn stamped(&self, envelope: &Envelope) -> Envelope {
+        let mut parked = envelope.clone();
+        parked.remove_header(attrs::ATTEMPT);
+        self.stamp(&mut parked);
+        parked
+    }
+
     /// Read the details back from a dead letter's headers (`None` if the reason is missing).
     pub fn from_headers(envelope: &Envelope) -> Option<Self> {
         let get = |n: &str| envelope.header(n).unwrap_or_default();

@@ -134,9 +134,7 @@ impl Acker for MemoryAcker {
                 );
                 return Err((err, self));
             }
-            let mut parked = Envelope::clone(&envelope);
-            info.stamp(&mut parked);
-            dead.push_back(parked);
+            dead.push_back(info.stamped(&envelope));
         }
         self.body = None;
         self.queue.pending.settle();

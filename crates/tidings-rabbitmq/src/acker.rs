@@ -164,9 +164,7 @@ impl Acker for RabbitMqAcker {
         envelope: Arc<Envelope>,
         info: DeadLetterInfo,
     ) -> Result<(), (Error, Self)> {
-        let mut copy = (*envelope).clone();
-        copy.remove_header(attrs::ATTEMPT);
-        info.stamp(&mut copy);
+        let copy = info.stamped(&envelope);
         let queue = self.sub.names.dead_letter.clone();
         match self.move_to(copy, &queue, None).await {
             Ok(()) => Ok(()),

@@ -365,8 +365,7 @@ impl Acker for ServiceBusAcker {
         envelope: Arc<Envelope>,
         info: DeadLetterInfo,
     ) -> Result<(), (Error, Self)> {
-        let mut env = (*envelope).clone();
-        info.stamp(&mut env);
+        let env = info.stamped(&envelope);
         let subscription = self.target.subscription.clone();
         let resend = Resend {
             to: Some(&subscription),

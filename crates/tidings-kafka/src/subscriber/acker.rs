@@ -141,8 +141,7 @@ impl Acker for KafkaAcker {
         envelope: Arc<Envelope>,
         info: DeadLetterInfo,
     ) -> Result<(), (Error, Self)> {
-        let mut parked = Envelope::clone(&envelope);
-        info.stamp(&mut parked);
+        let mut parked = info.stamped(&envelope);
         let [p, o] = self.origin_headers();
         parked.set_header(p.0, p.1);
         parked.set_header(o.0, o.1);
