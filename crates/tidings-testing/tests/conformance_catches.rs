@@ -38,6 +38,8 @@ enum Flaw {
     LosesAfterReconnect,
     /// The subscription ends after its first dead letter.
     StopsAfterDeadLetter,
+    /// `teardown` deletes nothing.
+    KeepsTopology,
 }
 
 struct Flawed {
@@ -160,6 +162,9 @@ impl Transport for Flawed {
     }
 
     async fn teardown(&self, topology: &Topology) -> Result<()> {
+        if self.flaw == Flaw::KeepsTopology {
+            return Ok(());
+        }
         self.inner.teardown(topology).await
     }
 }
@@ -434,5 +439,15 @@ fn dropped_connection_catches_loss_after_reconnect() {
         "dropped_connection",
         conformance::dropped_connection,
         "in vain",
+    );
+}
+
+#[test]
+fn teardown_removes_topology_catches_a_teardown_that_keeps_queues() {
+    must_fail(
+        &flawed(Flaw::KeepsTopology),
+        "teardown_removes_topology",
+        conformance::teardown_removes_topology,
+        "came back",
     );
 }

@@ -240,3 +240,63 @@ pub async fn build_rejects_bad_registrations(f: &dyn TransportFactory) {
     }
     assert!(probe.is_empty());
 }
+
+/// `Bus::teardown` deletes what `build()` created, with what it still held: an event
+/// left in a stopped subscription is gone when the same buses are built again, a second
+/// teardown is no error, and the rebuilt buses work (topology declared anew).
+pub async fn teardown_removes_topology(f: &dyn TransportFactory) {
+    let scene = Scene::new(f, "teardown_removes_topology");
+    let probe = Probe::new();
+    let beta = scene
+        .build(
+            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
+            "`beta`",
+        )
+        .await;
+    let alpha = scene.publisher().await;
+    let objects = beta.broker_objects();
+    assert!(
+        !objects.is_empty(),
+        "broker_objects names nothing for a bus with a subscription"
+    );
+    beta.shutdown().await;
+    alpha
+        .publish(Ping::unkeyed(1))
+        .await
+        .must("publishing to the stopped subscription");
+    beta.teardown().await.must("tearing down `beta`");
+    alpha.teardown().await.must("tearing down `alpha`");
+    beta.teardown()
+        .await
+        .must("tearing down `beta` a second time (what is gone is no error)");
+
+    let beta = scene
+        .build(
+            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
+            "`beta` again after the teardown",
+        )
+        .await;
+    assert_eq!(
+        beta.broker_objects(),
+        objects,
+        "the same bus names the same broker objects"
+    );
+    let alpha = scene.publisher().await;
+    alpha
+        .publish(Ping::unkeyed(2))
+        .await
+        .must("publishing after the teardown");
+    probe.wait_for_ns("beta", [2], scene.patience()).await;
+    scene.quiet().await;
+    let stale: Vec<Seen> = probe.snapshot().into_iter().filter(|s| s.n == 1).collect();
+    assert!(
+        stale.is_empty(),
+        "the event left in the torn-down subscription came back: {}",
+        describe(&stale)
+    );
+    beta.teardown().await.must("tearing down `beta` at the end");
+    alpha
+        .teardown()
+        .await
+        .must("tearing down `alpha` at the end");
+}

@@ -53,6 +53,7 @@
 //! | [`raw_messages`] | messages sent with the broker's own client (garbage, newer version, 1.5 MiB, nesting 100,000 deep in a known and an unknown field, no headers, invalid id, no type, unknown content type) are dead-lettered at once with the cause; an unknown wire name is skipped; the next valid event of the key is handled |
 //! | [`reserved_headers`] | a custom header named like an envelope attribute or with a broker-reserved prefix is refused on publish, naming it |
 //! | [`panics_anywhere`] | a panic in `Deserialize`, an upcaster, the synchronous part of `handle` or its future is retried, then dead-lettered with the panic message; the key's later events are handled |
+//! | [`teardown_removes_topology`] | `Bus::teardown` deletes what `build()` created, an event left in a stopped subscription with it; a second teardown is no error; the same buses build and work again |
 //! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
 //!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::Capabilities)
@@ -96,7 +97,10 @@ pub use cases::{
     skip_unhandled, upcasting,
 };
 pub use failure::{poison_payloads, retry_then_dead_letter, retry_then_success};
-pub use lifecycle::{build_rejects_bad_registrations, publish_not_declared, shutdown_drains};
+pub use lifecycle::{
+    build_rejects_bad_registrations, publish_not_declared, shutdown_drains,
+    teardown_removes_topology,
+};
 pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
 
 /// The names of every case, in the order the macro emits them.
@@ -120,6 +124,7 @@ pub const CASES: &[&str] = &[
     "reserved_headers",
     "panics_anywhere",
     "dropped_connection",
+    "teardown_removes_topology",
 ];
 
 /// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
@@ -370,6 +375,7 @@ macro_rules! conformance_suite {
             reserved_headers,
             panics_anywhere,
             dropped_connection,
+            teardown_removes_topology,
         );
     };
 }
