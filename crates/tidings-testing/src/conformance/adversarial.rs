@@ -78,12 +78,7 @@ pub async fn raw_messages(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "raw_messages");
     let adversary = adversary(f, scene.case);
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
     let topic = scene.topic();
     let codec = Codec::default();
@@ -275,12 +270,7 @@ fn list(dead: &[DeadLetter]) -> String {
 pub async fn reserved_headers(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "reserved_headers");
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
     let mut names: Vec<String> = [
         "ce_source",
@@ -450,12 +440,7 @@ pub async fn dropped_connection(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "dropped_connection");
     let adversary = adversary(f, scene.case);
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
     const EVENTS: u64 = 40;
     for n in 1..=EVENTS {

@@ -20,12 +20,7 @@ use super::TransportFactory;
 pub async fn publish_confirms(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "publish_confirms");
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "the subscriber `beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
 
     let correlation = Uuid::new_v4();
@@ -140,12 +135,7 @@ pub async fn fan_out(f: &dyn TransportFactory) {
     const N: u64 = 50;
     let scene = Scene::new(f, "fan_out");
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let gamma = scene
         .build(
             scene
@@ -342,12 +332,7 @@ pub async fn at_least_once_redelivery(f: &dyn TransportFactory) {
 pub async fn skip_unhandled(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "skip_unhandled");
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
     alpha
         .publish_batch::<ConfEvents, _>([

@@ -177,12 +177,7 @@ pub async fn publish_not_declared(f: &dyn TransportFactory) {
     assert_eq!(err.kind(), ErrorKind::NotDeclared, "{err}");
 
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`, subscribing only",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let err = beta
         .publish(Ping::unkeyed(3))
         .await
@@ -247,12 +242,7 @@ pub async fn build_rejects_bad_registrations(f: &dyn TransportFactory) {
 pub async fn teardown_removes_topology(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "teardown_removes_topology");
     let probe = Probe::new();
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta`",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
     let objects = beta.broker_objects();
     assert!(
@@ -270,12 +260,7 @@ pub async fn teardown_removes_topology(f: &dyn TransportFactory) {
         .await
         .must("tearing down `beta` a second time (what is gone is no error)");
 
-    let beta = scene
-        .build(
-            scene.builder("beta").subscribe(Tap::pings(&probe, "beta")),
-            "`beta` again after the teardown",
-        )
-        .await;
+    let beta = scene.subscriber("beta", &probe).await;
     assert_eq!(
         beta.broker_objects(),
         objects,

@@ -340,6 +340,16 @@ impl<'a> Scene<'a> {
         .await
     }
 
+    /// A bus of `service` whose subscription records the pings it handles into `probe`
+    /// under the service's name (the subscriber most cases need).
+    pub async fn subscriber(&self, service: &'static str, probe: &Arc<Probe>) -> Bus {
+        self.build(
+            self.builder(service).subscribe(Tap::pings(probe, service)),
+            &format!("the subscriber `{service}`"),
+        )
+        .await
+    }
+
     /// The broker name of the suite's topic in this scene.
     pub fn topic(&self) -> String {
         format!("{}.{}", self.namespace, ConfEvents::NAME)
