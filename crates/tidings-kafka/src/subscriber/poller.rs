@@ -210,6 +210,8 @@ impl Poller {
             }
             let mut timeout = if self.pending.is_empty() {
                 Duration::from_millis(100)
+            } else if self.paused_all {
+                Duration::from_millis(10)
             } else {
                 Duration::from_millis(5)
             };
@@ -217,8 +219,12 @@ impl Poller {
                 timeout = timeout.min(due.duration_since(SystemTime::now()).unwrap_or_default());
             }
             // Take what is ready, up to the prefetch, waiting only for the first record.
+            // With every partition paused because the bus is behind, poll once all the
+            // same: polling is what serves rebalances, and a member that stops polling
+            // holds up its whole group.
             let mut wait = timeout;
-            while self.pending.len() < self.capacity {
+            let mut serve = self.paused_all;
+            while self.pending.len() < self.capacity || std::mem::take(&mut serve) {
                 let taken = match self.consumer.poll(wait) {
                     None => break,
                     Some(Ok(message)) => self.take(&message),
