@@ -37,6 +37,10 @@ pub struct Capabilities {
     /// Header name prefixes the broker keeps for itself (lower case, e.g. `x-` on
     /// RabbitMQ); a custom header starting with one is refused on publish.
     pub reserved_header_prefixes: &'static [&'static str],
+    /// How long the transport waits for its broker before an operation that connects fails
+    /// as [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (see
+    /// [`connect_within`]); `None` for a transport without a connection (memory).
+    pub connect_timeout: Option<Duration>,
 }
 
 impl Default for Capabilities {
@@ -47,6 +51,7 @@ impl Default for Capabilities {
             competing_consumers: true,
             max_message_size: 1024 * 1024,
             reserved_header_prefixes: &[],
+            connect_timeout: None,
         }
     }
 }

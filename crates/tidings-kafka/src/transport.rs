@@ -76,6 +76,7 @@ impl Transport for Kafka {
         c.max_message_size = self.inner.config.max_message_size;
         // Kafka keeps no record header names for itself.
         c.reserved_header_prefixes = &[];
+        c.connect_timeout = Some(self.inner.config.connect_timeout);
         c
     }
 

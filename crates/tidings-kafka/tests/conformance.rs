@@ -139,6 +139,15 @@ impl Adversary for KafkaAdversary {
         tracing::info!(connections = cut, "dropped every connection to the broker");
         Box::pin(async { Ok(()) })
     }
+
+    fn unreachable(
+        &self,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> Result<Arc<dyn DynTransport>> {
+        let config = KafkaConfig::new(address).connect_timeout(connect_timeout);
+        Ok(Arc::new(Kafka::new(config)?))
+    }
 }
 
 fn factory() -> Factory {

@@ -459,6 +459,7 @@ impl Transport for RabbitMq {
         c.max_message_size = self.shared.config.max_message_size;
         // `x-` headers are the broker's (x-death, x-delivery-count, x-match, ...).
         c.reserved_header_prefixes = &["x-"];
+        c.connect_timeout = Some(self.shared.config.connect_timeout);
         c
     }
 

@@ -208,6 +208,7 @@ impl Transport for ServiceBus {
         c.competing_consumers = true;
         c.max_message_size = self.shared.config.max_message_size;
         c.reserved_header_prefixes = wire::RESERVED_PREFIXES;
+        c.connect_timeout = Some(self.shared.config.connect_timeout);
         c
     }
 

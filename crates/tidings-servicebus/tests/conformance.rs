@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tidings_core::{DynTransport, Error, ErrorKind, Result};
-use tidings_servicebus::ServiceBus;
+use tidings_servicebus::{ServiceBus, ServiceBusConfig};
 use tidings_testing::conformance::{Adversary, Factory, RawMessage};
 
 use support::LocalServer;
@@ -93,6 +93,8 @@ fn quoted(s: &str) -> String {
 
 struct ServiceBusAdversary {
     target: Target,
+    /// The configuration of the factory's transports.
+    config: ServiceBusConfig,
     client: reqwest::Client,
     /// The case's own server; `None` against `TIDINGS_SERVICEBUS_URL`.
     server: Option<Arc<LocalServer>>,
@@ -150,6 +152,19 @@ impl Adversary for ServiceBusAdversary {
             }
         })
     }
+
+    fn unreachable(
+        &self,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> Result<Arc<dyn DynTransport>> {
+        let config = self
+            .config
+            .clone()
+            .endpoint(format!("http://{address}"))
+            .connect_timeout(connect_timeout);
+        Ok(Arc::new(ServiceBus::new(config)?))
+    }
 }
 
 /// Evaluated once per case: a server of its own (stopped when the case's factory is
@@ -160,6 +175,7 @@ fn factory() -> Factory {
             support::config(),
             ServiceBusAdversary {
                 target: Target::remote(&url),
+                config: support::config(),
                 client: reqwest::Client::new(),
                 server: None,
             },
@@ -170,6 +186,7 @@ fn factory() -> Factory {
                 server.config(),
                 ServiceBusAdversary {
                     target: Target::local(&server),
+                    config: server.config(),
                     client: reqwest::Client::new(),
                     server: Some(server),
                 },

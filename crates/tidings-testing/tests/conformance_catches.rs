@@ -40,18 +40,26 @@ enum Flaw {
     StopsAfterDeadLetter,
     /// `teardown` deletes nothing.
     KeepsTopology,
+    /// An unreachable broker is a `Backend` error, not retryable (as Kafka's was).
+    UnreachableAsBackend,
+    /// Connecting to a broker that never answers waits for ever.
+    UnreachableHangs,
 }
 
 struct Flawed {
     inner: Memory,
     flaw: Flaw,
     disconnected: Arc<AtomicBool>,
+    /// Set on the transport [`FlawedAdversary::unreachable`] makes: the broker address
+    /// that `provision` fails to reach, the flawed way.
+    unreachable: Option<String>,
 }
 
 /// Raw messages go straight into the flawed transport's hub; dropping the connections
 /// arms [`Flaw::LosesAfterReconnect`].
 struct FlawedAdversary {
     inner: Memory,
+    flaw: Flaw,
     disconnected: Arc<AtomicBool>,
 }
 
@@ -69,6 +77,15 @@ impl Adversary for FlawedAdversary {
     fn drop_connections(&self) -> BoxFuture<'static, Result<()>> {
         self.disconnected.store(true, Ordering::SeqCst);
         Box::pin(async { Ok(()) })
+    }
+
+    fn unreachable(&self, address: &str, _: Duration) -> Result<Arc<dyn DynTransport>> {
+        Ok(Arc::new(Flawed {
+            inner: Memory::new(),
+            flaw: self.flaw,
+            disconnected: self.disconnected.clone(),
+            unreachable: Some(address.to_string()),
+        }))
     }
 }
 
@@ -107,11 +124,26 @@ impl Transport for Flawed {
     type Subscriber = FlawedSubscriber;
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let mut c = self.inner.capabilities();
+        if matches!(
+            self.flaw,
+            Flaw::UnreachableAsBackend | Flaw::UnreachableHangs
+        ) {
+            // Pretends to have a broker connection, so the unreachable case runs.
+            c.connect_timeout = Some(UNREACHABLE_CONNECT_TIMEOUT);
+        }
+        c
     }
 
     async fn provision(&self, topology: &Topology) -> Result<()> {
-        self.inner.provision(topology).await
+        match (&self.unreachable, self.flaw) {
+            (Some(address), Flaw::UnreachableAsBackend) => Err(Error::new(
+                tidings_core::ErrorKind::Backend,
+                format!("fetching metadata from {address}: timed out"),
+            )),
+            (Some(_), _) => std::future::pending().await,
+            (None, _) => self.inner.provision(topology).await,
+        }
     }
 
     async fn publish(&self, topic: &str, mut envelopes: Vec<Envelope>) -> Result<()> {
@@ -287,6 +319,9 @@ impl Acker for FlawedAcker {
     }
 }
 
+/// The connect timeout the `unreachable_broker` case gives its transports.
+const UNREACHABLE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn flawed(flaw: Flaw) -> Factory {
     let memory = Memory::new();
     let disconnected = Arc::new(AtomicBool::new(false));
@@ -294,10 +329,12 @@ fn flawed(flaw: Flaw) -> Factory {
         inner: memory.clone(),
         flaw,
         disconnected: disconnected.clone(),
+        unreachable: None,
     });
     Factory::shared(format!("memory with flaw {flaw:?}"), transport)
         .adversary(Arc::new(FlawedAdversary {
             inner: memory,
+            flaw,
             disconnected,
         }))
         .patience(Duration::from_secs(3))
@@ -449,5 +486,25 @@ fn teardown_removes_topology_catches_a_teardown_that_keeps_queues() {
         "teardown_removes_topology",
         conformance::teardown_removes_topology,
         "came back",
+    );
+}
+
+#[test]
+fn unreachable_broker_catches_an_outage_reported_as_a_backend_error() {
+    must_fail(
+        &flawed(Flaw::UnreachableAsBackend),
+        "unreachable_broker",
+        conformance::unreachable_broker,
+        "Unavailable",
+    );
+}
+
+#[test]
+fn unreachable_broker_catches_a_connect_that_never_gives_up() {
+    must_fail(
+        &flawed(Flaw::UnreachableHangs),
+        "unreachable_broker",
+        conformance::unreachable_broker,
+        "did not fail within",
     );
 }

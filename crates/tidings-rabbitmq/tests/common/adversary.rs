@@ -8,14 +8,15 @@
 //! only, not those of the cases running in parallel in the same process.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use tidings_core::{attrs, Error, ErrorKind, Result};
-use tidings_rabbitmq::RabbitMqConfig;
+use tidings_core::{attrs, DynTransport, Error, ErrorKind, Result};
+use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
 use tidings_testing::conformance::{Adversary, RawMessage};
 
 /// Raw injection with lapin and connection drops with `rabbitmqctl`, for the transports
@@ -250,5 +251,15 @@ impl Adversary for LapinAdversary {
     fn drop_connections(&self) -> BoxFuture<'static, Result<()>> {
         let inner = self.inner.clone();
         Box::pin(async move { inner.drop_connections().await })
+    }
+
+    fn unreachable(
+        &self,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> Result<Arc<dyn DynTransport>> {
+        let config = RabbitMqConfig::new(format!("amqp://guest:guest@{address}/%2f"))
+            .connect_timeout(connect_timeout);
+        Ok(Arc::new(RabbitMq::with_config(config)))
     }
 }

@@ -478,3 +478,79 @@ async fn publish_until_confirmed(scene: &Scene<'_>, bus: &Bus, n: u64) {
         }
     }
 }
+
+/// A broker that cannot be reached: a loopback port where nothing listens (connections
+/// refused), then a listener that accepts connections and never answers. Building a bus
+/// on a transport pointed there (with a 2 s connect timeout) fails as
+/// [`ErrorKind::Unavailable`], retryable, naming the address once, and does so within the
+/// patience: it neither hangs nor retries for minutes. Skipped by transports without a
+/// connection ([`Capabilities::connect_timeout`](tidings_core::Capabilities) `None`).
+pub async fn unreachable_broker(f: &dyn TransportFactory) {
+    let scene = Scene::new(f, "unreachable_broker");
+    if !scene
+        .needs("a broker connection", |c| c.connect_timeout.is_some())
+        .await
+    {
+        return;
+    }
+    let adversary = adversary(f, scene.case);
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    // A port that was free a moment ago: nothing listens there now.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("finding a free loopback port");
+    // The kernel completes the handshake into the backlog; nothing ever reads or writes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a silent listener");
+    let silent_address = silent.local_addr().expect("reading the listener's address");
+    for (what, address) in [
+        ("nothing listens", refused.to_string()),
+        ("a listener never answers", silent_address.to_string()),
+    ] {
+        let transport = adversary
+            .unreachable(&address, CONNECT_TIMEOUT)
+            .must("making a transport for an unreachable broker");
+        assert_eq!(
+            transport.capabilities_dyn().connect_timeout,
+            Some(CONNECT_TIMEOUT),
+            "{}: the unreachable transport does not declare the connect timeout it was given",
+            scene.case
+        );
+        let building = Bus::builder("alpha")
+            .transport_shared(transport)
+            .namespace(scene.namespace.clone())
+            .publishes::<super::events::ConfEvents>()
+            .subscribe(Tap::pings(&Probe::new(), "alpha"))
+            .build();
+        let err = match tokio::time::timeout(scene.patience(), building).await {
+            Err(_) => panic!(
+                "{}: where {what} ({address}), build() did not fail within {:?} (connect timeout {CONNECT_TIMEOUT:?})",
+                scene.case,
+                scene.patience()
+            ),
+            Ok(Ok(bus)) => {
+                bus.shutdown().await;
+                panic!("{}: a bus built where {what} ({address})", scene.case)
+            }
+            Ok(Err(e)) => e,
+        };
+        let shown = err.to_string();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Unavailable,
+            "{}: where {what}: {shown}",
+            scene.case
+        );
+        assert!(
+            err.is_retryable(),
+            "{}: where {what}, the error is not retryable: {shown}",
+            scene.case
+        );
+        assert_eq!(
+            shown.matches(address.as_str()).count(),
+            1,
+            "{}: where {what}, the address {address} is not named exactly once: {shown}",
+            scene.case
+        );
+    }
+    drop(silent);
+}

@@ -55,6 +55,7 @@
 //! | [`panics_anywhere`] | a panic in `Deserialize`, an upcaster, the synchronous part of `handle` or its future is retried, then dead-lettered with the panic message; the key's later events are handled |
 //! | [`teardown_removes_topology`] | `Bus::teardown` deletes what `build()` created, an event left in a stopped subscription with it; a second teardown is no error; the same buses build and work again |
 //! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
+//! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::Capabilities)
 //! (`competing_consumers`, `ordering_key`), printing `skipped: <case> needs <capability>`.
@@ -91,7 +92,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidings_core::{DynTransport, Result};
 
-pub use adversarial::{dropped_connection, panics_anywhere, raw_messages, reserved_headers};
+pub use adversarial::{
+    dropped_connection, panics_anywhere, raw_messages, reserved_headers, unreachable_broker,
+};
 pub use cases::{
     at_least_once_redelivery, competing_consumers, correlation_flows, fan_out, publish_confirms,
     skip_unhandled, upcasting,
@@ -125,6 +128,7 @@ pub const CASES: &[&str] = &[
     "panics_anywhere",
     "dropped_connection",
     "teardown_removes_topology",
+    "unreachable_broker",
 ];
 
 /// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
@@ -190,6 +194,25 @@ pub trait Adversary: Send + Sync + 'static {
     /// Drop the connections of every transport the factory handed out, as a network fault
     /// or a broker closing them would; the transports must reconnect on their own.
     fn drop_connections(&self) -> BoxFuture<'static, Result<()>>;
+
+    /// A transport configured like the factory's, but for a broker at `address`
+    /// (`host:port` on loopback, where the case makes sure nothing answers) with
+    /// `connect_timeout`. Not connected yet: building a bus on it is what connects.
+    /// Transports without a connection (whose [`Capabilities::connect_timeout`] is `None`)
+    /// need not provide it; the `unreachable_broker` case fails on one that should.
+    ///
+    /// [`Capabilities::connect_timeout`]: tidings_core::Capabilities::connect_timeout
+    fn unreachable(
+        &self,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> Result<Arc<dyn DynTransport>> {
+        let _ = connect_timeout;
+        Err(tidings_core::Error::new(
+            tidings_core::ErrorKind::Config,
+            format!("this adversary cannot point a transport at {address}"),
+        ))
+    }
 }
 
 impl<F, Fut> TransportFactory for F
@@ -376,6 +399,7 @@ macro_rules! conformance_suite {
             panics_anywhere,
             dropped_connection,
             teardown_removes_topology,
+            unreachable_broker,
         );
     };
 }
