@@ -62,7 +62,7 @@ pub mod prelude {
     #[cfg(feature = "memory")]
     pub use crate::Memory;
     pub use crate::{
-        Bus, Context, Event, HandlerError, PublishOptions, Replay, RetryPolicy, Subscription,
-        Topic, TransportUrl,
+        Bus, Context, Event, HandlerError, PublishOptions, Replay, ResultExt, RetryPolicy,
+        Subscription, Topic, TransportUrl,
     };
 }

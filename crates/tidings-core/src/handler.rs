@@ -65,8 +65,25 @@ where
 /// A handler's failure: transient (retried by policy, the default) or permanent
 /// (dead-lettered at once).
 ///
-/// Any `std::error::Error` converts into it with `?`; use [`HandlerError::msg`] for a plain
-/// message and [`HandlerError::permanent`] for input that will never succeed.
+/// `?` converts into it from anything that converts into a boxed error: every
+/// `std::error::Error`, `anyhow::Error`, `String` and `&str`. [`ResultExt::permanent`]
+/// marks a failure that retrying cannot fix, without a `map_err`:
+///
+/// ```
+/// use tidings_core::{HandlerError, ResultExt};
+///
+/// fn parse_isbn(raw: &str) -> Result<u64, HandlerError> {
+///     // Malformed input stays malformed: dead-letter it at once.
+///     let isbn: u64 = raw.trim().parse().permanent()?;
+///     if isbn == 0 {
+///         return Err("ISBN 0 is not a book".into());
+///     }
+///     Ok(isbn)
+/// }
+///
+/// assert!(parse_isbn("x").unwrap_err().is_permanent());
+/// assert!(!parse_isbn("0").unwrap_err().is_permanent());
+/// ```
 pub struct HandlerError {
     error: BoxError,
     permanent: bool,
@@ -108,12 +125,28 @@ impl HandlerError {
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+impl<E: Into<BoxError>> From<E> for HandlerError {
     fn from(error: E) -> Self {
-        HandlerError {
-            error: Box::new(error),
-            permanent: false,
-        }
+        HandlerError::transient(error)
+    }
+}
+
+/// Marks the error of a `Result` as a handler failure of a kind, for `?` in handlers.
+pub trait ResultExt<T> {
+    /// A failure that retrying cannot fix (dead-lettered at once): `value.permanent()?`.
+    fn permanent(self) -> Result<T, HandlerError>;
+
+    /// A failure worth retrying by the subscription's policy (what `?` does by itself).
+    fn transient(self) -> Result<T, HandlerError>;
+}
+
+impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::permanent)
+    }
+
+    fn transient(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::transient)
     }
 }
 

@@ -30,7 +30,7 @@ pub use consumer::Worker;
 pub use envelope::{attrs, Envelope, Headers};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventInfo, Publishable, Topic, TopicMember};
-pub use handler::{Context, Handler, HandlerError};
+pub use handler::{Context, Handler, HandlerError, ResultExt};
 pub use retry::RetryPolicy;
 pub use subscription::Subscription;
 pub use topology::{
