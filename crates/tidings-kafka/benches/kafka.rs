@@ -15,8 +15,6 @@
 //! at a time, from the start of `publish` to the handler (raw: the consumer loop). Both
 //! consumers use `fetch.wait.max.ms=10`.
 
-extern crate tidings_core as tidings;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

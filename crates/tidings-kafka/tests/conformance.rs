@@ -11,8 +11,6 @@
 //! with an rdkafka producer of its own (headers, value and key exactly as given), through
 //! the same proxy. The private broker stops within a second after the binary ends.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::net::{TcpListener, TcpStream};

@@ -3,8 +3,6 @@
 //! (provisioning), `dead_letters()` and `teardown()`. No broker needed: nothing listens on
 //! 127.0.0.1:1.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::time::Duration;

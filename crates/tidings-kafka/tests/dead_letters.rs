@@ -2,8 +2,6 @@
 //! its payload and its partition moves on (issue 9, defect 2); listing many dead letters
 //! reads each partition of the dead-letter topic once, up to its end (defect 3).
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -4,8 +4,6 @@
 //! rebalances that let handlers finish. Tests that need a broker print a line and pass
 //! when the variable is unset.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::collections::HashMap;

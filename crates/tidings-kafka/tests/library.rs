@@ -3,8 +3,6 @@
 //! one book stay in order, correlation ids flow through the handlers, a loan of a book
 //! the catalog does not know is dead-lettered, and replays once the book is added.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::collections::HashMap;

@@ -10,8 +10,6 @@
 //! group re-formed around a member that was behind. Here the other member is a plain
 //! rdkafka consumer of the same group that takes some partitions and leaves again.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::collections::BTreeSet;

@@ -9,8 +9,6 @@
 //! or `~/.cargo/bin/tansu`); without one it prints why and passes. It runs only when
 //! `TIDINGS_KAFKA_BROKERS` is set, like the other broker tests.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,8 +18,6 @@
 //! own broker on a free port. `RESTART_RAW_RECORDS` overrides the record count.
 
 // The event derives of `common` name the core as `tidings`.
-extern crate tidings_core as tidings;
-
 #[path = "restart_raw/broker.rs"]
 mod broker;
 mod common;

@@ -6,8 +6,6 @@
 //! TLS is not exercised against tansu: tansu 0.6's `broker` command declares `--cert` and
 //! `--key` in one exclusive argument group, so its TLS listener cannot be switched on.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::{Arc, Mutex};

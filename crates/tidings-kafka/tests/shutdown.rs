@@ -3,8 +3,6 @@
 //! Deleting the subscription's topics right after it (teardown) used to race the consumer
 //! still committing, and crashed librdkafka in some runs.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};

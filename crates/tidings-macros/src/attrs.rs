@@ -1,7 +1,10 @@
 //! Parsing of `#[event(..)]` and `#[topic(..)]`, and the checks both derives share.
 
+use proc_macro2::{Span, TokenStream};
+use proc_macro_crate::FoundCrate;
+use quote::quote;
 use syn::meta::ParseNestedMeta;
-use syn::{Attribute, Error, Generics, Ident, LitInt, LitStr, Member, Meta, Result};
+use syn::{Attribute, Error, Generics, Ident, LitInt, LitStr, Member, Meta, Path, Result};
 
 /// Longest wire or topic name accepted, in bytes (broker names have limits around 250).
 pub(crate) const MAX_NAME_LEN: usize = 200;
@@ -12,9 +15,19 @@ pub(crate) struct EventAttrs {
     pub(crate) name: Option<String>,
     pub(crate) version: Option<u32>,
     pub(crate) key: Option<Member>,
+    /// `crate = path`: where the tidings crate is, when the derive cannot find it.
+    pub(crate) krate: Option<Path>,
 }
 
-/// Parses every `#[event(..)]` on the type; keys: `name`, `version`, `key`.
+/// What `#[topic(..)]` says.
+#[derive(Default)]
+pub(crate) struct TopicAttrs {
+    pub(crate) name: Option<String>,
+    /// `crate = path`, as for events.
+    pub(crate) krate: Option<Path>,
+}
+
+/// Parses every `#[event(..)]` on the type; keys: `name`, `version`, `key`, `crate`.
 pub(crate) fn event_attrs(attrs: &[Attribute]) -> Result<EventAttrs> {
     let mut out = EventAttrs::default();
     for_each_key(attrs, "event", |key, meta| match key.to_string().as_str() {
@@ -25,19 +38,70 @@ pub(crate) fn event_attrs(attrs: &[Attribute]) -> Result<EventAttrs> {
         ),
         "version" => set(&mut out.version, key, version(meta)?),
         "key" => set(&mut out.key, key, meta.value()?.parse()?),
-        _ => Err(unknown_key(key, "event", "`name`, `version` and `key`")),
+        "crate" => set(&mut out.krate, key, crate_path(meta)?),
+        _ => Err(unknown_key(
+            key,
+            "event",
+            "`name`, `version`, `key` and `crate`",
+        )),
     })?;
     Ok(out)
 }
 
-/// Parses every `#[topic(..)]` on the type and returns the topic name; key: `name`.
-pub(crate) fn topic_name(attrs: &[Attribute]) -> Result<Option<String>> {
-    let mut name = None;
+/// Parses every `#[topic(..)]` on the type; keys: `name`, `crate`.
+pub(crate) fn topic_attrs(attrs: &[Attribute]) -> Result<TopicAttrs> {
+    let mut out = TopicAttrs::default();
     for_each_key(attrs, "topic", |key, meta| match key.to_string().as_str() {
-        "name" => set(&mut name, key, wire_name(meta, "lending")?),
-        _ => Err(unknown_key(key, "topic", "`name`")),
+        "name" => set(&mut out.name, key, wire_name(meta, "lending")?),
+        "crate" => set(&mut out.krate, key, crate_path(meta)?),
+        _ => Err(unknown_key(key, "topic", "`name` and `crate`")),
     })?;
-    Ok(name)
+    Ok(out)
+}
+
+/// `crate = path` (or `crate = "path"`): the path the generated code names tidings by.
+fn crate_path(meta: &ParseNestedMeta<'_>) -> Result<Path> {
+    let value = meta.value()?;
+    let expected = |span| {
+        Error::new(
+            span,
+            "expected the path of the tidings crate: `crate = tidings` or `crate = my_reexport::tidings`",
+        )
+    };
+    if value.peek(LitStr) {
+        let lit: LitStr = value.parse()?;
+        lit.parse().map_err(|_| expected(lit.span()))
+    } else {
+        value.parse().map_err(|e| expected(e.span()))
+    }
+}
+
+/// The path the generated code names the tidings crate by: `crate = ..` when given, else
+/// found in the deriving crate's dependencies (`tidings`, or `tidings-core` inside this
+/// workspace), `::tidings` when neither is there.
+pub(crate) fn tidings_path(explicit: Option<Path>) -> TokenStream {
+    if let Some(path) = explicit {
+        return quote!(#path);
+    }
+    for (package, lib) in [("tidings", "tidings"), ("tidings-core", "tidings_core")] {
+        match proc_macro_crate::crate_name(package) {
+            Ok(FoundCrate::Name(name)) => {
+                let name = Ident::new(&name, Span::call_site());
+                return quote!(::#name);
+            }
+            // The package itself: its library says `crate`; its tests, examples and
+            // benches are crates of their own that depend on the library.
+            Ok(FoundCrate::Itself) => {
+                if std::env::var("CARGO_CRATE_NAME").as_deref() == Ok(lib) {
+                    return quote!(crate);
+                }
+                let name = Ident::new(lib, Span::call_site());
+                return quote!(::#name);
+            }
+            Err(_) => {}
+        }
+    }
+    quote!(::tidings)
 }
 
 /// Rejects type and lifetime parameters: a wire name names one concrete type.
@@ -202,6 +266,27 @@ mod tests {
         assert_eq!(attrs.name.as_deref(), Some("a.b"));
         assert_eq!(attrs.version, Some(3));
         assert_eq!(attrs.key, Some(parse_quote!(0)));
+        assert!(attrs.krate.is_none());
+    }
+
+    #[test]
+    fn crate_takes_a_path_or_a_string() {
+        let input: syn::DeriveInput = parse_quote! {
+            #[event(name = "a.b", crate = my_app::tidings)] struct A;
+        };
+        let path = event_attrs(&input.attrs).unwrap().krate.unwrap();
+        assert_eq!(quote!(#path).to_string(), "my_app :: tidings");
+        let input: syn::DeriveInput = parse_quote! {
+            #[topic(name = "a", crate = "::shared::tidings")] enum T {}
+        };
+        let path = topic_attrs(&input.attrs).unwrap().krate.unwrap();
+        assert_eq!(quote!(#path).to_string(), ":: shared :: tidings");
+        assert_eq!(tidings_path(Some(path)).to_string(), ":: shared :: tidings");
+        let bad: syn::DeriveInput = parse_quote! {
+            #[event(crate = 3)] struct A;
+        };
+        let err = event_attrs(&bad.attrs).err().unwrap().to_string();
+        assert!(err.contains("`crate = tidings`"), "{err}");
     }
 
     #[test]
@@ -215,10 +300,10 @@ mod tests {
             #[topic(nmae = "x")]
             enum T {}
         );
-        let err = topic_name(&unknown.attrs).err().unwrap().to_string();
+        let err = topic_attrs(&unknown.attrs).err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown key `nmae` in `#[topic(..)]`: the valid keys are `name`"
+            "unknown key `nmae` in `#[topic(..)]`: the valid keys are `name` and `crate`"
         );
     }
 }

@@ -21,6 +21,7 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
         )
     })?;
     let version = attrs.version.unwrap_or(1);
+    let krate = attrs::tidings_path(attrs.krate);
     let ordering_key = match &attrs.key {
         Some(key) => {
             check_key(input, key)?;
@@ -50,12 +51,12 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
     };
     // Spanned on the type, so the on_unimplemented note of `SerdeEvent` points at it.
     let assert_serde = quote_spanned! {ident.span()=>
-        const _: () = ::tidings::__private::assert_serde::<#ident>();
+        const _: () = #krate::__private::assert_serde::<#ident>();
     };
     Ok(quote! {
         #assert_serde
         #[automatically_derived]
-        impl ::tidings::Event for #ident {
+        impl #krate::Event for #ident {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
             #ordering_key
@@ -114,6 +115,30 @@ mod tests {
     }
 
     #[test]
+    fn crate_names_where_tidings_is() {
+        // Without `crate`, the lookup finds this package's (dev-)dependency tidings-core.
+        let found = expand_str(parse_quote! {
+            #[event(name = "lending.book-returned")]
+            struct BookReturned;
+        })
+        .unwrap();
+        assert!(
+            found.contains("impl :: tidings_core :: Event for BookReturned"),
+            "{found}"
+        );
+        let given = expand_str(parse_quote! {
+            #[event(name = "lending.book-returned", crate = contracts::tidings)]
+            struct BookReturned;
+        })
+        .unwrap();
+        assert!(
+            given.contains("impl contracts :: tidings :: Event for BookReturned")
+                && given.contains("contracts :: tidings :: __private :: assert_serde"),
+            "{given}"
+        );
+    }
+
+    #[test]
     fn version_defaults_to_1_and_no_key_keeps_the_default_ordering_key() {
         let out = expand_str(parse_quote! {
             #[event(name = "lending.book-returned")]
@@ -121,7 +146,7 @@ mod tests {
         })
         .unwrap();
         assert!(
-            out.contains("impl :: tidings :: Event for BookReturned"),
+            out.contains("impl :: tidings_core :: Event for BookReturned"),
             "{out}"
         );
         assert!(
@@ -190,7 +215,7 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.contains("the valid keys are `name`, `version` and `key`"),
+            err.contains("the valid keys are `name`, `version`, `key` and `crate`"),
             "{err}"
         );
     }

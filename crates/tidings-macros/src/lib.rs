@@ -3,7 +3,7 @@
 //! groups the events one context publishes.
 //!
 //! ```
-//! # extern crate tidings_core as tidings;
+//! # use tidings_core as tidings;
 //! # use tidings_macros::{Event, Topic};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -28,9 +28,18 @@
 //! | `#[event(..)]` | `name = "ctx.event-name"` | required: the wire name, what crosses the broker |
 //! | | `version = N` | the contract version, a whole number ≥ 1; default `1` |
 //! | | `key = field` | the field (`Display`) whose value is the ordering key; `key = 0` for a tuple struct |
+//! | | `crate = path` | where tidings is, when it is not a dependency named `tidings` (see below) |
 //! | `#[topic(..)]` | `name = "ctx"` | required: the topic name, the publishing context |
+//! | | `crate = path` | as for events |
 //!
 //! Names are 1 to 200 bytes of ASCII letters, digits, `.`, `-` and `_`.
+//!
+//! # Where the generated code finds tidings
+//!
+//! The derives look the deriving crate's `Cargo.toml` up (with `proc-macro-crate`): a
+//! dependency on `tidings`, under any name it was renamed to, or else on `tidings-core`.
+//! A crate that reaches tidings some other way, e.g. through a re-export of a shared
+//! contracts crate, says where: `#[event(name = "..", crate = contracts::tidings)]`.
 //!
 //! # Mistakes are compile errors
 //!
@@ -53,7 +62,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// order). The type must derive `Serialize` and `Deserialize` and must not be generic.
 ///
 /// ```
-/// # extern crate tidings_core as tidings;
+/// # use tidings_core as tidings;
 /// # use tidings_macros::Event;
 /// use serde::{Deserialize, Serialize};
 /// use tidings::Event as _;
@@ -73,7 +82,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// A forgotten name does not compile, and the error says what to add:
 ///
 /// ```compile_fail
-/// # extern crate tidings_core as tidings;
+/// # use tidings_core as tidings;
 /// # use tidings_macros::Event;
 /// #[derive(serde::Serialize, serde::Deserialize, Event)]
 /// struct BookBorrowed { book_id: u64 } // missing wire name: add `#[event(name = ..)]`
@@ -97,7 +106,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// the event inside it.
 ///
 /// ```
-/// # extern crate tidings_core as tidings;
+/// # use tidings_core as tidings;
 /// # use tidings_macros::{Event, Topic};
 /// use serde::{Deserialize, Serialize};
 /// use tidings::{Publishable, Topic as _};
@@ -123,7 +132,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// ```
 ///
 /// ```compile_fail
-/// # extern crate tidings_core as tidings;
+/// # use tidings_core as tidings;
 /// # use tidings_macros::{Event, Topic};
 /// #[derive(serde::Serialize, serde::Deserialize, Event)]
 /// #[event(name = "lending.book-borrowed")]

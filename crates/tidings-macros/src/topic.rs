@@ -27,7 +27,9 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
         ));
     };
     attrs::reject_generics(&input.generics, ident, "topics")?;
-    let name = attrs::topic_name(&input.attrs)?.ok_or_else(|| {
+    let attrs = attrs::topic_attrs(&input.attrs)?;
+    let krate = attrs::tidings_path(attrs.krate);
+    let name = attrs.name.ok_or_else(|| {
         Error::new(
             ident.span(),
             format!(
@@ -53,17 +55,17 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
     // one error there (rustc merges identical ones) instead of one per use.
     let events: Vec<_> = types
         .iter()
-        .map(|ty| quote_spanned!(ty.span()=> <#ty as ::tidings::Event>))
+        .map(|ty| quote_spanned!(ty.span()=> <#ty as #krate::Event>))
         .collect();
     let type_names = members.iter().map(|m| &m.type_name);
-    let distinct_names = distinct_wire_names(ident, &members);
+    let distinct_names = distinct_wire_names(&krate, ident, &members);
 
     Ok(quote! {
         #[automatically_derived]
-        impl ::tidings::Topic for #ident {
+        impl #krate::Topic for #ident {
             const NAME: &'static str = #name;
-            fn events() -> &'static [::tidings::EventInfo] {
-                const EVENTS: &[::tidings::EventInfo] = &[#(::tidings::EventInfo {
+            fn events() -> &'static [#krate::EventInfo] {
+                const EVENTS: &[#krate::EventInfo] = &[#(#krate::EventInfo {
                     name: #events::NAME,
                     version: #events::VERSION,
                     type_name: #type_names,
@@ -74,7 +76,7 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
 
         #(
             #[automatically_derived]
-            impl ::tidings::TopicMember for #types {
+            impl #krate::TopicMember for #types {
                 type Topic = #ident;
             }
 
@@ -87,7 +89,7 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
         )*
 
         #[automatically_derived]
-        impl ::tidings::Publishable for #ident {
+        impl #krate::Publishable for #ident {
             type Topic = Self;
             fn event_name(&self) -> &'static str {
                 match self { #(Self::#variants(_) => #events::NAME,)* }
@@ -96,9 +98,9 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
                 match self { #(Self::#variants(_) => #events::VERSION,)* }
             }
             fn event_ordering_key(&self) -> ::core::option::Option<::std::string::String> {
-                match self { #(Self::#variants(event) => ::tidings::Event::ordering_key(event),)* }
+                match self { #(Self::#variants(event) => #krate::Event::ordering_key(event),)* }
             }
-            fn encode(&self, codec: ::tidings::Codec) -> ::tidings::Result<::std::vec::Vec<u8>> {
+            fn encode(&self, codec: #krate::Codec) -> #krate::Result<::std::vec::Vec<u8>> {
                 match self { #(Self::#variants(event) => codec.encode(event),)* }
             }
         }
@@ -157,7 +159,7 @@ fn members<'a>(variants: impl Iterator<Item = &'a Variant>) -> Result<Vec<Member
 
 /// A const assertion per pair of events: equal wire names fail the build with a message
 /// naming both types (the names themselves are only known after macro expansion).
-fn distinct_wire_names(topic: &Ident, members: &[Member<'_>]) -> TokenStream {
+fn distinct_wire_names(krate: &TokenStream, topic: &Ident, members: &[Member<'_>]) -> TokenStream {
     let mut checks = TokenStream::new();
     for (i, a) in members.iter().enumerate() {
         for b in &members[i + 1..] {
@@ -168,9 +170,9 @@ fn distinct_wire_names(topic: &Ident, members: &[Member<'_>]) -> TokenStream {
                 a.type_name, b.type_name
             );
             checks.extend(quote_spanned! {tb.span()=>
-                const _: () = if ::tidings::__private::str_eq(
-                    <#ta as ::tidings::Event>::NAME,
-                    <#tb as ::tidings::Event>::NAME,
+                const _: () = if #krate::__private::str_eq(
+                    <#ta as #krate::Event>::NAME,
+                    <#tb as #krate::Event>::NAME,
                 ) {
                     ::core::panic!("{}", #msg)
                 };
@@ -199,14 +201,14 @@ mod tests {
         })
         .unwrap();
         for expected in [
-            "impl :: tidings :: Topic for LendingEvents",
+            "impl :: tidings_core :: Topic for LendingEvents",
             "const NAME : & 'static str = \"lending\"",
             "type_name : \"BookBorrowed\"",
             "type_name : \"contracts::BookReturned\"",
-            "impl :: tidings :: TopicMember for BookBorrowed { type Topic = LendingEvents ; }",
-            "impl :: tidings :: TopicMember for contracts :: BookReturned",
+            "impl :: tidings_core :: TopicMember for BookBorrowed { type Topic = LendingEvents ; }",
+            "impl :: tidings_core :: TopicMember for contracts :: BookReturned",
             "impl :: core :: convert :: From < BookBorrowed > for LendingEvents",
-            "impl :: tidings :: Publishable for LendingEvents",
+            "impl :: tidings_core :: Publishable for LendingEvents",
             "Self :: Returned (event) => codec . encode (event)",
         ] {
             assert!(out.contains(expected), "missing `{expected}` in {out}");

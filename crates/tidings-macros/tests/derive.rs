@@ -1,10 +1,8 @@
 //! The derives against tidings-core alone (no facade), under the workspace lints: the
 //! expansions compile warning-free and behave as documented.
 
-extern crate tidings_core as tidings;
-
 use serde::{Deserialize, Serialize};
-use tidings::{Codec, Event, Publishable, Topic, TopicMember};
+use tidings_core::{Codec, Event, Publishable, Topic, TopicMember};
 use tidings_macros::{Event, Topic};
 
 /// A book.

@@ -2,8 +2,6 @@
 //! names, the AMQP message, publishing (confirms, errors, large batches), and a queue
 //! deleted under a running consumer.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::time::Duration;

@@ -4,8 +4,6 @@
 //! the variable every case prints a line and passes; with it set and the broker
 //! unreachable, every case fails.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::Arc;

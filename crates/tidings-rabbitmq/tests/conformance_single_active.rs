@@ -2,8 +2,6 @@
 //! which the RabbitMQ transport declares the `ordering_key` capability, so the ordering
 //! cases run too (and competing consumers, which it then does not offer, are skipped).
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::Arc;

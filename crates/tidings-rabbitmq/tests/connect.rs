@@ -3,8 +3,6 @@
 //! timeout, naming its redacted address once. These run without a broker (a closed port
 //! and a silent listener on loopback), and with one when `TIDINGS_RABBITMQ_URL` is set.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::time::Duration;

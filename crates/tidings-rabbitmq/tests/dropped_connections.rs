@@ -3,8 +3,6 @@
 //! themselves and every event is handled. Needs `TIDINGS_RABBITMQ_URL` and
 //! `TIDINGS_RABBITMQ_CTL`.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::time::Duration;

@@ -3,8 +3,6 @@
 //! dead-letters it with the reason (without its payload when the dead letter would be too
 //! large), and the consumer goes on.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};

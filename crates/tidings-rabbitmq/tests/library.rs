@@ -2,8 +2,6 @@
 //! follow-up from its handler, Notifications handles that; the correlation id set by
 //! Lending and the causation chain arrive intact.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -5,8 +5,6 @@
 //! `scripts/services/rabbitmq.sh`). The only test of its binary, so the restart hits no
 //! other test.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::time::Duration;

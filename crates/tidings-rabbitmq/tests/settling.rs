@@ -2,8 +2,6 @@
 //! queues, dead letters (listing without removal, replay), redelivery of a delivery dropped
 //! unsettled, and the quorum queues' delivery count.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -3,8 +3,6 @@
 //! error. Checked behind the transport's back with lapin passive declares. Needs
 //! `TIDINGS_RABBITMQ_URL`.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

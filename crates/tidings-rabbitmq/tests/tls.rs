@@ -2,8 +2,6 @@
 //! `TIDINGS_TLS_DIR`): a server verified with a custom CA, mutual TLS with a client
 //! certificate, and a refused server certificate without that CA.
 
-extern crate tidings_core as tidings;
-
 mod common;
 
 use std::path::PathBuf;

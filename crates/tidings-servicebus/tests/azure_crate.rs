@@ -1,8 +1,6 @@
 //! The paths where the azure crate's receive calls would lose or stall messages, next to
 //! the transport's behaviour on the same server.
 
-extern crate tidings_core as tidings;
-
 mod support;
 mod things;
 

@@ -1,8 +1,6 @@
 //! An unreachable namespace (defect 5 of issue 9): `Unavailable`, retryable, within the
 //! connect timeout, naming the (redacted) address once with the cause, never the key.
 
-extern crate tidings_core as tidings;
-
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,6 @@
 //! Lending publishes book-borrowed and book-returned, keyed by book; Catalog keeps its
 //! inventory from them, and its follow-up event carries the correlation on.
 
-extern crate tidings_core as tidings;
-
 mod support;
 
 use std::collections::HashMap;

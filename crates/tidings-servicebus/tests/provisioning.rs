@@ -2,8 +2,6 @@
 //! `build()` creates (or says to create without the Manage right), a refused key, and
 //! entities declared again when they vanish.
 
-extern crate tidings_core as tidings;
-
 mod support;
 mod things;
 

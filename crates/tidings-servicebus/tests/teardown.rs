@@ -1,8 +1,6 @@
 //! What a bus created on Service Bus can be listed and deleted (defect 8 of issue 9):
 //! `Bus::broker_objects` and `Bus::teardown`, checked behind the transport on the server.
 
-extern crate tidings_core as tidings;
-
 mod support;
 
 use serde::{Deserialize, Serialize};

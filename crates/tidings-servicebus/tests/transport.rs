@@ -1,8 +1,6 @@
 //! The Service Bus transport against the local development server: lock renewal, the
 //! dead-letter subqueue (ours and Service Bus's own), batches, and retries in place.
 
-extern crate tidings_core as tidings;
-
 mod support;
 mod things;
 

@@ -34,8 +34,6 @@
 //! # Ok(()) }
 //! ```
 
-extern crate tidings_core as tidings;
-
 pub mod conformance;
 mod harness;
 mod recording;

@@ -21,8 +21,6 @@
 //! N defaults to 10 000 (`TIDINGS_BENCH_EVENTS`). Without `TIDINGS_RABBITMQ_URL` the
 //! benchmark prints a line and does nothing.
 
-extern crate tidings_core as tidings;
-
 mod ours;
 mod raw;
 

@@ -1,9 +1,7 @@
-// The derives expand to `::tidings::..`; here that is tidings-core.
-extern crate tidings_core as tidings;
 #[allow(unused_imports)]
 use tidings_macros::*;
 use serde::{Deserialize, Serialize};
-use tidings::Event;
+use tidings_core::Event;
 
 #[derive(Serialize, Deserialize)]
 struct BookId(u64);

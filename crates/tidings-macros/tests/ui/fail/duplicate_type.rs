@@ -1,9 +1,7 @@
-// The derives expand to `::tidings::..`; here that is tidings-core.
-extern crate tidings_core as tidings;
 #[allow(unused_imports)]
 use tidings_macros::*;
 use serde::{Deserialize, Serialize};
-use tidings::{Event, Topic};
+use tidings_core::{Event, Topic};
 
 #[derive(Serialize, Deserialize, Event)]
 #[event(name = "lending.book-borrowed")]

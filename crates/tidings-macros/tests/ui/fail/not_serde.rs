@@ -1,8 +1,6 @@
-// The derives expand to `::tidings::..`; here that is tidings-core.
-extern crate tidings_core as tidings;
 #[allow(unused_imports)]
 use tidings_macros::*;
-use tidings::Event;
+use tidings_core::Event;
 
 #[derive(Debug, Event)]
 #[event(name = "lending.book-borrowed")]

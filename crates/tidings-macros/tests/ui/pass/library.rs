@@ -1,10 +1,8 @@
 // The Library contracts: newtype ids, two lending events, the lending topic.
-// The derives expand to `::tidings::..`; here that is tidings-core.
-extern crate tidings_core as tidings;
 #[allow(unused_imports)]
 use tidings_macros::*;
 use serde::{Deserialize, Serialize};
-use tidings::{Codec, DecodeLimits, Event, EventInfo, Publishable, Topic, TopicMember};
+use tidings_core::{Codec, DecodeLimits, Event, EventInfo, Publishable, Topic, TopicMember};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookId(u64);

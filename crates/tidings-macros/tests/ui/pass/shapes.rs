@@ -1,16 +1,14 @@
 // Other shapes the derives accept: tuple structs keyed by index, enum events, explicit
 // versions, several `#[event]` attributes, event types behind a module path (the topic
 // enum is as public as its events: it is their `TopicMember::Topic`).
-// The derives expand to `::tidings::..`; here that is tidings-core.
-extern crate tidings_core as tidings;
 #[allow(unused_imports)]
 use tidings_macros::*;
-use tidings::{Event, Publishable, Topic};
+use tidings_core::{Event, Publishable, Topic};
 
 mod catalog {
     use tidings_macros::Event;
     use serde::{Deserialize, Serialize};
-    use tidings::Event;
+    use tidings_core::Event;
 
     #[derive(Debug, Serialize, Deserialize, Event)]
     #[event(name = "catalog.copies_changed.v3", version = 3)]
