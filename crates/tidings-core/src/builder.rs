@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, BusInner};
 use crate::codec::{Codec, DecodeLimits};
+use crate::companion::{Companion, Shutdown};
 use crate::consumer::{Dispatcher, Worker};
 use crate::error::{Error, Result};
 use crate::event::{EventInfo, Topic};
@@ -21,17 +22,6 @@ use crate::retry::RetryPolicy;
 use crate::subscription::{ErasedSubscription, Subscription};
 use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 use crate::transport::{DynTransport, Transport};
-
-/// Background work that runs with a bus and stops with it: `build()` starts it after the
-/// consumers, and `shutdown()` cancels `shutdown` and waits for it. The outbox relay is
-/// one (`Relay::companion`).
-///
-/// A companion holds a clone of the bus, so a bus with companions stays alive until
-/// `shutdown()` is called.
-pub trait Companion: Send + 'static {
-    /// Run until `shutdown` is cancelled.
-    fn run(self: Box<Self>, bus: Bus, shutdown: CancellationToken) -> BoxFuture<'static, ()>;
-}
 
 type Connect = BoxFuture<'static, Result<Arc<dyn DynTransport>>>;
 
@@ -349,7 +339,7 @@ impl BusBuilder {
             let bus = Bus::from_inner(inner.clone());
             inner
                 .consumers
-                .spawn(companion.run(bus, inner.shutdown.child_token()));
+                .spawn(companion.run(bus, Shutdown::new(inner.shutdown.child_token())));
         }
         Ok(Bus::from_inner(inner))
     }

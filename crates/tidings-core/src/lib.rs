@@ -11,6 +11,7 @@
 mod builder;
 mod bus;
 mod codec;
+mod companion;
 mod consumer;
 pub mod domain;
 mod envelope;
@@ -23,9 +24,10 @@ mod topology;
 pub mod transport;
 pub mod wire;
 
-pub use builder::{BusBuilder, Companion};
+pub use builder::BusBuilder;
 pub use bus::{Bus, PublishOptions};
 pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
+pub use companion::{Companion, Shutdown};
 pub use consumer::Worker;
 pub use envelope::{attrs, Envelope, Headers};
 pub use error::{BoxError, Error, ErrorKind, Result};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use tidings_core::{Bus, Companion, ErrorKind, Result};
+use tidings_core::{Bus, Companion, ErrorKind, Result, Shutdown};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -198,15 +198,19 @@ pub struct RelayCompanion<DB: Backend> {
 }
 
 impl<DB: Backend> Companion for RelayCompanion<DB> {
-    fn run(self: Box<Self>, bus: Bus, shutdown: CancellationToken) -> BoxFuture<'static, ()> {
+    fn run(self: Box<Self>, bus: Bus, shutdown: Shutdown) -> BoxFuture<'static, ()> {
         let RelayCompanion { outbox, config } = *self;
-        Box::pin(run(
-            bus,
-            outbox,
-            config,
-            shutdown,
-            Arc::new(Stats::default()),
-        ))
+        // The relay stops on its own token: a standalone relay's handle cancels it too.
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        Box::pin(async move {
+            let watch = tokio::spawn(async move {
+                shutdown.requested().await;
+                stop.cancel();
+            });
+            run(bus, outbox, config, cancel, Arc::new(Stats::default())).await;
+            watch.abort();
+        })
     }
 }
 
