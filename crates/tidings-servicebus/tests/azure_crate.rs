@@ -72,10 +72,9 @@ async fn non_utf8_bodies_are_delivered_where_the_azure_crate_fails_after_locking
     // The azure crate on the same message: `peek_lock_message2` locks it, then fails to
     // read the body as UTF-8 and returns an error without the lock URI, so the message
     // stays locked until the lock expires.
-    let sb = transport();
     publish_raw_msgpack(&topic, 42).await;
     let client = TopicClient::new(
-        sb.http_client(),
+        support::azure_http_client(),
         support::NAMESPACE,
         topic.clone(),
         support::KEY_NAME,
@@ -121,7 +120,7 @@ async fn no_message_is_not_a_delivery_where_the_azure_crate_reports_success() {
     // The azure crate: `peek_lock_message` answers Ok("") for 204, `peek_lock_message2`
     // answers Ok with status 204 and nothing to settle.
     let client = TopicClient::new(
-        sb.http_client(),
+        support::azure_http_client(),
         support::NAMESPACE,
         spec.topic.clone(),
         support::KEY_NAME,
@@ -201,7 +200,7 @@ async fn the_azure_crate_peek_lock_message_loses_the_lock_uri_and_the_message_st
 
     // The crate: the body, and no way to complete or unlock the message.
     let client = TopicClient::new(
-        sb.http_client(),
+        support::azure_http_client(),
         support::NAMESPACE,
         spec.topic.clone(),
         support::KEY_NAME,

@@ -6,7 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tidings_servicebus::ServiceBusConfig;
@@ -145,6 +145,40 @@ impl Raw {
         let (status, body) = self.call(reqwest::Method::GET, path, &[], Vec::new()).await;
         assert_eq!(status, 200, "{body}");
         body
+    }
+}
+
+/// An `HttpClient` for `azure_messaging_servicebus` against the in-process server: the
+/// azure crate hard-codes `https://<namespace>.servicebus.windows.net`, so every request
+/// to that URL goes to the server's endpoint instead; azure_core's own reqwest client
+/// sends it.
+pub fn azure_http_client() -> Arc<dyn azure_core::HttpClient> {
+    Arc::new(ToLocalServer {
+        inner: reqwest::Client::new(),
+        from: format!("https://{NAMESPACE}.servicebus.windows.net/"),
+        to: format!("{}/", endpoint()),
+    })
+}
+
+#[derive(Debug)]
+struct ToLocalServer {
+    inner: reqwest::Client,
+    from: String,
+    to: String,
+}
+
+#[async_trait::async_trait]
+impl azure_core::HttpClient for ToLocalServer {
+    async fn execute_request(
+        &self,
+        request: &azure_core::Request,
+    ) -> azure_core::Result<azure_core::Response> {
+        let mut request = request.clone();
+        if let Some(rest) = request.url().as_str().strip_prefix(&self.from) {
+            *request.url_mut() = azure_core::Url::parse(&format!("{}{rest}", self.to))
+                .expect("the server's endpoint makes a URL");
+        }
+        self.inner.execute_request(&request).await
     }
 }
 
