@@ -3,6 +3,8 @@
 
 use tidings_core::{Error, ErrorKind};
 
+use crate::http::Failure;
+
 /// The `<Detail>` (or the start of the body) of an error answer, for messages.
 pub(crate) fn detail(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -58,32 +60,26 @@ pub(crate) fn status_error(status: u16, body: &[u8], what: &str, key_name: &str)
     }
 }
 
-/// An error from the HTTP client or the azure crate: a refusal by its status; a request
-/// that got no answer [`ErrorKind::Unavailable`] naming `address` once. The client's
-/// error is the source, never repeated in the message.
-pub(crate) fn azure_error(
-    e: azure_core::Error,
-    what: &str,
-    key_name: &str,
-    address: &str,
-) -> Error {
-    if let Some(http) = e.as_http_error() {
-        let status: u16 = http.status().into();
-        let body = http.error_message().unwrap_or_default().as_bytes().to_vec();
-        return status_error(status, &body, what, key_name);
-    }
-    if let azure_core::error::ErrorKind::HttpResponse { status, error_code } = e.kind() {
-        let body = error_code.clone().unwrap_or_default();
-        return status_error(u16::from(*status), body.as_bytes(), what, key_name);
-    }
-    let error = match e.kind() {
-        azure_core::error::ErrorKind::Io => {
+/// An error for a request that got no answer: one that could not be made (the endpoint
+/// makes no URL, reqwest refuses a header) is [`ErrorKind::Backend`]; one sent without an
+/// answer (no connection, a timeout, a broken connection) is [`ErrorKind::Unavailable`]
+/// (retryable), naming `address` once. reqwest's error, without its URL, is the source,
+/// never repeated in the message.
+pub(crate) fn request_error(failure: Failure, what: &str, address: &str) -> Error {
+    match failure {
+        Failure::Endpoint(e) => Error::new(
+            ErrorKind::Backend,
+            format!("{what}: the endpoint is not a URL"),
+        )
+        .with_source(e),
+        Failure::Request(e) => Error::new(
+            ErrorKind::Backend,
+            format!("{what}: cannot build the request"),
+        )
+        .with_source(e),
+        Failure::NoAnswer(e) => {
             Error::unavailable(format!("{what}: no answer from Service Bus at {address}"))
+                .with_source(e)
         }
-        azure_core::error::ErrorKind::Credential => {
-            Error::new(ErrorKind::Unauthorized, what.to_string())
-        }
-        _ => Error::new(ErrorKind::Backend, what.to_string()),
-    };
-    error.with_source(e)
+    }
 }

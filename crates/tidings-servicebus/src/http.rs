@@ -1,118 +1,20 @@
-//! The HTTP side: the pluggable `HttpClient` handed to the azure crate (a reqwest client
-//! with rustls that can redirect the namespace URL to a local endpoint), SAS tokens, and
-//! the REST calls the azure crate does not make correctly or at all.
+//! The HTTP side: a reqwest client with rustls that sends the namespace URL to the
+//! configured endpoint if there is one, SAS tokens, and the REST calls the transport makes
+//! (sending, receiving, settling, renewing, batches, management).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use azure_core::{HttpClient, Method, Request, Url};
 use base64::Engine;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use hmac::{Hmac, Mac};
+use reqwest::{Method, Url};
 use sha2::Sha256;
 use tidings_core::{Error, ErrorKind, Result};
 
 use crate::config::ServiceBusConfig;
-use crate::error::{azure_error, status_error};
-
-/// The `HttpClient` given to `azure_messaging_servicebus`: reqwest with rustls, and when
-/// an endpoint is configured, every `https://<namespace>.servicebus.windows.net` URL sent
-/// to that endpoint instead (the azure crate hard-codes the namespace URL).
-///
-/// A request that gets no answer fails with an `Io` error whose cause is reqwest's error
-/// without the URL, so that a message names the address once (the transport adds it).
-#[derive(Debug)]
-pub(crate) struct Redirecting {
-    inner: reqwest::Client,
-    from: String,
-    to: Option<String>,
-}
-
-impl Redirecting {
-    pub(crate) fn new(config: &ServiceBusConfig) -> Result<Self> {
-        let inner = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.receive_wait + Duration::from_secs(30))
-            .build()
-            .map_err(|e| {
-                Error::new(ErrorKind::Config, "cannot build the HTTP client").with_source(e)
-            })?;
-        Ok(Redirecting {
-            inner,
-            from: config.namespace_url(),
-            to: config.endpoint.clone(),
-        })
-    }
-
-    /// The URL `request` goes to.
-    fn target(&self, request: &Request) -> azure_core::Result<Url> {
-        let url = request.url().as_str();
-        let (Some(to), Some(rest)) = (&self.to, url.strip_prefix(self.from.as_str())) else {
-            return Ok(request.url().clone());
-        };
-        Url::parse(&format!("{to}{rest}")).map_err(|e| {
-            azure_core::Error::full(
-                azure_core::error::ErrorKind::DataConversion,
-                e,
-                "the endpoint is not a URL",
-            )
-        })
-    }
-}
-
-#[async_trait]
-impl HttpClient for Redirecting {
-    async fn execute_request(&self, request: &Request) -> azure_core::Result<azure_core::Response> {
-        use azure_core::error::ErrorKind as Azure;
-        let url = self.target(request)?;
-        let method = reqwest::Method::from_bytes(request.method().as_ref().as_bytes())
-            .map_err(|e| azure_core::Error::full(Azure::DataConversion, e, "bad HTTP method"))?;
-        let mut req = self.inner.request(method, url);
-        for (name, value) in request.headers().iter() {
-            req = req.header(name.as_str(), value.as_str());
-        }
-        let body = match request.body().clone() {
-            azure_core::Body::Bytes(bytes) => reqwest::Body::from(bytes),
-            azure_core::Body::SeekableStream(stream) => reqwest::Body::wrap_stream(stream),
-        };
-        let response = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| azure_core::Error::new(Azure::Io, e.without_url()))?;
-        let status =
-            azure_core::StatusCode::try_from(response.status().as_u16()).map_err(|_| {
-                azure_core::Error::message(Azure::DataConversion, "an invalid HTTP status")
-            })?;
-        let headers: HashMap<azure_core::headers::HeaderName, azure_core::headers::HeaderValue> =
-            response
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        azure_core::headers::HeaderName::from(k.as_str().to_owned()),
-                        azure_core::headers::HeaderValue::from(v.to_str().ok()?.to_owned()),
-                    ))
-                })
-                .collect();
-        let body: std::pin::Pin<
-            Box<dyn futures::Stream<Item = azure_core::Result<Bytes>> + Send + Sync>,
-        > = Box::pin(
-            response
-                .bytes_stream()
-                .map_err(|e| azure_core::Error::new(Azure::Io, e.without_url())),
-        );
-        Ok(azure_core::Response::new(
-            status,
-            azure_core::headers::Headers::from(headers),
-            body,
-        ))
-    }
-}
+use crate::error::{request_error, status_error};
 
 /// An answer, body collected.
 #[derive(Debug)]
@@ -122,10 +24,27 @@ pub(crate) struct Answer {
     pub(crate) body: Bytes,
 }
 
-/// Signs and sends the requests the transport builds itself.
+/// Why a request got no answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The URL sent to the configured endpoint is not a URL.
+    Endpoint(Box<dyn std::error::Error + Send + Sync>),
+    /// reqwest could not build the request (a header value it refuses).
+    Request(reqwest::Error),
+    /// Sent, and no answer: no connection, a timeout, a broken connection or body.
+    NoAnswer(reqwest::Error),
+}
+
+/// Signs and sends the requests the transport builds, through reqwest with rustls; when
+/// an endpoint is configured, every `https://<namespace>.servicebus.windows.net` URL goes
+/// to that endpoint instead (URLs and signatures stay those of the namespace).
+///
+/// reqwest's errors lose their URL (`without_url`), so that a message names the address
+/// once (the transport adds it).
 pub(crate) struct Rest {
-    pub(crate) http: Arc<dyn HttpClient>,
+    client: reqwest::Client,
     pub(crate) base: String,
+    endpoint: Option<String>,
     pub(crate) namespace: String,
     pub(crate) key_name: String,
     /// Where requests go (redacted), for messages.
@@ -147,16 +66,26 @@ impl std::fmt::Debug for Rest {
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 impl Rest {
-    pub(crate) fn new(config: &ServiceBusConfig, http: Arc<dyn HttpClient>) -> Self {
-        Rest {
-            http,
+    /// Fails only if the HTTP client cannot be built.
+    pub(crate) fn new(config: &ServiceBusConfig) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.receive_wait + Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Config, "cannot build the HTTP client").with_source(e)
+            })?;
+        Ok(Rest {
+            client,
             base: config.namespace_url(),
+            endpoint: config.endpoint.clone(),
             namespace: config.namespace.clone(),
             key_name: config.key_name.clone(),
             address: config.address(),
             key: config.key.clone(),
             token: Mutex::new(None),
-        }
+        })
     }
 
     /// A SAS token for the whole namespace, cached for an hour.
@@ -186,6 +115,64 @@ impl Rest {
         token
     }
 
+    /// The URL `url` (a namespace URL) goes to: the endpoint's when one is set.
+    fn redirect(&self, url: Url) -> std::result::Result<Url, Failure> {
+        let rest = url
+            .as_str()
+            .strip_prefix(&self.base)
+            .filter(|rest| rest.starts_with('/'));
+        let (Some(to), Some(rest)) = (&self.endpoint, rest) else {
+            return Ok(url);
+        };
+        Url::parse(&format!("{to}{rest}")).map_err(|e| Failure::Endpoint(Box::new(e)))
+    }
+
+    /// Send a signed request to the namespace URL `url` (to the endpoint, if set) and
+    /// collect the answer, whatever its status.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &[(&str, String)],
+        body: Option<Bytes>,
+    ) -> std::result::Result<Answer, Failure> {
+        let url = self.redirect(url)?;
+        let mut req = self
+            .client
+            .request(method, url)
+            .header("authorization", self.token());
+        for (name, value) in headers {
+            req = req.header(name.to_ascii_lowercase(), value.as_str());
+        }
+        let req = match body {
+            Some(body) => req.body(body),
+            // Service Bus wants a length on a POST or PUT without a body.
+            None => req.header("content-length", "0").body(Bytes::new()),
+        };
+        let response = req.send().await.map_err(|e| {
+            if e.is_builder() {
+                Failure::Request(e.without_url())
+            } else {
+                Failure::NoAnswer(e.without_url())
+            }
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::NoAnswer(e.without_url()))?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
     /// Send a request to `path_and_query` (relative to the namespace URL, starting with
     /// `/`) or to an absolute namespace URL (a lock URI), and collect the answer, whatever
     /// its status: the caller checks it.
@@ -205,37 +192,9 @@ impl Rest {
         let url = Url::parse(&url).map_err(|e| {
             Error::new(ErrorKind::Backend, format!("{what}: bad URL")).with_source(e)
         })?;
-        let mut req = Request::new(url, method);
-        req.insert_header("authorization", self.token());
-        for (k, v) in headers {
-            req.insert_header(k.to_ascii_lowercase(), v.clone());
-        }
-        match body {
-            Some(b) => req.set_body(b),
-            None => {
-                req.insert_header("content-length", "0");
-                req.set_body(Bytes::new());
-            }
-        }
-        let resp = self
-            .http
-            .execute_request(&req)
+        self.send(method, url, headers, body)
             .await
-            .map_err(|e| azure_error(e, what, &self.key_name, &self.address))?;
-        let (status, headers, body) = resp.deconstruct();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| azure_error(e, what, &self.key_name, &self.address))?;
-        let headers = headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
-            .collect();
-        Ok(Answer {
-            status: u16::from(status),
-            headers,
-            body,
-        })
+            .map_err(|e| request_error(e, what, &self.address))
     }
 
     /// Whether the namespace answers at all: one request (listing a topic), whatever its
@@ -246,16 +205,19 @@ impl Rest {
         let url = Url::parse(&url).map_err(|e| {
             Error::new(ErrorKind::Config, "the namespace name makes no URL").with_source(e)
         })?;
-        let mut req = Request::new(url, Method::Get);
-        req.insert_header("authorization", self.token());
-        req.insert_header("content-length", "0");
-        req.set_body(Bytes::new());
-        match self.http.execute_request(&req).await {
+        match self.send(Method::GET, url, &[], None).await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind(), azure_core::error::ErrorKind::DataConversion) => Err(
-                Error::new(ErrorKind::Config, "the endpoint is not a usable URL").with_source(e),
-            ),
-            Err(e) => Err(Error::unavailable("the namespace did not answer").with_source(e)),
+            Err(Failure::Endpoint(e)) => Err(Error::new(
+                ErrorKind::Config,
+                "the endpoint is not a usable URL",
+            )
+            .with_source(e)),
+            Err(Failure::Request(e)) => {
+                Err(Error::new(ErrorKind::Backend, "cannot build the request").with_source(e))
+            }
+            Err(Failure::NoAnswer(e)) => {
+                Err(Error::unavailable("the namespace did not answer").with_source(e))
+            }
         }
     }
 
@@ -288,4 +250,56 @@ pub(crate) fn queue_path(topic: &str, subscription: &str, dead_letters: bool) ->
             ""
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rest(endpoint: Option<&str>) -> Rest {
+        let config = ServiceBusConfig::new("dev", "k", "v");
+        let config = match endpoint {
+            Some(e) => config.endpoint(e),
+            None => config,
+        };
+        Rest::new(&config).unwrap()
+    }
+
+    #[test]
+    fn namespace_urls_go_to_the_endpoint_and_others_stay() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let r = rest(Some("http://127.0.0.1:5300/"));
+        assert_eq!(
+            r.redirect(url(
+                "https://dev.servicebus.windows.net/t/messages?timeout=1"
+            ))
+            .unwrap()
+            .as_str(),
+            "http://127.0.0.1:5300/t/messages?timeout=1"
+        );
+        assert_eq!(
+            r.redirect(url("https://other.servicebus.windows.net/t"))
+                .unwrap()
+                .as_str(),
+            "https://other.servicebus.windows.net/t"
+        );
+        assert_eq!(
+            r.redirect(url("https://dev.servicebus.windows.net.example.com/t"))
+                .unwrap()
+                .as_str(),
+            "https://dev.servicebus.windows.net.example.com/t"
+        );
+        let r = rest(None);
+        assert_eq!(
+            r.redirect(url("https://dev.servicebus.windows.net/t"))
+                .unwrap()
+                .as_str(),
+            "https://dev.servicebus.windows.net/t"
+        );
+        let r = rest(Some("not a url"));
+        assert!(matches!(
+            r.redirect(url("https://dev.servicebus.windows.net/t")),
+            Err(Failure::Endpoint(_))
+        ));
+    }
 }

@@ -2,8 +2,8 @@
 //! (`application/vnd.microsoft.servicebus.json`, which the azure crate does not offer).
 //! Either resolves once Service Bus answered 201.
 
-use azure_core::Method;
 use bytes::Bytes;
+use reqwest::Method;
 use tidings_core::{Envelope, Result};
 
 use crate::http::Rest;
@@ -27,7 +27,7 @@ pub(crate) async fn send_one(rest: &Rest, topic: &str, out: Outgoing) -> Result<
         headers.push((name.as_str(), value.clone()));
     }
     rest.expect(
-        Method::Post,
+        Method::POST,
         &format!("/{topic}/messages"),
         &headers,
         Some(Bytes::from(out.body)),
@@ -65,7 +65,7 @@ async fn post_batch(rest: &Rest, topic: &str, items: Vec<serde_json::Value>) -> 
     let n = items.len();
     let body = Bytes::from(serde_json::Value::Array(items).to_string());
     rest.expect(
-        Method::Post,
+        Method::POST,
         &format!("/{topic}/messages"),
         &[(
             "content-type",

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use azure_core::Method;
+use reqwest::Method;
 use tidings_core::{
     attrs, Acker, DeadLetterInfo, Delivery, Envelope, Error, ErrorKind, Result, Subscriber,
 };
@@ -41,7 +41,7 @@ pub(crate) async fn peek_lock(
     let what = format!("receiving from `{queue}`");
     let a = rest
         .call(
-            Method::Post,
+            Method::POST,
             &format!("{queue}/messages/head?timeout={}", wait.as_secs()),
             &[],
             None,
@@ -151,7 +151,7 @@ async fn receive_loop(
             // deliveries reach MaxDeliveryCount, and each unlock is one delivery.
             if let Err(e) = settle(
                 &shared.rest,
-                Method::Put,
+                Method::PUT,
                 &lock_uri,
                 "unlocking a dead letter on its way",
             )
@@ -202,7 +202,7 @@ fn spawn_renewal(shared: Arc<Shared>, lock_uri: String, every: Duration) -> Join
             match shared
                 .rest
                 .call(
-                    Method::Post,
+                    Method::POST,
                     &lock_uri,
                     &[],
                     None,
@@ -269,7 +269,7 @@ impl ServiceBusAcker {
     async fn complete(&self) -> Result<()> {
         settle(
             &self.shared.rest,
-            Method::Delete,
+            Method::DELETE,
             &self.lock_uri,
             &format!(
                 "completing a message of subscription `{}`",
@@ -303,7 +303,7 @@ impl Drop for ServiceBusAcker {
             let shared = self.shared.clone();
             let lock_uri = std::mem::take(&mut self.lock_uri);
             rt.spawn(async move {
-                if let Err(e) = settle(&shared.rest, Method::Put, &lock_uri, "unlocking an unsettled message").await {
+                if let Err(e) = settle(&shared.rest, Method::PUT, &lock_uri, "unlocking an unsettled message").await {
                     tracing::debug!(error = %e, "unlocking an unsettled message failed; its lock will expire");
                 }
             });
@@ -334,7 +334,7 @@ impl Acker for ServiceBusAcker {
                 "unlocking a message of subscription `{}`",
                 self.target.subscription
             );
-            return match settle(&self.shared.rest, Method::Put, &self.lock_uri, &what).await {
+            return match settle(&self.shared.rest, Method::PUT, &self.lock_uri, &what).await {
                 Ok(()) => {
                     self.done();
                     Ok(())

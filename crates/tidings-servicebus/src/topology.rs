@@ -4,8 +4,8 @@
 //! re-sends addressed to it (by `To`). The azure crate has no management calls, so these
 //! are built here.
 
-use azure_core::Method;
 use bytes::Bytes;
+use reqwest::Method;
 use tidings_core::{BrokerObject, Error, ErrorKind, Result, SubscriptionSpec, Topology};
 
 use crate::http::Rest;
@@ -96,7 +96,7 @@ pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
 pub(crate) async fn teardown(rest: &Rest, topology: &Topology) -> Result<()> {
     let delete = |path: String, what: String| async move {
         match rest
-            .expect(Method::Delete, &path, &[], None, &[200], &what)
+            .expect(Method::DELETE, &path, &[], None, &[200], &what)
             .await
         {
             Ok(_) => Ok(()),
@@ -178,7 +178,7 @@ fn explain(e: Error, rest: &Rest, config: &ServiceBusConfig, topology: &Topology
 pub(crate) async fn ensure_topic(rest: &Rest, topic: &str) -> Result<()> {
     let path = format!("/{topic}?{API}");
     let what = format!("reading topic `{topic}`");
-    let got = rest.call(Method::Get, &path, &[], None, &what).await?;
+    let got = rest.call(Method::GET, &path, &[], None, &what).await?;
     if found(got.status, &got.body) {
         return Ok(());
     }
@@ -196,7 +196,7 @@ pub(crate) async fn ensure_topic(rest: &Rest, topic: &str) -> Result<()> {
         "application/atom+xml;type=entry;charset=utf-8".to_string(),
     )];
     rest.expect(
-        Method::Put,
+        Method::PUT,
         &path,
         &headers,
         Some(body),
@@ -216,7 +216,7 @@ async fn ensure_subscription(
     let (topic, name) = (&spec.topic, &spec.name);
     let path = format!("/{topic}/subscriptions/{name}?{API}");
     let what = format!("reading subscription `{name}` of topic `{topic}`");
-    let got = rest.call(Method::Get, &path, &[], None, &what).await?;
+    let got = rest.call(Method::GET, &path, &[], None, &what).await?;
     let headers = [(
         "content-type",
         "application/atom+xml;type=entry;charset=utf-8".to_string(),
@@ -246,7 +246,7 @@ async fn ensure_subscription(
             config.max_delivery_count
         ));
         rest.expect(
-            Method::Put,
+            Method::PUT,
             &path,
             &headers,
             Some(body),
@@ -260,7 +260,7 @@ async fn ensure_subscription(
     let rules_path = format!("/{topic}/subscriptions/{name}/rules?{API}");
     let rules = rest
         .expect(
-            Method::Get,
+            Method::GET,
             &rules_path,
             &[],
             None,
@@ -298,7 +298,7 @@ async fn ensure_subscription(
             xml_escape(&want)
         ));
         rest.expect(
-            Method::Put,
+            Method::PUT,
             &format!("/{topic}/subscriptions/{name}/rules/{RULE}?{API}"),
             &headers,
             Some(body),
@@ -311,7 +311,7 @@ async fn ensure_subscription(
     }
     if existing.iter().any(|(n, _)| n == "$Default") {
         rest.expect(
-            Method::Delete,
+            Method::DELETE,
             &format!("/{topic}/subscriptions/{name}/rules/$Default?{API}"),
             &[],
             None,

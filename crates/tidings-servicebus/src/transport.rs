@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::Method;
+use reqwest::Method;
 use tidings_core::transport::connect_within;
 use tidings_core::{
     attrs, BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind,
@@ -13,7 +13,7 @@ use tidings_core::{
 };
 
 use crate::config::ServiceBusConfig;
-use crate::http::{queue_path, Redirecting, Rest};
+use crate::http::{queue_path, Rest};
 use crate::publisher;
 use crate::received::Received;
 use crate::subscriber::{self, peek_lock, ServiceBusSubscriber, Target};
@@ -41,8 +41,7 @@ impl ServiceBus {
     /// (`build()` does, through `provision`). Fails only if the HTTP client cannot be
     /// built.
     pub fn new(config: ServiceBusConfig) -> Result<Self> {
-        let http = Arc::new(Redirecting::new(&config)?);
-        let rest = Rest::new(&config, http);
+        let rest = Rest::new(&config)?;
         Ok(ServiceBus {
             shared: Arc::new(Shared {
                 config,
@@ -97,14 +96,6 @@ impl ServiceBus {
         &self.shared.config
     }
 
-    /// The `HttpClient` this transport plugs into `azure_messaging_servicebus`: reqwest
-    /// with rustls, sending `https://<namespace>.servicebus.windows.net` requests to the
-    /// configured endpoint if there is one. Hand it to the azure crate's clients to use
-    /// them against the same namespace (or development server).
-    pub fn http_client(&self) -> Arc<dyn azure_core::HttpClient> {
-        self.shared.rest.http.clone()
-    }
-
     fn target(spec: &SubscriptionSpec) -> Target {
         Target {
             spec: spec.clone(),
@@ -150,7 +141,7 @@ impl ServiceBus {
                 .shared
                 .rest
                 .expect(
-                    Method::Put,
+                    Method::PUT,
                     &lock_uri,
                     &[],
                     None,
@@ -272,7 +263,7 @@ impl Transport for ServiceBus {
                     .await
                     .map_err(|e: Error| e.context("replaying a dead letter"))?;
                 rest.expect(
-                    Method::Delete,
+                    Method::DELETE,
                     &lock_uri,
                     &[],
                     None,
