@@ -210,7 +210,9 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         if missing.is_empty() {
             break;
         }
-        if published.elapsed().as_secs() % 10 == 0 && published.elapsed().subsec_millis() < 100 {
+        if published.elapsed().as_secs().is_multiple_of(10)
+            && published.elapsed().subsec_millis() < 100
+        {
             println!(
                 "{:?} after the last publish: {} confirmed events not handled yet",
                 published.elapsed(),

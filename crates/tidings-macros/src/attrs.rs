@@ -89,12 +89,9 @@ pub(crate) fn tidings_path(explicit: Option<Path>) -> TokenStream {
                 let name = Ident::new(&name, Span::call_site());
                 return quote!(::#name);
             }
-            // The package itself: its library says `crate`; its tests, examples and
-            // benches are crates of their own that depend on the library.
+            // The package itself: its tests, examples and doc tests are crates of their
+            // own that name the library by its crate name (the libraries do not derive).
             Ok(FoundCrate::Itself) => {
-                if std::env::var("CARGO_CRATE_NAME").as_deref() == Ok(lib) {
-                    return quote!(crate);
-                }
                 let name = Ident::new(lib, Span::call_site());
                 return quote!(::#name);
             }

@@ -153,7 +153,7 @@ async fn paired(r: &Rounds<'_>, rounds: usize) {
     // Client CPU of: raw publish, tidings publish, raw consume, tidings consume.
     let mut cpu = [Duration::ZERO; 4];
     for i in 0..rounds {
-        let (raw_p, ours_p, raw_c, ours_c) = if i % 2 == 0 {
+        let (raw_p, ours_p, raw_c, ours_c) = if i.is_multiple_of(2) {
             let a = r.raw_publish().await;
             let b = r.tidings_publish().await;
             let c = r.raw_consume().await;

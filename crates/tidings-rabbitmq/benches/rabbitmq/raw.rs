@@ -138,7 +138,7 @@ pub(crate) async fn raw_consume(conn: &Connection, s: &Side, n: u64) -> Duration
             let event: Tick = rmp_serde::from_slice(&delivery.data).unwrap();
             std::hint::black_box(event);
             seen += 1;
-            if seen % ACK_EVERY == 0 || seen == n {
+            if seen.is_multiple_of(ACK_EVERY) || seen == n {
                 let options = BasicAckOptions { multiple: true };
                 acking
                     .basic_ack(delivery.delivery_tag, options)
@@ -196,7 +196,7 @@ pub(crate) async fn raw_end_to_end(
             h.saturating_record(now_micros().saturating_sub(event.sent_micros));
             seen += 1;
             // Batched where safe: everything up to here is handled.
-            if seen % ACK_EVERY == 0 || seen == n {
+            if seen.is_multiple_of(ACK_EVERY) || seen == n {
                 consuming
                     .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
                     .await
