@@ -151,13 +151,7 @@ async fn a_thousand_dead_letters_are_listed() {
         .build()
         .await
         .unwrap();
-    let lending = Bus::builder("lending")
-        .transport(kafka(&brokers))
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::publisher(&brokers, &ns).await;
     lending
         .publish_batch((0..N as u64).map(|n| Note { n }))
         .await

@@ -49,13 +49,7 @@ async fn records_carry_cloudevents_headers_and_the_ordering_key() {
         return;
     };
     let ns = namespace("kt-layout");
-    let bus = Bus::builder("lending")
-        .transport(kafka(&brokers))
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let bus = common::publisher(&brokers, &ns).await;
     let id = bus
         .publish(BookBorrowed {
             book: "book-7".into(),
@@ -139,13 +133,7 @@ async fn undecodable_records_are_dead_lettered_at_once_and_the_consumer_goes_on(
         )
         .await
         .unwrap();
-    let lending = Bus::builder("lending")
-        .transport(kafka(&brokers))
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::publisher(&brokers, &ns).await;
     lending.publish(Note { n: 42 }).await.unwrap();
     eventually("the valid note after the bad records", PATIENCE, || {
         seen.notes().iter().any(|(n, _)| *n == 42)
@@ -211,13 +199,7 @@ async fn dead_letters_carry_their_origin_and_replay_once() {
         .build()
         .await
         .unwrap();
-    let lending = Bus::builder("lending")
-        .transport(kafka(&brokers))
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::publisher(&brokers, &ns).await;
     let id = lending.publish(Note { n: 7 }).await.unwrap();
     let mut letters = Vec::new();
     for _ in 0..600 {
@@ -310,13 +292,7 @@ async fn delayed_retries_go_through_the_retry_topic() {
         .build()
         .await
         .unwrap();
-    let lending = Bus::builder("lending")
-        .transport(kafka(&brokers))
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::publisher(&brokers, &ns).await;
     lending.publish(Note { n: 1 }).await.unwrap();
     eventually("three runs", PATIENCE, || runs.load(Ordering::SeqCst) >= 3).await;
     assert_eq!(
@@ -448,13 +424,7 @@ async fn a_rebalance_lets_handlers_in_flight_finish_and_commits_them() {
             .build()
     };
     let first = instance().await.unwrap();
-    let lending = Bus::builder("lending")
-        .transport(kafka(&brokers))
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::publisher(&brokers, &ns).await;
     const N: u64 = 30;
     lending
         .publish_batch((0..N).map(|n| Note { n }))

@@ -87,13 +87,7 @@ async fn partitions_lost_while_paused_are_consumed_again_when_they_come_back() {
             .await
             .unwrap()
     };
-    let lending = Bus::builder("lending")
-        .transport(Kafka::new(common::config(&brokers)).unwrap())
-        .namespace(&ns)
-        .publishes::<Lending>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::publisher(&brokers, &ns).await;
     lending
         .publish_batch((0..60).map(|n| Note { n }))
         .await

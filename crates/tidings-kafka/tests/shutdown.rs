@@ -39,13 +39,7 @@ async fn shutdown_closes_the_consumer_so_teardown_can_follow_at_once() {
             .build()
             .await
             .unwrap();
-        let lending = Bus::builder("lending")
-            .transport(Kafka::new(common::config(&brokers)).unwrap())
-            .namespace(&ns)
-            .publishes::<Lending>()
-            .build()
-            .await
-            .unwrap();
+        let lending = common::publisher(&brokers, &ns).await;
         lending
             .publish_batch((0..20).map(|n| Note { n }))
             .await

@@ -65,6 +65,17 @@ pub fn config(brokers: &str) -> tidings_kafka::KafkaConfig {
     }
 }
 
+/// The `lending` service's bus in namespace `ns`: it publishes [`Lending`], nothing else.
+pub async fn publisher(brokers: &str, ns: &str) -> tidings_core::Bus {
+    tidings_core::Bus::builder("lending")
+        .transport(tidings_kafka::Kafka::new(config(brokers)).unwrap())
+        .namespace(ns)
+        .publishes::<Lending>()
+        .build()
+        .await
+        .unwrap()
+}
+
 /// A fresh namespace so runs never collide on a shared broker.
 pub fn namespace(prefix: &str) -> String {
     format!(
