@@ -339,7 +339,7 @@ impl BusBuilder {
             let bus = Bus::from_inner(inner.clone());
             inner
                 .consumers
-                .spawn(companion.run(bus, Shutdown::new(inner.shutdown.child_token())));
+                .spawn(companion.run(bus, Shutdown::from_token(inner.shutdown.child_token())));
         }
         Ok(Bus::from_inner(inner))
     }

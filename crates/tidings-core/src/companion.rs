@@ -41,12 +41,24 @@ pub trait Companion: Send + 'static {
 }
 
 /// The signal a [`Companion`] watches: requested when its bus starts shutting down.
-#[derive(Debug, Clone)]
+/// Clones share the signal; [`Shutdown::new`] and [`Shutdown::request`] let code that
+/// runs the same work without a bus (a standalone outbox relay) stop it the same way.
+#[derive(Debug, Clone, Default)]
 pub struct Shutdown(CancellationToken);
 
 impl Shutdown {
-    pub(crate) fn new(token: CancellationToken) -> Self {
+    /// A signal that nothing has requested yet.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    pub(crate) fn from_token(token: CancellationToken) -> Self {
         Shutdown(token)
+    }
+
+    /// Request shutdown: every clone's [`requested`](Self::requested) completes.
+    pub fn request(&self) {
+        self.0.cancel();
     }
 
     /// Whether shutdown has been requested.
@@ -57,5 +69,21 @@ impl Shutdown {
     /// Completes once shutdown is requested (at once if it already was).
     pub async fn requested(&self) {
         self.0.cancelled().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shutdown;
+
+    #[tokio::test]
+    async fn a_request_reaches_every_clone() {
+        let shutdown = Shutdown::new();
+        let watcher = shutdown.clone();
+        assert!(!watcher.is_requested());
+        let waiting = tokio::spawn(async move { watcher.requested().await });
+        shutdown.request();
+        waiting.await.unwrap();
+        assert!(shutdown.clone().is_requested());
     }
 }

@@ -10,7 +10,6 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use tidings_core::{Bus, Companion, ErrorKind, Result, Shutdown};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, Claim};
 use crate::outbox::Outbox;
@@ -146,11 +145,11 @@ impl Relay {
     /// Spawn a relay for `bus`'s service. It runs until [`RelayHandle::shutdown`], until
     /// the handle is dropped, or until the bus is shut down.
     pub fn start<DB: Backend>(bus: Bus, outbox: Outbox<DB>, config: RelayConfig) -> RelayHandle {
-        let cancel = CancellationToken::new();
+        let shutdown = Shutdown::new();
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(run(bus, outbox, config, cancel.clone(), stats.clone()));
+        let task = tokio::spawn(run(bus, outbox, config, shutdown.clone(), stats.clone()));
         RelayHandle {
-            cancel,
+            shutdown,
             task: Some(task),
             stats,
         }
@@ -200,17 +199,13 @@ pub struct RelayCompanion<DB: Backend> {
 impl<DB: Backend> Companion for RelayCompanion<DB> {
     fn run(self: Box<Self>, bus: Bus, shutdown: Shutdown) -> BoxFuture<'static, ()> {
         let RelayCompanion { outbox, config } = *self;
-        // The relay stops on its own token: a standalone relay's handle cancels it too.
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        Box::pin(async move {
-            let watch = tokio::spawn(async move {
-                shutdown.requested().await;
-                stop.cancel();
-            });
-            run(bus, outbox, config, cancel, Arc::new(Stats::default())).await;
-            watch.abort();
-        })
+        Box::pin(run(
+            bus,
+            outbox,
+            config,
+            shutdown,
+            Arc::new(Stats::default()),
+        ))
     }
 }
 
@@ -231,7 +226,7 @@ struct Stats {
 
 /// A running [`Relay`]. Dropping it stops the relay (after the batch in flight).
 pub struct RelayHandle {
-    cancel: CancellationToken,
+    shutdown: Shutdown,
     task: Option<JoinHandle<()>>,
     stats: Arc<Stats>,
 }
@@ -239,7 +234,7 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// Stop the relay and wait until the batch in flight is published and marked.
     pub async fn shutdown(mut self) {
-        self.cancel.cancel();
+        self.shutdown.request();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -263,7 +258,7 @@ impl RelayHandle {
 
 impl Drop for RelayHandle {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.shutdown.request();
     }
 }
 
@@ -281,7 +276,7 @@ async fn run<DB: Backend>(
     bus: Bus,
     outbox: Outbox<DB>,
     config: RelayConfig,
-    cancel: CancellationToken,
+    shutdown: Shutdown,
     stats: Arc<Stats>,
 ) {
     let service = bus.service().to_string();
@@ -295,7 +290,7 @@ async fn run<DB: Backend>(
     let mut last_cleanup = Instant::now();
     tracing::debug!(%service, table = outbox.table(), "outbox relay started");
     loop {
-        if cancel.is_cancelled() || bus.is_shut_down() {
+        if shutdown.is_requested() || bus.is_shut_down() {
             break;
         }
         let outcome =
@@ -321,7 +316,7 @@ async fn run<DB: Backend>(
             let delay = backoff.next().unwrap_or(config.max_backoff);
             tracing::warn!(%service, %error, retry_in = ?delay, "outbox relay cannot publish; backing off");
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = shutdown.requested() => break,
                 _ = tokio::time::sleep(delay) => continue,
             }
         }
@@ -346,7 +341,7 @@ async fn run<DB: Backend>(
         };
         let mut stream_ended = false;
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = shutdown.requested() => break,
             _ = outbox.wake_signal().notified() => eager = EAGER_LOOKS,
             next = async {
                 match commits.as_mut() {
