@@ -38,6 +38,8 @@ enum Flaw {
     LosesAfterReconnect,
     /// The subscription ends after its first dead letter.
     StopsAfterDeadLetter,
+    /// A dead letter is delivered again instead of parked.
+    RedeliversDeadLetters,
     /// `teardown` deletes nothing.
     KeepsTopology,
     /// An unreachable broker is a `Backend` error, not retryable (as Kafka's was).
@@ -104,6 +106,8 @@ enum FlawedAcker {
         <<Memory as Transport>::Subscriber as Subscriber>::Acker,
         Arc<AtomicBool>,
     ),
+    /// Dead-lettering through it redelivers the envelope.
+    Redelivering(<<Memory as Transport>::Subscriber as Subscriber>::Acker),
     Settled,
 }
 
@@ -234,6 +238,16 @@ impl Subscriber for FlawedSubscriber {
                 d.undecodable = first.undecodable;
                 Some(Ok(d))
             }
+            Flaw::RedeliversDeadLetters => {
+                let mut d = Delivery::new(
+                    first.envelope,
+                    first.attempt,
+                    first.redelivered,
+                    FlawedAcker::Redelivering(first.acker),
+                );
+                d.undecodable = first.undecodable;
+                Some(Ok(d))
+            }
             Flaw::AcksOnReceipt => {
                 let Delivery {
                     envelope,
@@ -271,6 +285,10 @@ impl Acker for FlawedAcker {
     async fn ack(self) -> Result<(), (Error, Self)> {
         match self {
             FlawedAcker::Real(a) => a.ack().await.map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Redelivering(a) => a
+                .ack()
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Redelivering(a))),
             FlawedAcker::Stopping(a, stop) => a
                 .ack()
                 .await
@@ -290,6 +308,10 @@ impl Acker for FlawedAcker {
                 .retry(envelope, next_attempt, delay)
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Redelivering(a) => a
+                .retry(envelope, next_attempt, delay)
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Redelivering(a))),
             FlawedAcker::Stopping(a, stop) => a
                 .retry(envelope, next_attempt, delay)
                 .await
@@ -308,6 +330,14 @@ impl Acker for FlawedAcker {
                 .dead_letter(envelope, info)
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Real(a))),
+            FlawedAcker::Redelivering(a) => a
+                .retry(
+                    envelope,
+                    info.attempts.saturating_add(1),
+                    Duration::from_millis(20),
+                )
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Redelivering(a))),
             FlawedAcker::Stopping(a, stop) => {
                 stop.store(true, Ordering::SeqCst);
                 a.dead_letter(envelope, info)
@@ -506,5 +536,15 @@ fn unreachable_broker_catches_a_connect_that_never_gives_up() {
         "unreachable_broker",
         conformance::unreachable_broker,
         "did not fail within",
+    );
+}
+
+#[test]
+fn permanent_failure_catches_dead_letters_delivered_again() {
+    must_fail(
+        &flawed(Flaw::RedeliversDeadLetters),
+        "permanent_failure",
+        conformance::permanent_failure,
+        "runs the handler once",
     );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tidings_core::{
     Bus, Codec, Context, DeadLetter, DecodeLimits, Envelope, Event, HandlerError, Replay,
-    RetryPolicy, Subscription,
+    ResultExt, RetryPolicy, Subscription,
 };
 use uuid::Uuid;
 
@@ -188,6 +188,69 @@ pub async fn retry_then_dead_letter(f: &dyn TransportFactory) {
         d.is_empty()
     })
     .await;
+    alpha.shutdown().await;
+    beta.shutdown().await;
+}
+
+/// A failure the handler marks permanent (`.permanent()?`) is dead-lettered after its one
+/// run, although the policy allows six (2 immediate runs, 2 redeliveries): attempts 1, the
+/// handler's error as the reason, never delivered again; the next event is handled.
+pub async fn permanent_failure(f: &dyn TransportFactory) {
+    let scene = Scene::new(f, "permanent_failure");
+    let probe = Probe::new();
+    let beta = scene
+        .build(
+            scene.builder("beta").subscribe(
+                Subscription::to::<ConfEvents>()
+                    .with_shared_state(probe.clone())
+                    .retry(quick(2, 2))
+                    .on(|e: Ping, cx: Context<Probe>| async move {
+                        if e.n == 1 {
+                            cx.state()
+                                .record(Seen::of("failed", Ping::NAME, e.n, &e.key, &cx));
+                            "not a number".parse::<u64>().permanent()?;
+                        }
+                        cx.state()
+                            .record(Seen::of("handled", Ping::NAME, e.n, &e.key, &cx));
+                        Ok(())
+                    }),
+            ),
+            "`beta` with a handler that fails for good",
+        )
+        .await;
+    let alpha = scene.publisher().await;
+    let doomed = alpha
+        .publish(Ping::unkeyed(1))
+        .await
+        .must("publishing ping 1");
+    alpha
+        .publish(Ping::unkeyed(2))
+        .await
+        .must("publishing ping 2");
+    probe.wait_for_ns("handled", [2], scene.patience()).await;
+    scene.quiet().await;
+    let failed = probe.labelled("failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "a permanent failure runs the handler once: {}",
+        describe(&failed)
+    );
+    let dead = dead_letters_until(&scene, &beta, "ping 1 in the dead letters", |d| {
+        !d.is_empty()
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "one dead letter expected: {dead:?}");
+    assert_eq!(
+        dead[0].envelope.id, doomed,
+        "the dead letter is another envelope"
+    );
+    assert_eq!(dead[0].info.attempts, 1, "attempts in the dead letter");
+    assert!(
+        dead[0].info.reason.contains("invalid digit"),
+        "the reason should carry the handler's error: {:?}",
+        dead[0].info.reason
+    );
     alpha.shutdown().await;
     beta.shutdown().await;
 }

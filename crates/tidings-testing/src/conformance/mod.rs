@@ -41,6 +41,7 @@
 //! | [`at_least_once_redelivery`] | an event whose handler was in flight when its process died is handled by the next instance |
 //! | [`retry_then_dead_letter`] | a failing handler runs `immediate × (redeliveries + 1)` times, then the envelope is dead-lettered with reason, attempts, service, topic; the consumer keeps going; replay brings it back |
 //! | [`retry_then_success`] | a handler that fails twice then succeeds is handled once, not dead-lettered, with the attempt counting up |
+//! | [`permanent_failure`] | a failure marked permanent (`.permanent()?`) runs the handler once and is dead-lettered with attempts 1 and its reason; the next event is handled |
 //! | [`poison_payloads`] | garbage bytes, a newer version, an oversized payload, an unknown content type: dead-lettered at once with the cause, handler never run, consumer keeps going |
 //! | [`skip_unhandled`] | events without a handler are acknowledged and skipped, never dead-lettered or redelivered |
 //! | [`ordering_per_key`] | with concurrency 8, events of one key are handled one at a time in publish order |
@@ -99,7 +100,7 @@ pub use cases::{
     at_least_once_redelivery, competing_consumers, correlation_flows, fan_out, publish_confirms,
     skip_unhandled, upcasting,
 };
-pub use failure::{poison_payloads, retry_then_dead_letter, retry_then_success};
+pub use failure::{permanent_failure, poison_payloads, retry_then_dead_letter, retry_then_success};
 pub use lifecycle::{
     build_rejects_bad_registrations, publish_not_declared, shutdown_drains,
     teardown_removes_topology,
@@ -114,6 +115,7 @@ pub const CASES: &[&str] = &[
     "at_least_once_redelivery",
     "retry_then_dead_letter",
     "retry_then_success",
+    "permanent_failure",
     "poison_payloads",
     "skip_unhandled",
     "ordering_per_key",
@@ -385,6 +387,7 @@ macro_rules! conformance_suite {
             at_least_once_redelivery,
             retry_then_dead_letter,
             retry_then_success,
+            permanent_failure,
             poison_payloads,
             skip_unhandled,
             ordering_per_key,
