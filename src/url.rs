@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tidings_core::{BusBuilder, DynTransport, Error, ErrorKind, Result};
+use tidings_core::{transport::DynTransport, BusBuilder, Error, ErrorKind, Result};
 
 /// Connect the transport named by `url`'s scheme, among those compiled in:
 /// `memory://[hub]` (feature `memory`), `amqp://` and `amqps://` (feature `rabbitmq`),

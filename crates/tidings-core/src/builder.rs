@@ -35,7 +35,7 @@ enum TransportSource {
 /// change.
 ///
 /// ```no_run
-/// # async fn f<T: tidings_core::Transport>(transport: T) -> tidings_core::Result<()> {
+/// # async fn f<T: tidings_core::transport::Transport>(transport: T) -> tidings_core::Result<()> {
 /// use tidings_core::{Bus, Codec, RetryPolicy};
 /// let bus = Bus::builder("catalog")
 ///     .transport(transport)

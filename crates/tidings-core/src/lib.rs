@@ -3,8 +3,10 @@
 //! policy that is the same on every transport.
 //!
 //! Applications use the `tidings` facade crate, which re-exports this crate with the
-//! derives and the transports. Transport authors implement [`Transport`], [`Subscriber`]
-//! and [`Acker`] from here and run the conformance suite in `tidings-testing`.
+//! derives and the transports. The root holds what applications use; what transport
+//! authors implement and call ([`transport::Transport`], [`transport::Subscriber`],
+//! [`transport::Acker`], [`transport::Delivery`], the topology, the header names) is in
+//! [`transport`], and they run the conformance suite in `tidings-testing`.
 //!
 //! Features: `msgpack` (default) — the MessagePack codec; `json` — the JSON codec.
 
@@ -28,17 +30,13 @@ pub use builder::BusBuilder;
 pub use bus::{Bus, PublishOptions};
 pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
 pub use companion::{Companion, Shutdown};
-pub use consumer::Worker;
-pub use envelope::{attrs, Envelope, Headers};
+pub use envelope::{Envelope, Headers};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventInfo, Publishable, Topic, TopicMember};
 pub use handler::{Context, Handler, HandlerError, ResultExt};
 pub use retry::RetryPolicy;
 pub use subscription::Subscription;
-pub use topology::{
-    BrokerObject, DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, TopicSpec, Topology,
-};
-pub use transport::{Acker, Capabilities, Delivery, DynTransport, Subscriber, Transport};
+pub use topology::{BrokerObject, DeadLetter, DeadLetterInfo, Replay};
 
 #[doc(hidden)]
 pub use event::__private;

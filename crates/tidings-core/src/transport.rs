@@ -1,4 +1,8 @@
-//! The transport trait: how envelopes move. Byte-level and typing-free.
+//! The transport SPI, for those who write a transport rather than use one: the
+//! [`Transport`], [`Subscriber`] and [`Acker`] traits, what a delivery carries
+//! ([`Delivery`], [`Worker`]), the topology a bus asks for ([`Topology`],
+//! [`SubscriptionSpec`], [`TopicSpec`]), the envelope's header names ([`attrs`]) and
+//! [`connect_within`]. Applications never need this module. Byte-level and typing-free.
 //!
 //! Implementers write [`Transport`] (async methods, associated subscriber type); the
 //! [`Bus`](crate::Bus) holds it as the object-safe twin [`DynTransport`], implemented for
@@ -12,12 +16,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::consumer::{self, Worker};
+use crate::consumer;
 use crate::envelope::Envelope;
 use crate::error::Result;
-use crate::topology::{
-    BrokerObject, DeadLetter, DeadLetterInfo, Replay, SubscriptionSpec, Topology,
-};
+use crate::topology::{BrokerObject, DeadLetter, DeadLetterInfo, Replay};
+
+pub use crate::consumer::Worker;
+pub use crate::envelope::attrs;
+pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 use crate::wire::WireMessage;
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by

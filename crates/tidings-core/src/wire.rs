@@ -4,7 +4,7 @@
 //! one into the dead letters.
 //!
 //! Transports write [`Envelope::attributes`] as headers (CloudEvents binary mode) and read
-//! them back through [`WireMessage`] and [`Delivery::from_wire`](crate::Delivery::from_wire);
+//! them back through [`WireMessage`] and [`Delivery::from_wire`](crate::transport::Delivery::from_wire);
 //! none of them decides on its own what is poison.
 
 use std::borrow::Cow;
@@ -48,7 +48,7 @@ pub fn is_reserved(name: &str) -> bool {
 
 /// Check the custom headers of an envelope about to be published: refuses a name
 /// reserved by the envelope ([`is_reserved`]) or by the transport (`broker_reserved`,
-/// lower-case prefixes from [`Capabilities::reserved_header_prefixes`](crate::Capabilities)),
+/// lower-case prefixes from [`Capabilities::reserved_header_prefixes`](crate::transport::Capabilities)),
 /// and an empty name, with an error naming the header.
 pub fn check_custom_headers(headers: &[(String, String)], broker_reserved: &[&str]) -> Result<()> {
     for (name, _) in headers {

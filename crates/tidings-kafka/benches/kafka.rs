@@ -26,7 +26,10 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
-use tidings_core::{Bus, Context, HandlerError, Subscription, TopicSpec, Topology, Transport};
+use tidings_core::{
+    transport::{TopicSpec, Topology, Transport},
+    Bus, Context, HandlerError, Subscription,
+};
 use tidings_kafka::{Kafka, KafkaConfig};
 use tidings_macros::{Event, Topic};
 use tokio::runtime::Runtime;

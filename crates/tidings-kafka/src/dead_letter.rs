@@ -24,8 +24,8 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_core::wire::WireMessage;
 use tidings_core::{
-    attrs, DeadLetter, DeadLetterInfo, Delivery, Envelope, Error, ErrorKind, Replay, Result,
-    SubscriptionSpec,
+    transport::{attrs, Delivery, SubscriptionSpec},
+    DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
 };
 
 use crate::config::KafkaConfig;

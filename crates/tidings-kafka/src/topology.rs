@@ -15,7 +15,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use tidings_core::transport::connect_within;
-use tidings_core::{BrokerObject, Error, ErrorKind, Result, SubscriptionSpec, Topology};
+use tidings_core::{
+    transport::{SubscriptionSpec, Topology},
+    BrokerObject, Error, ErrorKind, Result,
+};
 
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
@@ -261,7 +264,7 @@ mod tests {
         let mut topology = Topology::new("catalog");
         topology
             .publishes
-            .push(tidings_core::TopicSpec::new("lending", vec![]));
+            .push(tidings_core::transport::TopicSpec::new("lending", vec![]));
         topology.subscriptions.push(SubscriptionSpec::new(
             "catalog",
             "catalog",

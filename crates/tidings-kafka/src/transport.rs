@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
 use tidings_core::{
-    BrokerObject, Capabilities, DeadLetter, Envelope, ErrorKind, Replay, Result, SubscriptionSpec,
-    TopicSpec, Topology, Transport,
+    transport::{Capabilities, SubscriptionSpec, TopicSpec, Topology, Transport},
+    BrokerObject, DeadLetter, Envelope, ErrorKind, Replay, Result,
 };
 
 use crate::config::KafkaConfig;

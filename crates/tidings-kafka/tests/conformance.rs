@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use tidings_core::{DynTransport, Error, Result};
+use tidings_core::{transport::DynTransport, Error, Result};
 use tidings_kafka::{Kafka, KafkaConfig};
 use tidings_testing::conformance::{Adversary, Factory, RawMessage};
 

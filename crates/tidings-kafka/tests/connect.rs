@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::Lending;
-use tidings_core::{Bus, ErrorKind, SubscriptionSpec, Topology, Transport};
+use tidings_core::{
+    transport::{SubscriptionSpec, Topology, Transport},
+    Bus, ErrorKind,
+};
 use tidings_kafka::{Kafka, KafkaConfig};
 
 fn unreachable() -> Kafka {

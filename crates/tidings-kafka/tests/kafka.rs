@@ -16,8 +16,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tidings_core::{
-    attrs, Bus, Context, Envelope, ErrorKind, HandlerError, Replay, RetryPolicy, Subscription,
-    Transport,
+    transport::{attrs, Transport},
+    Bus, Context, Envelope, ErrorKind, HandlerError, Replay, RetryPolicy, Subscription,
 };
 use tidings_kafka::{Kafka, KafkaConfig, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
 

@@ -87,9 +87,10 @@ async fn scram_credentials_are_passed_through_and_a_wrong_password_stays_secret(
     // A wrong password: the publish fails, and the password is nowhere in the error.
     let intruder = Kafka::new(secure("wrong-battery-staple")).unwrap();
     let env = tidings_core::Envelope::new("kt.note", 1, "lending", "application/json", &b"{}"[..]);
-    let err = tidings_core::Transport::publish(&intruder, &format!("{ns}.lending"), vec![env])
-        .await
-        .unwrap_err();
+    let err =
+        tidings_core::transport::Transport::publish(&intruder, &format!("{ns}.lending"), vec![env])
+            .await
+            .unwrap_err();
     assert!(
         matches!(err.kind(), ErrorKind::Unauthorized | ErrorKind::Unavailable),
         "{err}"

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_core::wire::WireMessage;
-use tidings_core::{Acker, DeadLetterInfo, Delivery, Envelope, Error, Subscriber};
+use tidings_core::{
+    transport::{Acker, Delivery, Subscriber},
+    DeadLetterInfo, Envelope, Error,
+};
 
 use crate::error;
 use crate::topology::{lock, Body, Item, Queue};

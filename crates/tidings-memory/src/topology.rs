@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use async_channel::{Receiver, Sender, TrySendError};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use tidings_core::{attrs, BrokerObject, Envelope, Result, SubscriptionSpec, Topology};
+use tidings_core::{
+    transport::{attrs, SubscriptionSpec, Topology},
+    BrokerObject, Envelope, Result,
+};
 use tokio::sync::Notify;
 
 use crate::config::MemoryConfig;

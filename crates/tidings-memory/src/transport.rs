@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tidings_core::{
-    BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Replay, Result,
-    SubscriptionSpec, Topology, Transport,
+    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    BrokerObject, DeadLetter, DeadLetterInfo, Envelope, Replay, Result,
 };
 
 use crate::config::{HubUrl, MemoryBuilder, MemoryConfig};
@@ -143,7 +143,7 @@ impl Memory {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tidings_core::Result<()> {
-    /// use tidings_core::{SubscriptionSpec, Topology, Transport};
+    /// use tidings_core::transport::{SubscriptionSpec, Topology, Transport};
     /// use tidings_memory::Memory;
     /// let memory = Memory::new();
     /// let mut topology = Topology::new("catalog");

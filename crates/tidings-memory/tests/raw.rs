@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use common::{env, spec, topology};
 use tidings_core::{
-    attrs, Acker, Bus, Context, DeadLetterInfo, HandlerError, Subscriber, Subscription, Transport,
+    transport::{attrs, Acker, Subscriber, Transport},
+    Bus, Context, DeadLetterInfo, HandlerError, Subscription,
 };
 use tidings_memory::Memory;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{env, spec, topology};
 use tidings_core::{
-    Acker, BrokerObject, Bus, Context, DeadLetterInfo, ErrorKind, HandlerError, Subscriber,
-    Subscription, TopicSpec, Transport,
+    transport::{Acker, Subscriber, TopicSpec, Transport},
+    BrokerObject, Bus, Context, DeadLetterInfo, ErrorKind, HandlerError, Subscription,
 };
 use tidings_memory::Memory;
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use common::{env, spec, topology};
 use futures::FutureExt;
-use tidings_core::{attrs, Acker, DeadLetterInfo, ErrorKind, Replay, Subscriber, Transport};
+use tidings_core::{
+    transport::{attrs, Acker, Subscriber, Transport},
+    DeadLetterInfo, ErrorKind, Replay,
+};
 use tidings_memory::Memory;
 
 const A: &str = "lending.book-borrowed";

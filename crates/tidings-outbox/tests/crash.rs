@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use common::*;
 use tidings_core::{
-    Bus, Capabilities, Context, DeadLetter, Envelope, Handler, HandlerError, Replay, Result,
-    Subscription, SubscriptionSpec, Topology, Transport,
+    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    Bus, Context, DeadLetter, Envelope, Handler, HandlerError, Replay, Result, Subscription,
 };
 use tidings_memory::{Memory, MemorySubscriber};
 use tidings_outbox::{InboxContext, Outbox, Relay, RelayConfig};

@@ -57,7 +57,7 @@ fn fast() -> RelayConfig {
         .backoff(Duration::from_millis(5), Duration::from_millis(50))
 }
 
-async fn lending_bus(transport: impl tidings_core::Transport) -> Bus {
+async fn lending_bus(transport: impl tidings_core::transport::Transport) -> Bus {
     Bus::builder("lending")
         .transport(transport)
         .publishes::<LendingEvents>()

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
-use tidings_core::{attrs, Acker, DeadLetterInfo, Envelope, Error, Result};
+use tidings_core::{
+    transport::{attrs, Acker},
+    DeadLetterInfo, Envelope, Error, Result,
+};
 use tokio::sync::Notify;
 
 use crate::publisher::{check_size, outgoing};

@@ -7,7 +7,10 @@ use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use tidings_core::{attrs, DeadLetter, DeadLetterInfo, Delivery, Replay, Result, SubscriptionSpec};
+use tidings_core::{
+    transport::{attrs, Delivery, SubscriptionSpec},
+    DeadLetter, DeadLetterInfo, Replay, Result,
+};
 
 use crate::error::from_lapin;
 use crate::publisher::outgoing;

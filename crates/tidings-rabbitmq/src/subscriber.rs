@@ -13,7 +13,8 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Consumer;
 use tidings_core::{
-    DeadLetterInfo, Delivery, Error, ErrorKind, Result, Subscriber, SubscriptionSpec,
+    transport::{Delivery, Subscriber, SubscriptionSpec},
+    DeadLetterInfo, Error, ErrorKind, Result,
 };
 use tokio::time::Instant;
 

@@ -18,7 +18,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
-use tidings_core::{BrokerObject, ErrorKind, Result, SubscriptionSpec, Topology};
+use tidings_core::{
+    transport::{SubscriptionSpec, Topology},
+    BrokerObject, ErrorKind, Result,
+};
 
 use crate::config::{check_name, QueueType, RabbitMqConfig};
 use crate::error::from_lapin;
@@ -28,7 +31,7 @@ use crate::transport::Shared;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidings_core::SubscriptionSpec;
+/// use tidings_core::transport::SubscriptionSpec;
 /// use tidings_rabbitmq::QueueNames;
 /// let spec = SubscriptionSpec::new("catalog", "catalog", "lending", vec!["lending.book-borrowed".into()]);
 /// let names = QueueNames::of(&spec);
@@ -369,7 +372,7 @@ mod tests {
         let mut topology = Topology::new("catalog");
         topology
             .publishes
-            .push(tidings_core::TopicSpec::new("lending", vec![]));
+            .push(tidings_core::transport::TopicSpec::new("lending", vec![]));
         topology.subscriptions.push(SubscriptionSpec::new(
             "catalog",
             "catalog",

@@ -17,8 +17,8 @@ use lapin::types::{FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tidings_core::transport::connect_within;
 use tidings_core::{
-    BrokerObject, Capabilities, DeadLetter, Error, ErrorKind, Replay, Result, SubscriptionSpec,
-    Topology, Transport,
+    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    BrokerObject, DeadLetter, Error, ErrorKind, Replay, Result,
 };
 use tokio::time::Instant;
 

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
-use tidings_core::attrs;
+use tidings_core::transport::attrs;
 use tidings_core::wire::WireMessage;
 
 /// The quorum queues' count of earlier deliveries.
@@ -121,7 +121,7 @@ pub(crate) fn broker_text<'a>(properties: &'a BasicProperties, name: &str) -> Op
 mod tests {
     use super::*;
     use lapin::types::{FieldArray, FieldTable, LongString, ShortString};
-    use tidings_core::{Delivery, Envelope};
+    use tidings_core::{transport::Delivery, Envelope};
 
     fn props(headers: &[(&str, AMQPValue)]) -> BasicProperties {
         let mut table = FieldTable::default();

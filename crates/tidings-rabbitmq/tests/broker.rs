@@ -9,7 +9,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use tidings_core::{Bus, Envelope, ErrorKind, Subscription, Topology, Transport};
+use tidings_core::{
+    transport::{Topology, Transport},
+    Bus, Envelope, ErrorKind, Subscription,
+};
 use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
 
 use common::{
@@ -96,7 +99,10 @@ async fn messages_carry_cloudevents_headers_and_amqp_properties() {
     let mut topology = Topology::new("shop");
     topology
         .publishes
-        .push(tidings_core::TopicSpec::new(topic.clone(), vec![]));
+        .push(tidings_core::transport::TopicSpec::new(
+            topic.clone(),
+            vec![],
+        ));
     transport.provision(&topology).await.unwrap();
 
     // A queue of our own, bound to the exchange, to read the raw message.

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use tidings_core::DynTransport;
+use tidings_core::transport::DynTransport;
 use tidings_rabbitmq::RabbitMq;
 use tidings_testing::conformance::Factory;
 

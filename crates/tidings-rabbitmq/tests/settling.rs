@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_core::{
-    attrs, Acker, Bus, Context, Envelope, ErrorKind, HandlerError, Replay, RetryPolicy, Subscriber,
-    Subscription, SubscriptionSpec, Topology, Transport,
+    transport::{attrs, Acker, Subscriber, SubscriptionSpec, Topology, Transport},
+    Bus, Context, Envelope, ErrorKind, HandlerError, Replay, RetryPolicy, Subscription,
 };
 use tidings_rabbitmq::{QueueNames, QueueType, RabbitMq, RabbitMqConfig};
 

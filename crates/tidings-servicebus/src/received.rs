@@ -13,7 +13,10 @@ use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use tidings_core::wire::WireMessage;
-use tidings_core::{attrs, Delivery, Envelope};
+use tidings_core::{
+    transport::{attrs, Delivery},
+    Envelope,
+};
 use uuid::Uuid;
 
 use crate::wire::{reserved, BODY_ENCODING, CONTENT_TYPE, DEAD_LETTER, PCT};

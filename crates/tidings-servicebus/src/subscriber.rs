@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
 use tidings_core::{
-    attrs, Acker, DeadLetterInfo, Delivery, Envelope, Error, ErrorKind, Result, Subscriber,
+    transport::{attrs, Acker, Delivery, Subscriber},
+    DeadLetterInfo, Envelope, Error, ErrorKind, Result,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,7 +27,7 @@ use crate::wire::{self, Resend};
 /// Where a subscription's deliveries come from.
 #[derive(Debug)]
 pub(crate) struct Target {
-    pub(crate) spec: tidings_core::SubscriptionSpec,
+    pub(crate) spec: tidings_core::transport::SubscriptionSpec,
     pub(crate) topic: Arc<str>,
     pub(crate) subscription: Arc<str>,
 }
@@ -126,7 +127,8 @@ async fn receive_loop(
                 if gone && shared.config.provision {
                     // The subscription vanished (deleted, or a development server
                     // restarted): declare it again.
-                    let mut topology = tidings_core::Topology::new(target.spec.service.clone());
+                    let mut topology =
+                        tidings_core::transport::Topology::new(target.spec.service.clone());
                     topology.subscriptions.push(target.spec.clone());
                     match crate::topology::provision(&shared.rest, &shared.config, &topology).await
                     {

@@ -6,7 +6,10 @@
 
 use bytes::Bytes;
 use reqwest::Method;
-use tidings_core::{BrokerObject, Error, ErrorKind, Result, SubscriptionSpec, Topology};
+use tidings_core::{
+    transport::{SubscriptionSpec, Topology},
+    BrokerObject, Error, ErrorKind, Result,
+};
 
 use crate::http::Rest;
 use crate::ServiceBusConfig;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::Method;
 use tidings_core::transport::connect_within;
 use tidings_core::{
-    attrs, BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind,
-    Replay, Result, SubscriptionSpec, Topology, Transport,
+    transport::{attrs, Capabilities, SubscriptionSpec, Topology, Transport},
+    BrokerObject, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
 };
 
 use crate::config::ServiceBusConfig;

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{Map, Value};
-use tidings_core::{attrs, Envelope, Error, ErrorKind, Result};
+use tidings_core::{transport::attrs, Envelope, Error, ErrorKind, Result};
 use uuid::Uuid;
 
 /// Marks a base64 body.
@@ -239,7 +239,7 @@ mod tests {
     use std::collections::HashMap;
 
     use bytes::Bytes;
-    use tidings_core::Delivery;
+    use tidings_core::transport::Delivery;
 
     use super::*;
     use crate::received::Received;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_core::{
-    Acker, DeadLetterInfo, Envelope, ErrorKind, Subscriber, SubscriptionSpec, Topology, Transport,
+    transport::{Acker, Subscriber, SubscriptionSpec, Topology, Transport},
+    DeadLetterInfo, Envelope, ErrorKind,
 };
 use tidings_servicebus::{ServiceBus, ServiceBusConfig};
 use tidings_servicebus_server::{Server, ServerConfig};

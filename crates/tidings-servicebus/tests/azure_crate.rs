@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use azure_messaging_servicebus::service_bus::TopicClient;
 use tidings_core::{
-    Bus, Envelope, ErrorKind, Subscriber, Subscription, SubscriptionSpec, Transport,
+    transport::{Subscriber, SubscriptionSpec, Transport},
+    Bus, Envelope, ErrorKind, Subscription,
 };
 
 use support::Raw;
@@ -113,7 +114,7 @@ async fn no_message_is_not_a_delivery_where_the_azure_crate_reports_success() {
         format!("{ns}.things"),
         vec!["sbtest.thing-happened".into()],
     );
-    let mut topology = tidings_core::Topology::new("catalog");
+    let mut topology = tidings_core::transport::Topology::new("catalog");
     topology.subscriptions.push(spec.clone());
     sb.provision(&topology).await.unwrap();
 
@@ -185,7 +186,7 @@ async fn the_azure_crate_peek_lock_message_loses_the_lock_uri_and_the_message_st
         format!("{ns}.things"),
         vec!["sbtest.thing-happened".into()],
     );
-    let mut topology = tidings_core::Topology::new("catalog");
+    let mut topology = tidings_core::transport::Topology::new("catalog");
     topology.subscriptions.push(spec.clone());
     sb.provision(&topology).await.unwrap();
     let env = Envelope::new(
@@ -223,7 +224,7 @@ async fn the_azure_crate_peek_lock_message_loses_the_lock_uri_and_the_message_st
         .unwrap()
         .unwrap();
     assert_eq!(d.envelope.id, env.id);
-    tidings_core::Acker::ack(d.acker).await.unwrap();
+    tidings_core::transport::Acker::ack(d.acker).await.unwrap();
     drop(subscriber);
     let desc = Raw::new()
         .get(&format!(

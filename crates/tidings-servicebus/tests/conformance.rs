@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tidings_core::{DynTransport, Error, ErrorKind, Result};
+use tidings_core::{transport::DynTransport, Error, ErrorKind, Result};
 use tidings_servicebus::{ServiceBus, ServiceBusConfig};
 use tidings_testing::conformance::{Adversary, Factory, RawMessage};
 

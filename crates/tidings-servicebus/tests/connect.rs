@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tidings_core::{Bus, Envelope, Error, ErrorKind, Transport};
+use tidings_core::{transport::Transport, Bus, Envelope, Error, ErrorKind};
 use tidings_macros::{Event, Topic};
 use tidings_servicebus::{ServiceBus, ServiceBusConfig};
 

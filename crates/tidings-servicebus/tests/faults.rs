@@ -5,7 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use tidings_core::{Envelope, Subscriber, SubscriptionSpec, Topology, Transport};
+use tidings_core::{
+    transport::{Subscriber, SubscriptionSpec, Topology, Transport},
+    Envelope,
+};
 use tidings_servicebus::ServiceBus;
 
 use support::LocalServer;

@@ -8,7 +8,7 @@ mod things;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_core::{Bus, Envelope, ErrorKind, Subscription, Transport};
+use tidings_core::{transport::Transport, Bus, Envelope, ErrorKind, Subscription};
 use tidings_servicebus::{ServiceBus, ServiceBusConfig};
 
 use support::Raw;

@@ -5,8 +5,8 @@ mod support;
 
 use serde::{Deserialize, Serialize};
 use tidings_core::{
-    BrokerObject, Bus, Context, HandlerError, Subscription, SubscriptionSpec, TopicSpec, Topology,
-    Transport,
+    transport::{SubscriptionSpec, TopicSpec, Topology, Transport},
+    BrokerObject, Bus, Context, HandlerError, Subscription,
 };
 use tidings_macros::{Event, Topic};
 use tidings_servicebus::ServiceBus;

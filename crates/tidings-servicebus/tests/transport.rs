@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_core::{
-    attrs, Bus, Context, DeadLetterInfo, Envelope, HandlerError, Replay, RetryPolicy, Subscriber,
-    Subscription, SubscriptionSpec, Transport,
+    transport::{attrs, Subscriber, SubscriptionSpec, Transport},
+    Bus, Context, DeadLetterInfo, Envelope, HandlerError, Replay, RetryPolicy, Subscription,
 };
 use tidings_servicebus::ServiceBus;
 use tokio::sync::Notify;
@@ -191,7 +191,7 @@ async fn messages_parked_by_service_bus_itself_are_listed_with_its_reason() {
         format!("{ns}.things"),
         vec!["sbtest.thing-happened".into()],
     );
-    let mut topology = tidings_core::Topology::new("catalog");
+    let mut topology = tidings_core::transport::Topology::new("catalog");
     topology.subscriptions.push(spec.clone());
     sb.provision(&topology).await.unwrap();
     let env = Envelope::new(
@@ -209,7 +209,7 @@ async fn messages_parked_by_service_bus_itself_are_listed_with_its_reason() {
             d.attempt, attempt,
             "DeliveryCount is the delivery's attempt"
         );
-        tidings_core::Acker::retry(d.acker, d.envelope, attempt + 1, Duration::ZERO)
+        tidings_core::transport::Acker::retry(d.acker, d.envelope, attempt + 1, Duration::ZERO)
             .await
             .unwrap();
     }
@@ -251,7 +251,7 @@ async fn messages_parked_by_service_bus_itself_are_listed_with_its_reason() {
         d.envelope.header(attrs::DLQ_REASON).is_none()
             && d.envelope.header("deadletterreason").is_none()
     );
-    tidings_core::Acker::ack(d.acker).await.unwrap();
+    tidings_core::transport::Acker::ack(d.acker).await.unwrap();
 }
 
 #[tokio::test]
@@ -300,7 +300,7 @@ async fn batches_publish_many_envelopes_in_order() {
 async fn without_scheduled_retries_the_bus_waits_in_place_holding_the_lock() {
     let ns = support::unique("inplace");
     let sb = || ServiceBus::new(support::config().scheduled_retries(false)).unwrap();
-    assert!(!tidings_core::Transport::capabilities(&sb()).delayed_redelivery);
+    assert!(!tidings_core::transport::Transport::capabilities(&sb()).delayed_redelivery);
     let seen = Arc::new(Seen::default());
     async fn fails_once(e: ThingHappened, cx: Context<Arc<Seen>>) -> Result<(), HandlerError> {
         cx.state().record(e.n, cx.attempt());

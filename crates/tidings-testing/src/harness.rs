@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_core::{Bus, BusBuilder, DynTransport, Envelope, Event};
+use tidings_core::{transport::DynTransport, Bus, BusBuilder, Envelope, Event};
 use tidings_memory::Memory;
 
 use crate::recording::Recording;

@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tidings_core::{
-    BrokerObject, Capabilities, Codec, DeadLetter, DecodeLimits, Envelope, Event, Replay, Result,
-    SubscriptionSpec, Topology, Transport,
+    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    BrokerObject, Codec, DeadLetter, DecodeLimits, Envelope, Event, Replay, Result,
 };
 use uuid::Uuid;
 

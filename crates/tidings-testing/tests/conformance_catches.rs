@@ -11,8 +11,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use tidings_core::{
-    Acker, BrokerObject, Capabilities, DeadLetter, DeadLetterInfo, Delivery, DynTransport,
-    Envelope, Error, Replay, Result, Subscriber, SubscriptionSpec, Topology, Transport,
+    transport::{
+        Acker, Capabilities, Delivery, DynTransport, Subscriber, SubscriptionSpec, Topology,
+        Transport,
+    },
+    BrokerObject, DeadLetter, DeadLetterInfo, Envelope, Error, Replay, Result,
 };
 use tidings_memory::Memory;
 use tidings_testing::conformance::{self, Adversary, Factory, RawMessage, TransportFactory};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings_core::{
-    Bus, Context, Envelope, ErrorKind, Event, EventInfo, HandlerError, Replay, RetryPolicy,
-    Subscription, Topic, TopicMember, Transport, MSGPACK,
+    transport::Transport, Bus, Context, Envelope, ErrorKind, Event, EventInfo, HandlerError,
+    Replay, RetryPolicy, Subscription, Topic, TopicMember, MSGPACK,
 };
 use tidings_testing::{Recording, TestBus};
 

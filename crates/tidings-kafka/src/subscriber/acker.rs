@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::producer::FutureProducer;
-use tidings_core::{attrs, Acker, DeadLetterInfo, Envelope, Error, Result};
+use tidings_core::{
+    transport::{attrs, Acker},
+    DeadLetterInfo, Envelope, Error, Result,
+};
 
 use super::state::{Shared, Slot, Tp};
 use super::{DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};

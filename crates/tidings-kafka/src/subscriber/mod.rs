@@ -75,7 +75,10 @@ use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
-use tidings_core::{Delivery, Error, Result, Subscriber, SubscriptionSpec};
+use tidings_core::{
+    transport::{Delivery, Subscriber, SubscriptionSpec},
+    Error, Result,
+};
 use tokio::sync::mpsc;
 
 pub use acker::KafkaAcker;
@@ -234,7 +237,7 @@ impl KafkaSubscriber {
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 config: config.clone(),
                 topology: {
-                    let mut t = tidings_core::Topology::new(spec.service.clone());
+                    let mut t = tidings_core::transport::Topology::new(spec.service.clone());
                     t.subscriptions.push(spec.clone());
                     t
                 },

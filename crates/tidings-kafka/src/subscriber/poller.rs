@@ -12,8 +12,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tidings_core::transport::Delivery;
 use tidings_core::wire::WireMessage;
-use tidings_core::Delivery;
 use tokio::sync::mpsc;
 
 use super::state::{Part, Shared, Slot, Source, Tp};
@@ -157,7 +157,7 @@ pub(super) struct Poller {
 pub(super) struct Redeclare {
     pub(super) runtime: Option<tokio::runtime::Handle>,
     pub(super) config: KafkaConfig,
-    pub(super) topology: tidings_core::Topology,
+    pub(super) topology: tidings_core::transport::Topology,
     pub(super) last: Option<Instant>,
 }
 

@@ -2,7 +2,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 use serde::{Deserialize, Serialize};
-use tidings_core::{Envelope, Event, EventInfo, SubscriptionSpec, Topic, TopicMember, Topology};
+use tidings_core::{
+    transport::{SubscriptionSpec, Topology},
+    Envelope, Event, EventInfo, Topic, TopicMember,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Borrowed {

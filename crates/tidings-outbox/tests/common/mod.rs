@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings_core::{
-    Capabilities, DeadLetter, Envelope, Error, ErrorKind, Event, EventInfo, Replay, Result,
-    SubscriptionSpec, Topic, TopicMember, Topology, Transport,
+    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    DeadLetter, Envelope, Error, ErrorKind, Event, EventInfo, Replay, Result, Topic, TopicMember,
 };
 use tidings_memory::{Memory, MemorySubscriber};
 

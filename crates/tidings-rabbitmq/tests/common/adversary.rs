@@ -15,7 +15,10 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use tidings_core::{attrs, DynTransport, Error, ErrorKind, Result};
+use tidings_core::{
+    transport::{attrs, DynTransport},
+    Error, ErrorKind, Result,
+};
 use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
 use tidings_testing::conformance::{Adversary, RawMessage};
 

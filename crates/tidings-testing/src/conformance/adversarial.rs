@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use tidings_core::{
-    attrs, Bus, Codec, DeadLetter, Envelope, ErrorKind, Event, PublishOptions, Subscription,
+    transport::attrs, Bus, Codec, DeadLetter, Envelope, ErrorKind, Event, PublishOptions,
+    Subscription,
 };
 use uuid::Uuid;
 
@@ -484,7 +485,7 @@ async fn publish_until_confirmed(scene: &Scene<'_>, bus: &Bus, n: u64) {
 /// on a transport pointed there (with a 2 s connect timeout) fails as
 /// [`ErrorKind::Unavailable`], retryable, naming the address once, and does so within the
 /// patience: it neither hangs nor retries for minutes. Skipped by transports without a
-/// connection ([`Capabilities::connect_timeout`](tidings_core::Capabilities) `None`).
+/// connection ([`Capabilities::connect_timeout`](tidings_core::transport::Capabilities) `None`).
 pub async fn unreachable_broker(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "unreachable_broker");
     if !scene

@@ -58,7 +58,7 @@
 //! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
 //! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
-//! Cases are skipped only by declared [`Capabilities`](tidings_core::Capabilities)
+//! Cases are skipped only by declared [`Capabilities`](tidings_core::transport::Capabilities)
 //! (`competing_consumers`, `ordering_key`), printing `skipped: <case> needs <capability>`.
 //!
 //! # Isolation and timing
@@ -72,7 +72,7 @@
 //!
 //! # What a transport must do for the suite
 //!
-//! Besides the [`Transport`](tidings_core::Transport) contract: after a subscribing bus's
+//! Besides the [`Transport`](tidings_core::transport::Transport) contract: after a subscribing bus's
 //! `build()` returns, events published to its topic reach that subscription; an acker
 //! dropped unsettled (its process died) means the envelope is delivered again.
 
@@ -91,7 +91,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tidings_core::{DynTransport, Result};
+use tidings_core::{transport::DynTransport, Result};
 
 pub use adversarial::{
     dropped_connection, panics_anywhere, raw_messages, reserved_headers, unreachable_broker,
@@ -203,7 +203,7 @@ pub trait Adversary: Send + Sync + 'static {
     /// Transports without a connection (whose [`Capabilities::connect_timeout`] is `None`)
     /// need not provide it; the `unreachable_broker` case fails on one that should.
     ///
-    /// [`Capabilities::connect_timeout`]: tidings_core::Capabilities::connect_timeout
+    /// [`Capabilities::connect_timeout`]: tidings_core::transport::Capabilities::connect_timeout
     fn unreachable(
         &self,
         address: &str,

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings_core::{
-    Bus, BusBuilder, Capabilities, Context, Envelope, Event, HandlerError, Subscription, Topic,
+    transport::Capabilities, Bus, BusBuilder, Context, Envelope, Event, HandlerError, Subscription,
+    Topic,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
