@@ -14,28 +14,28 @@ use serde::{Deserialize, Serialize};
 use tidings_core::{Codec, Event, EventInfo, Publishable, Result, Topic, TopicMember};
 
 /// The name of the suite's topic (prefixed by each case's namespace on the broker).
-pub const TOPIC: &str = "conformance";
+pub(crate) const TOPIC: &str = "conformance";
 
 /// The key an upcast [`PingV1`] gets, so handlers can tell it went through the upcaster.
-pub const UPCAST_KEY: &str = "upcast-from-v1";
+pub(crate) const UPCAST_KEY: &str = "upcast-from-v1";
 
 /// The current (v2) ping: a number to identify it and an ordering key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ping {
+pub(crate) struct Ping {
     /// Identifies the ping within a case.
-    pub n: u64,
+    pub(crate) n: u64,
     /// The ordering key; empty for none.
-    pub key: String,
+    pub(crate) key: String,
 }
 
 impl Ping {
     /// A ping with an ordering key.
-    pub fn keyed(n: u64, key: impl Into<String>) -> Self {
+    pub(crate) fn keyed(n: u64, key: impl Into<String>) -> Self {
         Ping { n, key: key.into() }
     }
 
     /// A ping without an ordering key.
-    pub fn unkeyed(n: u64) -> Self {
+    pub(crate) fn unkeyed(n: u64) -> Self {
         Ping {
             n,
             key: String::new(),
@@ -57,9 +57,9 @@ impl TopicMember for Ping {
 
 /// Version 1 of `conformance.ping`: only a number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PingV1 {
+pub(crate) struct PingV1 {
     /// Identifies the ping within a case.
-    pub n: u64,
+    pub(crate) n: u64,
 }
 
 impl Event for PingV1 {
@@ -82,9 +82,9 @@ impl From<PingV1> for Ping {
 
 /// The reply a handler publishes from inside a `Ping` handler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pong {
+pub(crate) struct Pong {
     /// The number of the ping it answers.
-    pub n: u64,
+    pub(crate) n: u64,
 }
 
 impl Event for Pong {
@@ -98,9 +98,9 @@ impl TopicMember for Pong {
 
 /// An event of the topic that subscriptions in the suite leave without a handler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Unhandled {
+pub(crate) struct Unhandled {
     /// Identifies it within a case.
-    pub n: u64,
+    pub(crate) n: u64,
 }
 
 impl Event for Unhandled {
@@ -114,7 +114,7 @@ impl TopicMember for Unhandled {
 
 /// The suite's topic, current versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfEvents {
+pub(crate) enum ConfEvents {
     /// A [`Ping`].
     Ping(Ping),
     /// A [`Pong`].
@@ -201,7 +201,8 @@ impl From<Unhandled> for ConfEvents {
 /// The suite's topic as an older publisher knows it: the same topic name, with `Ping` at
 /// version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfEventsV1 {
+#[allow(dead_code)] // a type subscriptions name; no value of it is built
+pub(crate) enum ConfEventsV1 {
     /// A [`PingV1`].
     PingV1(PingV1),
 }
@@ -221,9 +222,9 @@ impl Topic for ConfEventsV1 {
 
 /// An event of a topic that no bus in the suite declares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stray {
+pub(crate) struct Stray {
     /// Anything.
-    pub n: u64,
+    pub(crate) n: u64,
 }
 
 impl Event for Stray {
@@ -237,7 +238,8 @@ impl TopicMember for Stray {
 
 /// A topic no bus of the suite declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StrayEvents {
+#[allow(dead_code)] // a type subscriptions name; no value of it is built
+pub(crate) enum StrayEvents {
     /// A [`Stray`].
     Stray(Stray),
 }
@@ -258,9 +260,9 @@ impl Topic for StrayEvents {
 /// An event of another topic that reuses `conformance.ping`'s wire name: a bus that knows
 /// both [`ConfEvents`] and [`ClashEvents`] must refuse to build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Clash {
+pub(crate) struct Clash {
     /// Anything.
-    pub n: u64,
+    pub(crate) n: u64,
 }
 
 impl Event for Clash {
@@ -274,7 +276,8 @@ impl TopicMember for Clash {
 
 /// A topic whose one event clashes with [`Ping`]'s wire name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClashEvents {
+#[allow(dead_code)] // a type subscriptions name; no value of it is built
+pub(crate) enum ClashEvents {
     /// A [`Clash`].
     Clash(Clash),
 }

@@ -78,12 +78,12 @@
 
 mod adversarial;
 mod cases;
-pub mod events;
+mod events;
 mod failure;
 mod lifecycle;
 mod ordering;
-pub mod support;
-pub mod volatile;
+mod support;
+mod volatile;
 
 use std::fmt;
 use std::future::Future;

@@ -20,26 +20,26 @@ use super::TransportFactory;
 
 /// One handler run, as a [`Probe`] recorded it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// Who recorded it (which service or instance, or what kind of run).
-    pub label: &'static str,
+    pub(crate) label: &'static str,
     /// The event's wire name.
-    pub event: &'static str,
+    pub(crate) event: &'static str,
     /// The event's number.
-    pub n: u64,
+    pub(crate) n: u64,
     /// The ping's key (empty for other events).
-    pub key: String,
+    pub(crate) key: String,
     /// The envelope as the handler got it.
-    pub envelope: Envelope,
+    pub(crate) envelope: Envelope,
     /// `cx.attempt()`.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// `cx.redelivered()`.
-    pub redelivered: bool,
+    pub(crate) redelivered: bool,
 }
 
 impl Seen {
     /// A record of a run of a handler of `event` number `n`.
-    pub fn of<S>(
+    pub(crate) fn of<S>(
         label: &'static str,
         event: &'static str,
         n: u64,
@@ -75,40 +75,40 @@ impl fmt::Display for Seen {
 /// Records handler runs and lets a case wait, with a deadline, until what it expects has
 /// been recorded; on timeout it fails with what it saw.
 #[derive(Debug, Default)]
-pub struct Probe {
+pub(crate) struct Probe {
     seen: Mutex<Vec<Seen>>,
     notify: Notify,
 }
 
 impl Probe {
     /// An empty probe.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Probe::default())
     }
 
     /// Record one run and wake the waiters.
-    pub fn record(&self, seen: Seen) {
+    pub(crate) fn record(&self, seen: Seen) {
         self.seen.lock().expect("probe lock").push(seen);
         self.notify.notify_waiters();
     }
 
     /// Everything recorded so far, in recording order.
-    pub fn snapshot(&self) -> Vec<Seen> {
+    pub(crate) fn snapshot(&self) -> Vec<Seen> {
         self.seen.lock().expect("probe lock").clone()
     }
 
     /// How many runs were recorded.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.seen.lock().expect("probe lock").len()
     }
 
     /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The records with `label`.
-    pub fn labelled(&self, label: &str) -> Vec<Seen> {
+    pub(crate) fn labelled(&self, label: &str) -> Vec<Seen> {
         self.snapshot()
             .into_iter()
             .filter(|s| s.label == label)
@@ -117,7 +117,7 @@ impl Probe {
 
     /// Wait until `check` returns `Some` for the records so far, or panic after `patience`
     /// saying that `what` did not happen and listing what was recorded.
-    pub async fn wait_until<T>(
+    pub(crate) async fn wait_until<T>(
         &self,
         patience: Duration,
         what: &str,
@@ -143,27 +143,9 @@ impl Probe {
         }
     }
 
-    /// Wait until at least `count` runs with `label` were recorded; returns them.
-    pub async fn wait_for(
-        &self,
-        label: &'static str,
-        count: usize,
-        patience: Duration,
-    ) -> Vec<Seen> {
-        self.wait_until(
-            patience,
-            &format!("{count} handler runs recorded as `{label}`"),
-            |seen| {
-                let mine: Vec<_> = seen.iter().filter(|s| s.label == label).cloned().collect();
-                (mine.len() >= count).then_some(mine)
-            },
-        )
-        .await
-    }
-
     /// Wait until runs with `label` were recorded for every event number in `ns`; returns
     /// the runs with `label`.
-    pub async fn wait_for_ns(
+    pub(crate) async fn wait_for_ns(
         &self,
         label: &'static str,
         ns: impl IntoIterator<Item = u64>,
@@ -184,7 +166,7 @@ impl Probe {
 }
 
 /// A short description of recorded runs for failure messages.
-pub fn describe(seen: &[Seen]) -> String {
+pub(crate) fn describe(seen: &[Seen]) -> String {
     const SHOWN: usize = 60;
     let mut out = format!("{} runs recorded", seen.len());
     if seen.is_empty() {
@@ -204,7 +186,7 @@ pub fn describe(seen: &[Seen]) -> String {
 }
 
 /// `0..=9, 12, 14..=15` for a set of numbers.
-pub fn ranges(ns: &BTreeSet<u64>) -> String {
+pub(crate) fn ranges(ns: &BTreeSet<u64>) -> String {
     let mut out = Vec::new();
     let mut iter = ns.iter().copied().peekable();
     while let Some(start) = iter.next() {
@@ -227,16 +209,16 @@ pub fn ranges(ns: &BTreeSet<u64>) -> String {
 
 /// Subscription state that records every handled event into a probe under a label.
 #[derive(Debug, Clone)]
-pub struct Tap {
+pub(crate) struct Tap {
     /// Where runs are recorded.
-    pub probe: Arc<Probe>,
+    pub(crate) probe: Arc<Probe>,
     /// The label of the records.
-    pub label: &'static str,
+    pub(crate) label: &'static str,
 }
 
 impl Tap {
     /// A tap recording into `probe` as `label`.
-    pub fn new(probe: &Arc<Probe>, label: &'static str) -> Self {
+    pub(crate) fn new(probe: &Arc<Probe>, label: &'static str) -> Self {
         Tap {
             probe: probe.clone(),
             label,
@@ -244,20 +226,23 @@ impl Tap {
     }
 
     /// A subscription to the suite's topic that records pings.
-    pub fn pings(probe: &Arc<Probe>, label: &'static str) -> Subscription<ConfEvents, Tap> {
+    pub(crate) fn pings(probe: &Arc<Probe>, label: &'static str) -> Subscription<ConfEvents, Tap> {
         Subscription::to::<ConfEvents>()
             .with_state(Tap::new(probe, label))
             .on(tap_ping)
     }
 
     /// A subscription to the suite's topic that records every event of it.
-    pub fn everything(probe: &Arc<Probe>, label: &'static str) -> Subscription<ConfEvents, Tap> {
+    pub(crate) fn everything(
+        probe: &Arc<Probe>,
+        label: &'static str,
+    ) -> Subscription<ConfEvents, Tap> {
         Tap::pings(probe, label).on(tap_pong).on(tap_unhandled)
     }
 }
 
 /// Records a [`Ping`].
-pub async fn tap_ping(e: Ping, cx: Context<Tap>) -> Result<(), HandlerError> {
+pub(crate) async fn tap_ping(e: Ping, cx: Context<Tap>) -> Result<(), HandlerError> {
     let tap = cx.state();
     tap.probe
         .record(Seen::of(tap.label, Ping::NAME, e.n, &e.key, &cx));
@@ -265,7 +250,7 @@ pub async fn tap_ping(e: Ping, cx: Context<Tap>) -> Result<(), HandlerError> {
 }
 
 /// Records a [`Pong`].
-pub async fn tap_pong(e: Pong, cx: Context<Tap>) -> Result<(), HandlerError> {
+pub(crate) async fn tap_pong(e: Pong, cx: Context<Tap>) -> Result<(), HandlerError> {
     let tap = cx.state();
     tap.probe
         .record(Seen::of(tap.label, Pong::NAME, e.n, "", &cx));
@@ -273,7 +258,7 @@ pub async fn tap_pong(e: Pong, cx: Context<Tap>) -> Result<(), HandlerError> {
 }
 
 /// Records an [`Unhandled`].
-pub async fn tap_unhandled(e: Unhandled, cx: Context<Tap>) -> Result<(), HandlerError> {
+pub(crate) async fn tap_unhandled(e: Unhandled, cx: Context<Tap>) -> Result<(), HandlerError> {
     let tap = cx.state();
     tap.probe
         .record(Seen::of(tap.label, Unhandled::NAME, e.n, "", &cx));
@@ -282,13 +267,13 @@ pub async fn tap_unhandled(e: Unhandled, cx: Context<Tap>) -> Result<(), Handler
 
 /// One case's world: the factory, a fresh namespace, and helpers to build its buses.
 #[derive(Clone)]
-pub struct Scene<'a> {
+pub(crate) struct Scene<'a> {
     /// Where transports come from.
-    pub factory: &'a dyn TransportFactory,
+    pub(crate) factory: &'a dyn TransportFactory,
     /// The namespace every bus of the case uses (`conf-<12 hex digits>`).
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The case's name, for messages.
-    pub case: &'static str,
+    pub(crate) case: &'static str,
 }
 
 impl fmt::Debug for Scene<'_> {
@@ -303,7 +288,7 @@ impl fmt::Debug for Scene<'_> {
 
 impl<'a> Scene<'a> {
     /// A scene with a fresh namespace; prints which, to find the case's queues on a broker.
-    pub fn new(factory: &'a dyn TransportFactory, case: &'static str) -> Self {
+    pub(crate) fn new(factory: &'a dyn TransportFactory, case: &'static str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let namespace = format!("conf-{}", &id[..12]);
         println!(
@@ -318,14 +303,14 @@ impl<'a> Scene<'a> {
     }
 
     /// A bus builder for `service` in this scene's namespace, with its own `connect()`.
-    pub fn builder(&self, service: &str) -> BusBuilder {
+    pub(crate) fn builder(&self, service: &str) -> BusBuilder {
         Bus::builder(service)
             .transport_from(self.factory.connect())
             .namespace(self.namespace.clone())
     }
 
     /// Build a bus, failing the case with the error if it cannot be built.
-    pub async fn build(&self, builder: BusBuilder, what: &str) -> Bus {
+    pub(crate) async fn build(&self, builder: BusBuilder, what: &str) -> Bus {
         builder
             .build()
             .await
@@ -333,7 +318,7 @@ impl<'a> Scene<'a> {
     }
 
     /// A bus of service `alpha` that publishes the suite's topic and subscribes nothing.
-    pub async fn publisher(&self) -> Bus {
+    pub(crate) async fn publisher(&self) -> Bus {
         self.build(
             self.builder("alpha").publishes::<ConfEvents>(),
             "the publisher `alpha`",
@@ -343,7 +328,7 @@ impl<'a> Scene<'a> {
 
     /// A bus of `service` whose subscription records the pings it handles into `probe`
     /// under the service's name (the subscriber most cases need).
-    pub async fn subscriber(&self, service: &'static str, probe: &Arc<Probe>) -> Bus {
+    pub(crate) async fn subscriber(&self, service: &'static str, probe: &Arc<Probe>) -> Bus {
         self.build(
             self.builder(service).subscribe(Tap::pings(probe, service)),
             &format!("the subscriber `{service}`"),
@@ -352,17 +337,17 @@ impl<'a> Scene<'a> {
     }
 
     /// The broker name of the suite's topic in this scene.
-    pub fn topic(&self) -> String {
+    pub(crate) fn topic(&self) -> String {
         format!("{}.{}", self.namespace, ConfEvents::NAME)
     }
 
     /// The broker name of `service`'s default subscription in this scene.
-    pub fn subscription(&self, service: &str) -> String {
+    pub(crate) fn subscription(&self, service: &str) -> String {
         format!("{}.{service}", self.namespace)
     }
 
     /// The transport's capabilities (from one `connect()`).
-    pub async fn capabilities(&self) -> Capabilities {
+    pub(crate) async fn capabilities(&self) -> Capabilities {
         self.factory
             .connect()
             .await
@@ -372,7 +357,11 @@ impl<'a> Scene<'a> {
 
     /// Whether the case may run: prints `skipped: <case> needs <capability>` and returns
     /// false when the transport does not declare it.
-    pub async fn needs(&self, capability: &str, has: impl Fn(&Capabilities) -> bool) -> bool {
+    pub(crate) async fn needs(
+        &self,
+        capability: &str,
+        has: impl Fn(&Capabilities) -> bool,
+    ) -> bool {
         if has(&self.capabilities().await) {
             true
         } else {
@@ -386,18 +375,18 @@ impl<'a> Scene<'a> {
     }
 
     /// How long to wait for what must happen.
-    pub fn patience(&self) -> Duration {
+    pub(crate) fn patience(&self) -> Duration {
         self.factory.patience()
     }
 
     /// Watch for what must not happen.
-    pub async fn quiet(&self) {
+    pub(crate) async fn quiet(&self) {
         tokio::time::sleep(self.factory.quiet()).await;
     }
 
     /// Poll `probe` (an async check) until it returns `Some`, or fail after the patience
     /// with `what` and the last value seen.
-    pub async fn poll<T, D: fmt::Debug, F, Fut>(&self, what: &str, mut probe: F) -> T
+    pub(crate) async fn poll<T, D: fmt::Debug, F, Fut>(&self, what: &str, mut probe: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, D>>,
@@ -423,7 +412,7 @@ impl<'a> Scene<'a> {
 }
 
 /// Something that fails a case with a message when it is an error.
-pub trait Must<T> {
+pub(crate) trait Must<T> {
     /// The value, or a panic saying what failed.
     fn must(self, what: &str) -> T;
 }
@@ -438,13 +427,13 @@ impl<T> Must<T> for tidings_core::Result<T> {
 /// drops with everything running on it (consumer loops, handlers in flight, connections),
 /// as a crash would. Work started with [`spawn`](Self::spawn) runs there.
 #[derive(Debug)]
-pub struct Process {
+pub(crate) struct Process {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Process {
     /// A new "process" with one worker thread.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -456,7 +445,7 @@ impl Process {
     }
 
     /// Run `work` inside the process.
-    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    pub(crate) fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -465,7 +454,7 @@ impl Process {
     }
 
     /// Kill the process: every task on it is dropped where it stands, nothing is settled.
-    pub async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         if let Some(runtime) = self.runtime.take() {
             tokio::task::spawn_blocking(move || runtime.shutdown_timeout(Duration::from_secs(5)))
                 .await

@@ -16,19 +16,19 @@ use tidings_core::{Result, Topic, TopicMember};
 use super::support::{Seen, Tap};
 
 /// The panic message every volatile fault uses, so a dead letter can be matched to it.
-pub const PANIC_MARK: &str = "conformance volatile fault";
+pub(crate) const PANIC_MARK: &str = "conformance volatile fault";
 
 /// An event that can make user code panic wherever it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volatile {
+pub(crate) struct Volatile {
     /// Identifies it within a case.
-    pub n: u64,
+    pub(crate) n: u64,
     /// The ordering key (every volatile event of a case shares one, so a panic that
     /// stopped the key's lane would show).
-    pub key: String,
+    pub(crate) key: String,
     /// Where to panic: `"deserialize"`, `"sync"`, `"future"`, or `""` for nowhere.
     #[serde(deserialize_with = "panicking_fault")]
-    pub fault: String,
+    pub(crate) fault: String,
 }
 
 fn panicking_fault<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
@@ -53,13 +53,13 @@ impl TopicMember for Volatile {
 
 /// Version 1 of [`Volatile`]; upcasting it panics when its fault is `"upcast"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolatileV1 {
+pub(crate) struct VolatileV1 {
     /// Identifies it within a case.
-    pub n: u64,
+    pub(crate) n: u64,
     /// The ordering key.
-    pub key: String,
+    pub(crate) key: String,
     /// `"upcast"` makes the upcast panic.
-    pub fault: String,
+    pub(crate) fault: String,
 }
 
 impl Event for VolatileV1 {
@@ -89,7 +89,7 @@ impl From<VolatileV1> for Volatile {
 
 /// A handler that panics where the event says, and records the runs that get through.
 #[derive(Debug, Clone, Copy)]
-pub struct VolatileHandler;
+pub(crate) struct VolatileHandler;
 
 impl Handler<Volatile, Tap> for VolatileHandler {
     fn handle(
@@ -121,7 +121,8 @@ macro_rules! one_event_topic {
     ($topic:ident, $event:ident, $variant:literal) => {
         #[doc = concat!("The volatile topic with one event, [`", stringify!($event), "`].")]
         #[derive(Debug, Clone, PartialEq, Eq)]
-        pub enum $topic {
+        #[allow(dead_code)] // a type subscriptions name; no value of it is built
+        pub(crate) enum $topic {
             #[doc = concat!("A [`", stringify!($event), "`].")]
             $event($event),
         }
