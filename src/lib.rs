@@ -54,7 +54,7 @@ pub use url::{connect, TransportUrl};
 
 /// `url` with passwords and keys masked, for logs and messages.
 pub fn redact_url(url: &str) -> String {
-    url::redact(url)
+    tidings_core::transport::redact_url(url)
 }
 
 /// The names most services need: `use tidings::prelude::*;`.

@@ -34,7 +34,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DynTransport>> {
             ErrorKind::Config,
             format!(
                 "no transport for {:?}: the schemes compiled in are {}; enable the cargo feature of the transport you want (memory, rabbitmq, kafka, servicebus)",
-                redact(url),
+                tidings_core::transport::redact_url(url),
                 compiled_schemes()
             ),
         )),
@@ -65,57 +65,6 @@ fn compiled_schemes() -> String {
     }
 }
 
-/// The URL without its password or keys, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    if url.to_ascii_lowercase().contains("sharedaccesskey=") {
-        // A connection string: keep only the endpoint.
-        let endpoint = url
-            .split(';')
-            .find(|part| {
-                part.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("endpoint=")
-            })
-            .unwrap_or("");
-        return format!("{endpoint};SharedAccessKey=***");
-    }
-    redact_query(&redact_userinfo(url))
-}
-
-fn redact_userinfo(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => {
-            let userinfo = &url[start + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***@{}", &url[..start], &url[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-fn redact_query(url: &str) -> String {
-    let Some((head, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _))
-                if matches!(
-                    k.to_ascii_lowercase().as_str(),
-                    "key" | "password" | "sharedaccesskey" | "sig" | "secret" | "sasl_password"
-                ) =>
-            {
-                format!("{k}=***")
-            }
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{head}?{}", pairs.join("&"))
-}
-
 /// Adds `transport_url` to [`BusBuilder`]: the transport is chosen by the URL's scheme at
 /// `build()`, so configuration rather than code picks the backend.
 ///
@@ -134,27 +83,5 @@ impl TransportUrl for BusBuilder {
     fn transport_url(self, url: impl Into<String>) -> Self {
         let url = url.into();
         self.transport_from(async move { connect(&url).await })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redact_hides_passwords_and_keys() {
-        assert_eq!(
-            redact("amqp://guest:s3cret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact("memory://"), "memory://");
-        assert_eq!(
-            redact("servicebus://dev?key_name=root&key=s3cr%2Bt&endpoint=http://127.0.0.1:5300"),
-            "servicebus://dev?key_name=root&key=***&endpoint=http://127.0.0.1:5300"
-        );
-        assert_eq!(
-            redact("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=abc"),
-            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=***"
-        );
     }
 }

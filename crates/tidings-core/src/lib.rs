@@ -20,6 +20,7 @@ mod envelope;
 mod error;
 mod event;
 mod handler;
+mod redact;
 mod retry;
 mod subscription;
 mod topology;

@@ -1,8 +1,8 @@
 //! The transport SPI, for those who write a transport rather than use one: the
 //! [`Transport`], [`Subscriber`] and [`Acker`] traits, what a delivery carries
 //! ([`Delivery`], [`Worker`]), the topology a bus asks for ([`Topology`],
-//! [`SubscriptionSpec`], [`TopicSpec`]), the envelope's header names ([`attrs`]) and
-//! [`connect_within`]. Applications never need this module. Byte-level and typing-free.
+//! [`SubscriptionSpec`], [`TopicSpec`]), the envelope's header names ([`attrs`]),
+//! [`connect_within`] and [`redact_url`]. Applications never need this module. Byte-level and typing-free.
 //!
 //! Implementers write [`Transport`] (async methods, associated subscriber type); the
 //! [`Bus`](crate::Bus) holds it as the object-safe twin [`DynTransport`], implemented for
@@ -23,6 +23,7 @@ use crate::topology::{BrokerObject, DeadLetter, DeadLetterInfo, Replay};
 
 pub use crate::consumer::Worker;
 pub use crate::envelope::attrs;
+pub use crate::redact::redact_url;
 pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 use crate::wire::WireMessage;
 

@@ -392,32 +392,7 @@ fn url_options(url: &str) -> std::result::Result<UrlOptions, String> {
     Ok(options)
 }
 
-/// `url` without its password: `amqp://user:***@host/vhost`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    // The authority ends at the first '/', '?' or '#' after the scheme.
-    let end = url[start..]
-        .find(['/', '?', '#'])
-        .map(|i| start + i)
-        .unwrap_or(url.len());
-    let authority = &url[start..end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!(
-                "{}{user}{hidden}@{}{}",
-                &url[..start],
-                &authority[at + 1..],
-                &url[end..]
-            )
-        }
-        None => url.to_string(),
-    }
-}
+pub(crate) use tidings_core::transport::redact_url as redact;
 
 /// `message` with every occurrence of `url` (and of its password) hidden.
 pub(crate) fn scrub(message: &str, url: &str) -> String {
