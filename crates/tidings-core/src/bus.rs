@@ -204,8 +204,11 @@ impl Bus {
             payload,
         );
         env.ordering_key = options.ordering_key.or_else(|| event.event_ordering_key());
-        crate::wire::check_custom_headers(&options.headers, self.inner.reserved_header_prefixes)
-            .map_err(|e| e.context(format_args!("publishing `{}`", event.event_name())))?;
+        crate::transport::wire::check_custom_headers(
+            &options.headers,
+            self.inner.reserved_header_prefixes,
+        )
+        .map_err(|e| e.context(format_args!("publishing `{}`", event.event_name())))?;
         env.headers = options.headers;
         env.correlation_id = options.correlation_id;
         env.causation_id = options.causation_id;

@@ -243,7 +243,7 @@ impl Dispatcher {
                     subscription = %self.subscription, id = %envelope.id, %error,
                     "the broker refused the dead letter as too large; parking it without its payload"
                 );
-                envelope = Arc::new(crate::wire::without_payload(&envelope));
+                envelope = Arc::new(crate::transport::wire::without_payload(&envelope));
                 continue;
             }
             let Some(wait) = backoff.next().filter(|_| !shutdown.is_cancelled()) else {

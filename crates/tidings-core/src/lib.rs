@@ -25,7 +25,6 @@ mod retry;
 mod subscription;
 mod topology;
 pub mod transport;
-pub mod wire;
 
 pub use builder::BusBuilder;
 pub use bus::{Bus, PublishOptions};

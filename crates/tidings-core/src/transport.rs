@@ -2,13 +2,16 @@
 //! [`Transport`], [`Subscriber`] and [`Acker`] traits, what a delivery carries
 //! ([`Delivery`], [`Worker`]), the topology a bus asks for ([`Topology`],
 //! [`SubscriptionSpec`], [`TopicSpec`]), the envelope's header names ([`attrs`]),
-//! [`connect_within`] and [`redact_url`]. Applications never need this module. Byte-level and typing-free.
+//! [`connect_within`], [`redact_url`], and [`wire`]: the header table, the reserved names
+//! and the message as the broker handed it over. Applications never need this module. Byte-level and typing-free.
 //!
 //! Implementers write [`Transport`] (async methods, associated subscriber type); the
 //! [`Bus`](crate::Bus) holds it as the object-safe twin [`DynTransport`], implemented for
 //! every `Transport`, so user code is never generic over the transport. The consumer loop
 //! is monomorphised per transport, so receiving and settling a delivery costs no dynamic
 //! dispatch.
+
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,11 +24,11 @@ use crate::envelope::Envelope;
 use crate::error::Result;
 use crate::topology::{BrokerObject, DeadLetter, DeadLetterInfo, Replay};
 
+use self::wire::WireMessage;
 pub use crate::consumer::Worker;
 pub use crate::envelope::attrs;
 pub use crate::redact::redact_url;
 pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
-use crate::wire::WireMessage;
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by
 /// it. Start from `Capabilities::default()` and set what differs.

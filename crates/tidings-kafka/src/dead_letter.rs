@@ -22,7 +22,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use tidings_core::wire::WireMessage;
+use tidings_core::transport::wire::WireMessage;
 use tidings_core::{
     transport::{attrs, Delivery, SubscriptionSpec},
     DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,

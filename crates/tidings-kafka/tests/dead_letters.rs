@@ -11,7 +11,7 @@ use common::{brokers, eventually, namespace, Lending, Note};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use tidings_core::wire::DLQ_PAYLOAD_OMITTED;
+use tidings_core::transport::wire::DLQ_PAYLOAD_OMITTED;
 use tidings_core::{Bus, Codec, Context, Envelope, HandlerError, RetryPolicy, Subscription};
 use tidings_kafka::Kafka;
 

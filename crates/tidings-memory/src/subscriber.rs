@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_core::wire::WireMessage;
+use tidings_core::transport::wire::WireMessage;
 use tidings_core::{
     transport::{Acker, Delivery, Subscriber},
     DeadLetterInfo, Envelope, Error,

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use tidings_core::transport::attrs;
-use tidings_core::wire::WireMessage;
+use tidings_core::transport::wire::WireMessage;
 
 /// The quorum queues' count of earlier deliveries.
 const DELIVERY_COUNT: &str = "x-delivery-count";

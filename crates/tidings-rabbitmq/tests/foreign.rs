@@ -7,7 +7,7 @@ mod common;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use tidings_core::wire::DLQ_PAYLOAD_OMITTED;
+use tidings_core::transport::wire::DLQ_PAYLOAD_OMITTED;
 use tidings_core::{Bus, Envelope, Subscription};
 use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
 

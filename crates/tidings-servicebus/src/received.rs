@@ -12,7 +12,7 @@ use base64::Engine;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
-use tidings_core::wire::WireMessage;
+use tidings_core::transport::wire::WireMessage;
 use tidings_core::{
     transport::{attrs, Delivery},
     Envelope,

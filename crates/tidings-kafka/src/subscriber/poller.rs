@@ -12,8 +12,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tidings_core::transport::wire::WireMessage;
 use tidings_core::transport::Delivery;
-use tidings_core::wire::WireMessage;
 use tokio::sync::mpsc;
 
 use super::state::{Part, Shared, Slot, Source, Tp};

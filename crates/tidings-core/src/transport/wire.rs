@@ -32,7 +32,7 @@ const MAX_HEADER_NAME: usize = 255;
 /// header with such a name is refused on publish, since it would overwrite an attribute.
 ///
 /// ```
-/// use tidings_core::wire::is_reserved;
+/// use tidings_core::transport::wire::is_reserved;
 /// assert!(is_reserved("ce_source"));
 /// assert!(is_reserved("Content-Type"));
 /// assert!(is_reserved("tidings-dlq-reason"));
@@ -78,7 +78,7 @@ pub fn check_custom_headers(headers: &[(String, String)], broker_reserved: &[&st
 /// headers as text, its body, and what the transport noticed on the way.
 ///
 /// ```
-/// use tidings_core::wire::WireMessage;
+/// use tidings_core::transport::wire::WireMessage;
 /// let msg = WireMessage::new(&b"garbage"[..])
 ///     .header("ce_type", "lending.book-borrowed")
 ///     .header_bytes("binary", &[0xff, 0xfe]);
