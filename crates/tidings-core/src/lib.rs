@@ -22,6 +22,7 @@ mod event;
 mod handler;
 mod redact;
 mod retry;
+mod secret;
 mod subscription;
 mod topology;
 pub mod transport;
@@ -35,6 +36,7 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventInfo, Publishable, Topic, TopicMember};
 pub use handler::{Context, Handler, HandlerError, ResultExt};
 pub use retry::RetryPolicy;
+pub use secret::Secret;
 pub use subscription::Subscription;
 pub use topology::{BrokerObject, DeadLetter, DeadLetterInfo, Replay};
 

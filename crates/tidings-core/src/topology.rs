@@ -101,7 +101,14 @@ impl SubscriptionSpec {
 
     /// The dead-letter queue name: `<subscription>.<topic>.dlq` (`catalog.lending.dlq`).
     pub fn dead_letter_queue_name(&self) -> String {
-        format!("{}.{}.dlq", self.name, self.topic)
+        self.object_name("dlq")
+    }
+
+    /// The name of another broker object of the subscription:
+    /// `<subscription>.<topic>.<suffix>` (`catalog.lending.retry`). Every transport names
+    /// what it creates for a subscription this way, where the broker's names are flat.
+    pub fn object_name(&self, suffix: &str) -> String {
+        format!("{}.{}.{suffix}", self.name, self.topic)
     }
 
     /// Whether the subscription handles `event_type`.

@@ -2,7 +2,7 @@
 //! [`Transport`], [`Subscriber`] and [`Acker`] traits, what a delivery carries
 //! ([`Delivery`], [`Worker`]), the topology a bus asks for ([`Topology`],
 //! [`SubscriptionSpec`], [`TopicSpec`]), the envelope's header names ([`attrs`]),
-//! [`connect_within`], [`redact_url`], and [`wire`]: the header table, the reserved names
+//! [`connect_within`], [`redact_url`], [`ParsedUrl`], and [`wire`]: the header table, the reserved names
 //! and the message as the broker handed it over. Applications never need this module. Byte-level and typing-free.
 //!
 //! Implementers write [`Transport`] (async methods, associated subscriber type); the
@@ -11,6 +11,7 @@
 //! is monomorphised per transport, so receiving and settling a delivery costs no dynamic
 //! dispatch.
 
+mod url;
 pub mod wire;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub use crate::consumer::Worker;
 pub use crate::envelope::attrs;
 pub use crate::redact::redact_url;
 pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
+pub use self::url::ParsedUrl;
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by
 /// it. Start from `Capabilities::default()` and set what differs.
