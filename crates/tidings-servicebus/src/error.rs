@@ -3,7 +3,7 @@
 
 use tidings_core::{Error, ErrorKind};
 
-use crate::http::Failure;
+use crate::client::Failure;
 
 /// The `<Detail>` (or the start of the body) of an error answer, for messages.
 pub(crate) fn detail(body: &[u8]) -> String {

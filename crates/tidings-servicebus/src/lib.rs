@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+mod client;
 mod config;
 mod error;
-mod http;
 mod publisher;
 mod received;
 mod subscriber;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use reqwest::Method;
 use tidings_core::{Envelope, Result};
 
-use crate::http::Rest;
+use crate::client::Rest;
 use crate::wire::{self, Outgoing, Resend};
 
 /// The most a batch request carries (the Standard tier takes 256 KiB per request).

@@ -18,9 +18,10 @@ use tidings_core::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::http::{queue_path, Rest};
+use crate::client::Rest;
 use crate::publisher::send_one;
 use crate::received::Received;
+use crate::topology::{dead_letter_path, subscription_path};
 use crate::transport::Shared;
 use crate::wire::{self, Resend};
 
@@ -102,7 +103,7 @@ async fn receive_loop(
     target: Arc<Target>,
     tx: mpsc::Sender<Result<Delivery<ServiceBusAcker>>>,
 ) {
-    let queue = queue_path(&target.topic, &target.subscription, false);
+    let queue = subscription_path(&target.topic, &target.subscription);
     let mut failures = 0u32;
     loop {
         if tx.is_closed() {

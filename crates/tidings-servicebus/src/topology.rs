@@ -1,4 +1,6 @@
-//! Provisioning through the management REST API (Atom XML, `api-version=2017-04`): a topic
+//! Entity paths, provisioning, the broker objects and teardown.
+//!
+//! Provisioning goes through the management REST API (Atom XML, `api-version=2017-04`): a topic
 //! per tidings topic, a subscription per subscribing service, and on it one SQL rule
 //! `tidings` that lets through the wire names the service handles (by `Label`) and the
 //! re-sends addressed to it (by `To`). The azure crate has no management calls, so these
@@ -11,7 +13,7 @@ use tidings_core::{
     BrokerObject, Error, ErrorKind, Result,
 };
 
-use crate::http::Rest;
+use crate::client::Rest;
 use crate::ServiceBusConfig;
 
 const API: &str = "api-version=2017-04";
@@ -32,6 +34,21 @@ pub(crate) fn rule_expression(spec: &SubscriptionSpec) -> String {
     format!(
         "((sys.Label IN ({}) OR sys.Label IS NULL) AND sys.To IS NULL) OR sys.To = {to}",
         names.join(", ")
+    )
+}
+
+/// The entity path of a subscription: `/<topic>/subscriptions/<subscription>` (Service
+/// Bus subscriptions live under their topic, so no flat name is made up for them).
+pub(crate) fn subscription_path(topic: &str, subscription: &str) -> String {
+    format!("/{topic}/subscriptions/{subscription}")
+}
+
+/// The entity path of a subscription's dead-letter subqueue:
+/// `/<topic>/subscriptions/<subscription>/$DeadLetterQueue`.
+pub(crate) fn dead_letter_path(topic: &str, subscription: &str) -> String {
+    format!(
+        "{}/$DeadLetterQueue",
+        subscription_path(topic, subscription)
     )
 }
 

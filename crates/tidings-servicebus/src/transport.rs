@@ -12,11 +12,12 @@ use tidings_core::{
     BrokerObject, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
 };
 
+use crate::client::Rest;
 use crate::config::ServiceBusConfig;
-use crate::http::{queue_path, Rest};
 use crate::publisher;
 use crate::received::Received;
 use crate::subscriber::{self, peek_lock, ServiceBusSubscriber, Target};
+use crate::topology::{dead_letter_path, subscription_path};
 use crate::wire::{self, Resend};
 
 /// What the transport's parts share.
@@ -111,7 +112,7 @@ impl ServiceBus {
         spec: &SubscriptionSpec,
         limit: usize,
     ) -> Result<Vec<(Received, String)>> {
-        let queue = queue_path(&spec.topic, &spec.name, true);
+        let queue = dead_letter_path(&spec.topic, &spec.name);
         let mut seen = HashSet::new();
         let mut held: Vec<(Received, String)> = Vec::new();
         while held.len() < limit {

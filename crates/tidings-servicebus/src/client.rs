@@ -1,6 +1,7 @@
-//! The HTTP side: a reqwest client with rustls that sends the namespace URL to the
-//! configured endpoint if there is one, SAS tokens, and the REST calls the transport makes
-//! (sending, receiving, settling, renewing, batches, management).
+//! The REST client: a reqwest client with rustls that signs every request with a SAS
+//! token and sends the namespace URL to the configured endpoint if there is one. The
+//! requests themselves are built where they are made (publisher, subscriber, acker,
+//! dead letters, topology).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -238,18 +239,6 @@ impl Rest {
             Err(status_error(a.status, &a.body, what, &self.key_name))
         }
     }
-}
-
-/// The path of a subscription's queue or dead-letter subqueue.
-pub(crate) fn queue_path(topic: &str, subscription: &str, dead_letters: bool) -> String {
-    format!(
-        "/{topic}/subscriptions/{subscription}{}",
-        if dead_letters {
-            "/$DeadLetterQueue"
-        } else {
-            ""
-        }
-    )
 }
 
 #[cfg(test)]
