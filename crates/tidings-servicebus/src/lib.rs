@@ -4,7 +4,6 @@ mod client;
 mod config;
 mod error;
 mod publisher;
-mod received;
 mod subscriber;
 mod topology;
 mod transport;

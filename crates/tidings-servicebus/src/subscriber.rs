@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 
 use crate::client::Rest;
 use crate::publisher::send_one;
-use crate::received::Received;
 use crate::topology::{dead_letter_path, subscription_path};
 use crate::transport::Shared;
+use crate::wire::Received;
 use crate::wire::{self, Resend};
 
 /// Where a subscription's deliveries come from.

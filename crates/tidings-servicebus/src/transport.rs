@@ -15,9 +15,9 @@ use tidings_core::{
 use crate::client::Rest;
 use crate::config::ServiceBusConfig;
 use crate::publisher;
-use crate::received::Received;
 use crate::subscriber::{self, peek_lock, ServiceBusSubscriber, Target};
 use crate::topology::{dead_letter_path, subscription_path};
+use crate::wire::Received;
 use crate::wire::{self, Resend};
 
 /// What the transport's parts share.
