@@ -14,8 +14,13 @@
 pub use tidings_core::*;
 pub use tidings_macros::{Event, Topic};
 
+/// The in-memory transport (feature `memory`, default); see the `tidings-memory` crate.
 #[cfg(feature = "memory")]
-pub use tidings_memory::Memory;
+pub mod memory {
+    pub use tidings_memory::*;
+}
+#[cfg(feature = "memory")]
+pub use tidings_memory::{Memory, MemoryConfig};
 
 /// The RabbitMQ transport (feature `rabbitmq`); see the `tidings-rabbitmq` crate.
 #[cfg(feature = "rabbitmq")]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tidings::prelude::*;
 #[cfg(feature = "json")]
 use tidings::Codec;
-use tidings::ErrorKind;
+use tidings::{ErrorKind, MemoryConfig};
 use tidings_testing::TestBus;
 use tokio::sync::Semaphore;
 
@@ -297,7 +297,7 @@ async fn no_more_handlers_run_at_once_than_the_concurrency_limit() {
 #[tokio::test]
 async fn a_slow_handler_slows_the_publisher_instead_of_growing_memory() {
     let gate = Arc::new(Semaphore::new(0));
-    let memory = Memory::builder().queue_capacity(4).build();
+    let memory = Memory::with_config(MemoryConfig::default().queue_capacity(4));
     let _consumer = Bus::builder("audit")
         .transport(memory.clone())
         .subscribe(

@@ -1,75 +1,62 @@
-//! Configuration of a memory hub: queue and dead-letter capacities and the size limit, set
-//! with [`MemoryBuilder`] or in a `memory://` URL.
+//! [`MemoryConfig`]: the limits of a memory hub, set in code or in a `memory://` URL.
 
-use crate::error;
+use tidings_core::transport::ParsedUrl;
 use tidings_core::Result;
 
-/// Default capacity of each subscription queue.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
-/// Default capacity of each subscription's dead-letter list.
-pub const DEFAULT_DEAD_LETTER_CAPACITY: usize = 100_000;
-/// Default largest envelope accepted, in bytes ([`Envelope::wire_size`](tidings_core::Envelope::wire_size)).
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+use crate::error;
 
-/// The settings of one hub.
+/// The limits of one memory hub: queue and dead-letter capacities and the largest
+/// envelope.
+///
+/// ```
+/// use tidings_memory::{Memory, MemoryConfig};
+/// let memory = Memory::with_config(
+///     MemoryConfig::default()
+///         .queue_capacity(1_000)        // a full queue makes publishers wait
+///         .dead_letter_capacity(10_000) // a full dead-letter list refuses more
+///         .max_message_size(64 * 1024),
+/// );
+/// # drop(memory);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MemoryConfig {
+pub struct MemoryConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) dead_letter_capacity: usize,
     pub(crate) max_message_size: usize,
 }
 
 impl Default for MemoryConfig {
+    /// Queues of 10 000 envelopes, 100 000 dead letters per subscription, 1 MiB envelopes.
     fn default() -> Self {
         MemoryConfig {
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
-            dead_letter_capacity: DEFAULT_DEAD_LETTER_CAPACITY,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            queue_capacity: 10_000,
+            dead_letter_capacity: 100_000,
+            max_message_size: 1024 * 1024,
         }
     }
 }
 
-/// Builds a private [`Memory`](crate::Memory) hub with custom limits.
-///
-/// ```
-/// use tidings_memory::Memory;
-/// let memory = Memory::builder()
-///     .queue_capacity(1_000)        // a full queue makes publishers wait
-///     .dead_letter_capacity(10_000) // a full dead-letter list refuses more
-///     .max_message_size(64 * 1024)
-///     .build();
-/// # drop(memory);
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct MemoryBuilder {
-    config: MemoryConfig,
-}
-
-impl MemoryBuilder {
+impl MemoryConfig {
     /// How many envelopes each subscription queue holds before `publish` waits for the
-    /// consumers (default 10 000, at least 1).
+    /// consumers (default 10 000, at least 1; URL option `queue_capacity`).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.config.queue_capacity = capacity.max(1);
+        self.queue_capacity = capacity.max(1);
         self
     }
 
     /// How many dead letters each subscription keeps; when full, dead-lettering fails and
-    /// the delivery is retried later (default 100 000).
+    /// the delivery is retried later (default 100 000; URL option `dead_letter_capacity`).
     pub fn dead_letter_capacity(mut self, capacity: usize) -> Self {
-        self.config.dead_letter_capacity = capacity;
+        self.dead_letter_capacity = capacity;
         self
     }
 
     /// The largest envelope `publish` accepts, in bytes as counted by
-    /// [`Envelope::wire_size`](tidings_core::Envelope::wire_size) (default 1 MiB).
+    /// [`Envelope::wire_size`](tidings_core::Envelope::wire_size) (default 1 MiB; URL option
+    /// `max_message_size`).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
+        self.max_message_size = bytes;
         self
-    }
-
-    /// A new private hub with these settings.
-    pub fn build(self) -> crate::Memory {
-        crate::Memory::with_config(None, self.config)
     }
 }
 
@@ -86,57 +73,39 @@ impl HubUrl {
     /// Parse a `memory://` URL; a clear [`Config`](tidings_core::ErrorKind::Config) error
     /// otherwise.
     pub(crate) fn parse(url: &str) -> Result<HubUrl> {
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("memory") => rest,
-            _ => {
-                return Err(error::config(format!(
-                    "{url:?} is not a memory transport URL: write `memory://` for the process-wide hub or `memory://name` for a named one"
-                )))
-            }
-        };
-        let (name, query) = match rest.split_once('?') {
-            Some((name, query)) => (name, Some(query)),
-            None => (rest, None),
-        };
-        let name = name.trim_end_matches('/');
+        let mut parsed = ParsedUrl::parse(
+            "memory",
+            url,
+            &["memory"],
+            "`memory://` for the process-wide hub or `memory://name` for a named one",
+        )?;
+        let name = parsed.hosts().first().cloned().unwrap_or_default();
         if !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || parsed.hosts().len() > 1
+            || !parsed.path().is_empty()
         {
             return Err(error::config(format!(
-                "memory hub name {name:?} in {url:?} may only hold ASCII letters, digits, '-', '_' and '.'"
+                "the memory hub name in {url:?} may only hold ASCII letters, digits, '-', '_' and '.'"
             )));
         }
-        let config = match query {
-            None | Some("") => None,
-            Some(query) => {
-                let mut config = MemoryConfig::default();
-                for pair in query.split('&').filter(|p| !p.is_empty()) {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    let slot = match key {
-                        "queue_capacity" => &mut config.queue_capacity,
-                        "dead_letter_capacity" => &mut config.dead_letter_capacity,
-                        "max_message_size" => &mut config.max_message_size,
-                        _ => {
-                            return Err(error::config(format!(
-                                "unknown option `{key}` in {url:?}: the memory transport takes queue_capacity, dead_letter_capacity and max_message_size"
-                            )))
-                        }
-                    };
-                    *slot = value.parse().map_err(|_| {
-                        error::config(format!(
-                            "option `{key}` in {url:?} needs a whole number, got {value:?}"
-                        ))
-                    })?;
-                }
-                config.queue_capacity = config.queue_capacity.max(1);
-                Some(config)
-            }
-        };
-        Ok(HubUrl {
-            name: name.to_string(),
-            config,
-        })
+        let whole = "a whole number";
+        let defaults = MemoryConfig::default();
+        let queue_capacity = parsed.parsed("queue_capacity", whole)?;
+        let dead_letter_capacity = parsed.parsed("dead_letter_capacity", whole)?;
+        let max_message_size = parsed.parsed("max_message_size", whole)?;
+        parsed.finish()?;
+        let config = (queue_capacity.is_some()
+            || dead_letter_capacity.is_some()
+            || max_message_size.is_some())
+        .then(|| {
+            defaults
+                .queue_capacity(queue_capacity.unwrap_or(defaults.queue_capacity))
+                .dead_letter_capacity(dead_letter_capacity.unwrap_or(defaults.dead_letter_capacity))
+                .max_message_size(max_message_size.unwrap_or(defaults.max_message_size))
+        });
+        Ok(HubUrl { name, config })
     }
 }
 
@@ -159,22 +128,27 @@ mod tests {
         assert_eq!(url.name, "t");
         assert_eq!(
             url.config,
-            Some(MemoryConfig {
-                queue_capacity: 5,
-                dead_letter_capacity: DEFAULT_DEAD_LETTER_CAPACITY,
-                max_message_size: 99
-            })
+            Some(
+                MemoryConfig::default()
+                    .queue_capacity(5)
+                    .max_message_size(99)
+            )
         );
     }
 
     #[test]
     fn bad_urls_are_config_errors_that_say_why() {
         for (url, needle) in [
-            ("amqp://localhost", "not a memory transport URL"),
-            ("memory", "not a memory transport URL"),
-            ("memory://a b", "may only hold"),
-            ("memory://x?queue_capacity=lots", "whole number"),
-            ("memory://x?colour=blue", "unknown option `colour`"),
+            ("amqp://localhost", "takes memory://, not amqp://"),
+            ("memory", "has no scheme"),
+            ("memory://a b", "is not a memory URL"),
+            ("memory://a,b", "may only hold"),
+            ("memory://a/b", "may only hold"),
+            ("memory://x?queue_capacity=lots", "queue_capacity=\"lots\" is not a whole number"),
+            (
+                "memory://x?colour=blue",
+                "unknown memory URL option `colour` in memory://x?colour=blue; the options are queue_capacity, dead_letter_capacity, max_message_size",
+            ),
         ] {
             let err = HubUrl::parse(url).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");

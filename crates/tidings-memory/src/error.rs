@@ -22,7 +22,7 @@ pub(crate) fn too_large(event_type: &str, size: usize, limit: usize) -> Error {
     Error::new(
         ErrorKind::MessageTooLarge,
         format!(
-            "`{event_type}` takes about {size} bytes, over the memory transport's limit of {limit} bytes: publish a reference to the data instead, or raise Memory::builder().max_message_size(..)"
+            "`{event_type}` takes about {size} bytes, over the memory transport's limit of {limit} bytes: publish a reference to the data instead, or raise MemoryConfig::max_message_size"
         ),
     )
 }
@@ -32,7 +32,7 @@ pub(crate) fn dead_letters_full(queue: &str, capacity: usize) -> Error {
     Error::new(
         ErrorKind::Rejected,
         format!(
-            "the dead-letter list of `{queue}` is full ({capacity} envelopes): replay them (Bus::replay_dead_letters) or raise Memory::builder().dead_letter_capacity(..); the delivery stays with the consumer"
+            "the dead-letter list of `{queue}` is full ({capacity} envelopes): replay them (Bus::replay_dead_letters) or raise MemoryConfig::dead_letter_capacity; the delivery stays with the consumer"
         ),
     )
 }

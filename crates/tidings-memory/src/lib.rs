@@ -1,14 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+mod acker;
 mod config;
+mod dead_letter;
 mod error;
 mod publisher;
+mod queue;
 mod subscriber;
 mod topology;
 mod transport;
+mod wire;
 
-pub use config::{
-    MemoryBuilder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE_CAPACITY,
-};
-pub use subscriber::{MemoryAcker, MemorySubscriber};
+pub use acker::MemoryAcker;
+pub use config::MemoryConfig;
+pub use subscriber::MemorySubscriber;
 pub use transport::{Memory, QueueStats};

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use tidings_core::{Envelope, Result};
 
 use crate::error;
-use crate::topology::{Body, Hub, RawMessage};
+use crate::topology::Hub;
+use crate::wire::{Body, RawMessage};
 
 /// Publish `envelopes` to `topic` on `hub`; resolves once every copy is in its queue.
 pub(crate) async fn publish(hub: &Hub, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {

@@ -1,7 +1,7 @@
 //! [`Memory`]: the hub handle that implements [`Transport`], the process-wide hubs behind
 //! `memory://` URLs, and the quiescence probes the test harness uses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use tidings_core::{
     transport::{Capabilities, SubscriptionSpec, Topology, Transport},
-    BrokerObject, DeadLetter, DeadLetterInfo, Envelope, Replay, Result,
+    BrokerObject, DeadLetter, Envelope, Replay, Result,
 };
 
-use crate::config::{HubUrl, MemoryBuilder, MemoryConfig};
-use crate::error;
-use crate::publisher;
+use crate::config::{HubUrl, MemoryConfig};
 use crate::subscriber::MemorySubscriber;
-use crate::topology::{lock, Body, Hub, Queue};
+use crate::topology::{lock, Hub};
+use crate::{dead_letter, error, publisher};
 
 /// The in-memory transport: a hub of topics and subscription queues inside the process.
 ///
@@ -44,17 +43,19 @@ impl Memory {
     /// A new private hub with the default limits (queues of 10 000 envelopes, 100 000
     /// dead letters per subscription, 1 MiB messages).
     pub fn new() -> Self {
-        Memory::with_config(None, MemoryConfig::default())
+        Memory::with_config(MemoryConfig::default())
     }
 
-    /// Build a private hub with other limits.
-    pub fn builder() -> MemoryBuilder {
-        MemoryBuilder::default()
-    }
-
-    pub(crate) fn with_config(name: Option<String>, config: MemoryConfig) -> Self {
+    /// A new private hub with other limits.
+    ///
+    /// ```
+    /// use tidings_memory::{Memory, MemoryConfig};
+    /// let memory = Memory::with_config(MemoryConfig::default().queue_capacity(100));
+    /// # drop(memory);
+    /// ```
+    pub fn with_config(config: MemoryConfig) -> Self {
         Memory {
-            hub: Arc::new(Hub::new(name, config)),
+            hub: Arc::new(Hub::new(None, config)),
         }
     }
 
@@ -239,38 +240,11 @@ impl Transport for Memory {
     }
 
     async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
-        let queue = self.hub.queue(spec)?;
-        let dead = lock(&queue.dead);
-        Ok(dead
-            .iter()
-            .take(limit)
-            .filter_map(|env| DeadLetter::from_envelope(env.clone()))
-            .collect())
+        Ok(dead_letter::list(&*self.hub.queue(spec)?, limit))
     }
 
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
-        let queue = self.hub.queue(spec)?;
-        let selected: VecDeque<Envelope> = {
-            let mut dead = lock(&queue.dead);
-            let (selected, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *dead)
-                .into_iter()
-                .partition(|env| which.selects(&env.id));
-            *dead = kept;
-            selected
-        };
-        let mut replay = ReplayGuard {
-            queue: &queue,
-            left: selected,
-        };
-        let mut moved = 0;
-        while let Some(parked) = replay.left.front() {
-            let mut envelope = parked.clone();
-            DeadLetterInfo::clear(&mut envelope);
-            queue.push(Body::Envelope(Arc::new(envelope))).await?;
-            replay.left.pop_front();
-            moved += 1;
-        }
-        Ok(moved)
+        dead_letter::replay(&*self.hub.queue(spec)?, which).await
     }
 
     /// Every object provisioning `topology` made on the hub: its topics, and per
@@ -287,24 +261,5 @@ impl Transport for Memory {
     async fn teardown(&self, topology: &Topology) -> Result<()> {
         self.hub.teardown(topology);
         Ok(())
-    }
-}
-
-/// Puts dead letters that a cancelled or failed replay did not move back in front of the
-/// dead-letter list, so a replay loses nothing.
-struct ReplayGuard<'a> {
-    queue: &'a Queue,
-    left: VecDeque<Envelope>,
-}
-
-impl Drop for ReplayGuard<'_> {
-    fn drop(&mut self) {
-        if self.left.is_empty() {
-            return;
-        }
-        let mut dead = lock(&self.queue.dead);
-        for env in self.left.drain(..).rev() {
-            dead.push_front(env);
-        }
     }
 }

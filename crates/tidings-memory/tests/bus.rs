@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{borrowed, Borrowed, Lending, Returned};
 use tidings_core::{Bus, Context, HandlerError, PublishOptions, Replay, RetryPolicy, Subscription};
-use tidings_memory::Memory;
+use tidings_memory::{Memory, MemoryConfig};
 use uuid::Uuid;
 
 /// Wait for the hub to go idle, failing the test instead of hanging.
@@ -321,7 +321,7 @@ async fn services_configured_with_one_url_meet_on_one_hub() {
 
 #[tokio::test]
 async fn the_bus_refuses_oversized_events_by_the_transport_limit() {
-    let memory = Memory::builder().max_message_size(300).build();
+    let memory = Memory::with_config(MemoryConfig::default().max_message_size(300));
     let lending = publisher(&memory).await;
     let err = lending
         .publish_with(

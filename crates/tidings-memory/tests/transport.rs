@@ -12,7 +12,7 @@ use tidings_core::{
     transport::{attrs, Acker, Subscriber, Transport},
     DeadLetterInfo, ErrorKind, Replay,
 };
-use tidings_memory::Memory;
+use tidings_memory::{Memory, MemoryConfig};
 
 const A: &str = "lending.book-borrowed";
 const B: &str = "lending.book-returned";
@@ -159,7 +159,7 @@ async fn queues_take_only_their_wire_names_and_provisioning_again_changes_that()
 
 #[tokio::test]
 async fn a_full_queue_makes_publish_wait_for_the_consumer() {
-    let memory = Memory::builder().queue_capacity(2).build();
+    let memory = Memory::with_config(MemoryConfig::default().queue_capacity(2));
     let catalog = spec("catalog", "lending", &[A]);
     memory.provision(&topology(&[&catalog])).await.unwrap();
     memory
@@ -190,7 +190,7 @@ async fn a_full_queue_makes_publish_wait_for_the_consumer() {
 
 #[tokio::test]
 async fn a_cancelled_publish_leaves_the_pending_count_right() {
-    let memory = Memory::builder().queue_capacity(1).build();
+    let memory = Memory::with_config(MemoryConfig::default().queue_capacity(1));
     let catalog = spec("catalog", "lending", &[A]);
     memory.provision(&topology(&[&catalog])).await.unwrap();
     memory.publish("lending", vec![env(A)]).await.unwrap();
@@ -215,7 +215,7 @@ async fn a_cancelled_publish_leaves_the_pending_count_right() {
 
 #[tokio::test]
 async fn oversized_envelopes_are_refused_and_nothing_of_the_batch_is_published() {
-    let memory = Memory::builder().max_message_size(1_000).build();
+    let memory = Memory::with_config(MemoryConfig::default().max_message_size(1_000));
     assert_eq!(memory.capabilities().max_message_size, 1_000);
     let catalog = spec("catalog", "lending", &[A]);
     memory.provision(&topology(&[&catalog])).await.unwrap();
@@ -381,7 +381,7 @@ async fn dead_letters_are_stamped_kept_oldest_first_and_listed_without_removal()
 
 #[tokio::test]
 async fn a_full_dead_letter_list_refuses_and_hands_the_delivery_back() {
-    let memory = Memory::builder().dead_letter_capacity(1).build();
+    let memory = Memory::with_config(MemoryConfig::default().dead_letter_capacity(1));
     let catalog = spec("catalog", "lending", &[A]);
     memory.provision(&topology(&[&catalog])).await.unwrap();
     memory

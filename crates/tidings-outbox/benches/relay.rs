@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tidings_core::{
     Bus, Context, Event, EventInfo, HandlerError, Subscription, Topic, TopicMember,
 };
-use tidings_memory::Memory;
+use tidings_memory::{Memory, MemoryConfig};
 use tidings_outbox::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -80,7 +80,7 @@ async fn noop(_e: BookBorrowed, _cx: Context<()>) -> Result<(), HandlerError> {
 
 /// A publishing bus and a consuming bus on one hub.
 async fn buses() -> (Memory, Bus, Bus) {
-    let hub = Memory::builder().queue_capacity(4 * N as usize).build();
+    let hub = Memory::with_config(MemoryConfig::default().queue_capacity(4 * N as usize));
     let consumer = Bus::builder("consumer")
         .transport(hub.clone())
         .subscribe(Subscription::to::<BenchEvents>().on(noop))

@@ -385,9 +385,9 @@ async fn a_recorded_event_that_does_not_decode_panics_with_the_reason() {
 
 #[tokio::test]
 async fn a_failed_publish_is_not_recorded() {
-    let memory = tidings_memory::Memory::builder()
-        .max_message_size(200)
-        .build();
+    let memory = tidings_memory::Memory::with_config(
+        tidings_memory::MemoryConfig::default().max_message_size(200),
+    );
     let recording = Recording::new(memory);
     let mut big = Envelope::new(BookReturned::NAME, 1, "lending", MSGPACK, vec![0u8; 500]);
     big.set_header("x", "y");
