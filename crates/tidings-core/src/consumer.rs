@@ -277,6 +277,18 @@ fn settle_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// How long to wait after the subscriber fails to receive: 200 ms doubling to 6.4 s, for
+/// as long as it keeps failing; started afresh after a delivery arrives.
+fn receive_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_millis(6400))
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
 /// A delivery waiting for an earlier one with the same ordering key, with the permit it
 /// holds (so lanes count toward the concurrency limit).
 type Queued<A> = (Delivery<A>, OwnedSemaphorePermit);
@@ -289,7 +301,7 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
         dispatcher,
         shutdown,
     } = worker;
-    let mut failures = 0u32;
+    let mut failures = receive_backoff();
     // One cancellation future for the whole loop: registering a new one per delivery costs
     // more than handing the delivery over.
     let cancelled = shutdown.clone().cancelled_owned();
@@ -308,7 +320,7 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
             };
             match next {
                 Some(Ok(delivery)) => {
-                    failures = 0;
+                    failures = receive_backoff();
                     dispatcher.process(delivery, &shutdown).await;
                 }
                 Some(Err(error)) => {
@@ -341,7 +353,7 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
         };
         let delivery = match next {
             Some(Ok(d)) => {
-                failures = 0;
+                failures = receive_backoff();
                 d
             }
             Some(Err(error)) => {
@@ -399,11 +411,10 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
 async fn pause_after_error(
     dispatcher: &Dispatcher,
     error: &Error,
-    failures: &mut u32,
+    failures: &mut impl Iterator<Item = Duration>,
     shutdown: &CancellationToken,
 ) -> bool {
-    *failures += 1;
-    let delay = Duration::from_millis(100 * 2u64.pow((*failures).min(6)));
+    let delay = failures.next().unwrap_or(Duration::from_secs(6));
     tracing::warn!(
         subscription = %dispatcher.subscription, topic = %dispatcher.topic, %error,
         retry_in = ?delay, "receiving failed; trying again"
