@@ -16,6 +16,7 @@ use tidings_core::{Error, ErrorKind, Result};
 
 use crate::config::ServiceBusConfig;
 use crate::error::{request_error, status_error};
+use crate::wire::Received;
 
 /// An answer, body collected.
 #[derive(Debug)]
@@ -237,6 +238,49 @@ impl Rest {
             Ok(a)
         } else {
             Err(status_error(a.status, &a.body, what, &self.key_name))
+        }
+    }
+
+    /// Peek-lock the head of a subscription (or its dead-letter subqueue) at the entity
+    /// path `queue`, waiting up to `wait`: the message and its lock URI, `None` on 204.
+    ///
+    /// The azure crate's receive calls are not used (see the crate docs): they take 204 (no
+    /// message) for success, read bodies as UTF-8 after the message was locked, throw away
+    /// the lock URI or do not check the status. This one checks the status itself, reads
+    /// the body as bytes and always keeps the lock URI (from `Location`, else from
+    /// `LockToken` and `SequenceNumber`).
+    pub(crate) async fn peek_lock(
+        &self,
+        queue: &str,
+        wait: Duration,
+    ) -> Result<Option<(Received, String)>> {
+        let what = format!("receiving from `{queue}`");
+        let a = self
+            .call(
+                Method::POST,
+                &format!("{queue}/messages/head?timeout={}", wait.as_secs()),
+                &[],
+                None,
+                &what,
+            )
+            .await?;
+        match a.status {
+            201 => {
+                let m = Received::from_answer(&a.headers, a.body);
+                let lock_uri = match (&m.lock_uri, &m.lock_token) {
+                    (Some(uri), _) => uri.clone(),
+                    (None, Some(token)) => format!("{}{queue}/messages/{}/{token}", self.base, m.sequence_number),
+                    (None, None) => {
+                        return Err(Error::new(
+                            ErrorKind::Backend,
+                            format!("{what}: Service Bus answered 201 without a Location or LockToken; the message stays locked until its lock expires"),
+                        ))
+                    }
+                };
+                Ok(Some((m, lock_uri)))
+            }
+            204 => Ok(None),
+            status => Err(status_error(status, &a.body, &what, &self.key_name)),
         }
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod acker;
 mod client;
 mod config;
 mod error;
@@ -9,6 +10,7 @@ mod topology;
 mod transport;
 mod wire;
 
+pub use acker::ServiceBusAcker;
 pub use config::{ServiceBusConfig, DEFAULT_CONNECT_TIMEOUT};
-pub use subscriber::{ServiceBusAcker, ServiceBusSubscriber};
+pub use subscriber::ServiceBusSubscriber;
 pub use transport::ServiceBus;

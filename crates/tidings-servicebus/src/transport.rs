@@ -15,7 +15,7 @@ use tidings_core::{
 use crate::client::Rest;
 use crate::config::ServiceBusConfig;
 use crate::publisher;
-use crate::subscriber::{self, peek_lock, ServiceBusSubscriber, Target};
+use crate::subscriber::{self, ServiceBusSubscriber, Target};
 use crate::topology::{dead_letter_path, subscription_path};
 use crate::wire::Received;
 use crate::wire::{self, Resend};
@@ -116,7 +116,7 @@ impl ServiceBus {
         let mut seen = HashSet::new();
         let mut held: Vec<(Received, String)> = Vec::new();
         while held.len() < limit {
-            match peek_lock(&self.shared.rest, &queue, Duration::ZERO).await {
+            match self.shared.rest.peek_lock(&queue, Duration::ZERO).await {
                 Ok(None) => break,
                 Ok(Some((m, lock_uri))) => {
                     if !seen.insert(m.sequence_number) {
