@@ -3,6 +3,7 @@
 mod acker;
 mod client;
 mod config;
+mod dead_letter;
 mod error;
 mod publisher;
 mod subscriber;

@@ -42,8 +42,13 @@ impl Subscriber for ServiceBusSubscriber {
     }
 }
 
-/// Start the receiver task of `target`.
-pub(crate) fn start(shared: Arc<Shared>, target: Target) -> ServiceBusSubscriber {
+/// Start the receiver task of the subscription `spec`.
+pub(crate) fn start(shared: Arc<Shared>, spec: &SubscriptionSpec) -> ServiceBusSubscriber {
+    let target = Target {
+        spec: spec.clone(),
+        topic: Arc::from(spec.topic.as_str()),
+        subscription: Arc::from(spec.name.as_str()),
+    };
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(receive_loop(shared, Arc::new(target), tx));
     ServiceBusSubscriber { rx }

@@ -1,24 +1,19 @@
-//! The transport: [`ServiceBus`], its capabilities, provisioning, publishing, subscribing,
-//! and the dead-letter subqueue (listing and replay).
+//! The transport: [`ServiceBus`], its construction and connection check, and its
+//! [`Transport`] implementation, which hands each job to its module (topology, publisher,
+//! subscriber, dead letters).
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use reqwest::Method;
 use tidings_core::transport::connect_within;
 use tidings_core::{
-    transport::{attrs, Capabilities, SubscriptionSpec, Topology, Transport},
-    BrokerObject, DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
+    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    BrokerObject, DeadLetter, Envelope, ErrorKind, Replay, Result,
 };
 
 use crate::client::Rest;
 use crate::config::ServiceBusConfig;
-use crate::publisher;
-use crate::subscriber::{self, ServiceBusSubscriber, Target};
-use crate::topology::{dead_letter_path, subscription_path};
-use crate::wire::Received;
-use crate::wire::{self, Resend};
+use crate::subscriber::{self, ServiceBusSubscriber};
+use crate::{dead_letter, publisher, wire};
 
 /// What the transport's parts share.
 #[derive(Debug)]
@@ -96,98 +91,6 @@ impl ServiceBus {
     pub fn config(&self) -> &ServiceBusConfig {
         &self.shared.config
     }
-
-    fn target(spec: &SubscriptionSpec) -> Target {
-        Target {
-            spec: spec.clone(),
-            topic: Arc::from(spec.topic.as_str()),
-            subscription: Arc::from(spec.name.as_str()),
-        }
-    }
-
-    /// Peek-lock up to `limit` messages of the dead-letter subqueue, oldest first, holding
-    /// their locks (on an error, the ones held are unlocked).
-    async fn lock_dead_letters(
-        &self,
-        spec: &SubscriptionSpec,
-        limit: usize,
-    ) -> Result<Vec<(Received, String)>> {
-        let queue = dead_letter_path(&spec.topic, &spec.name);
-        let mut seen = HashSet::new();
-        let mut held: Vec<(Received, String)> = Vec::new();
-        while held.len() < limit {
-            match self.shared.rest.peek_lock(&queue, Duration::ZERO).await {
-                Ok(None) => break,
-                Ok(Some((m, lock_uri))) => {
-                    if !seen.insert(m.sequence_number) {
-                        // A lock of this walk expired and the message came round again.
-                        self.unlock_all([lock_uri]).await;
-                        break;
-                    }
-                    held.push((m, lock_uri));
-                }
-                Err(e) => {
-                    self.unlock_all(held.into_iter().map(|(_, l)| l)).await;
-                    return Err(e);
-                }
-            }
-        }
-        held.sort_by_key(|(m, _)| m.sequence_number);
-        Ok(held)
-    }
-
-    async fn unlock_all(&self, locks: impl IntoIterator<Item = String>) {
-        for lock_uri in locks {
-            let unlocked = self
-                .shared
-                .rest
-                .expect(
-                    Method::PUT,
-                    &lock_uri,
-                    &[],
-                    None,
-                    &[200],
-                    "unlocking a dead letter",
-                )
-                .await;
-            if let Err(e) = unlocked {
-                tracing::debug!(error = %e, "unlocking a dead letter failed; its lock will expire");
-            }
-        }
-    }
-}
-
-/// A dead letter's envelope and details: ours from the `tidings-dlq-*` properties, or
-/// Service Bus's own `DeadLetterReason` for messages it parked by itself.
-fn dead_letter_of(m: &Received, spec: &SubscriptionSpec) -> DeadLetter {
-    let mut env = m.envelope();
-    if env.header(attrs::DLQ_REASON).is_none() {
-        let reason = m.property("deadletterreason").unwrap_or("unknown");
-        let description = m.property("deadlettererrordescription").unwrap_or("");
-        DeadLetterInfo::new(
-            format!("dead-lettered by Service Bus: {reason}: {description}"),
-            0,
-            Arc::from(spec.service.as_str()),
-            Arc::from(spec.name.as_str()),
-            Arc::from(spec.topic.as_str()),
-        )
-        .stamp(&mut env);
-    }
-    DeadLetter::from_envelope(env).expect("the reason header was just set")
-}
-
-/// The envelope to replay: without the dead-letter details of tidings or Service Bus.
-fn for_replay(m: &Received) -> Envelope {
-    let mut env = m.envelope();
-    DeadLetterInfo::clear(&mut env);
-    for h in [
-        "deadletterreason",
-        "deadlettererrordescription",
-        "deadlettersource",
-    ] {
-        env.remove_header(h);
-    }
-    env
 }
 
 impl Transport for ServiceBus {
@@ -228,68 +131,15 @@ impl Transport for ServiceBus {
     }
 
     async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<ServiceBusSubscriber> {
-        Ok(subscriber::start(self.shared.clone(), Self::target(spec)))
+        Ok(subscriber::start(self.shared.clone(), spec))
     }
 
     async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
-        let held = self.lock_dead_letters(spec, limit).await?;
-        let out = held.iter().map(|(m, _)| dead_letter_of(m, spec)).collect();
-        self.unlock_all(held.into_iter().map(|(_, l)| l)).await;
-        Ok(out)
+        dead_letter::list(&self.shared.rest, spec, limit).await
     }
 
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
-        let rest = &self.shared.rest;
-        let held = self.lock_dead_letters(spec, usize::MAX).await?;
-        let mut moved = 0usize;
-        let mut rest_of = held.into_iter();
-        let mut keep = Vec::new();
-        let mut failure = None;
-        for (m, lock_uri) in rest_of.by_ref() {
-            let env = for_replay(&m);
-            if !which.selects(&env.id) {
-                keep.push(lock_uri);
-                continue;
-            }
-            let replayed = async {
-                let out = wire::encode(
-                    &env,
-                    Resend {
-                        to: Some(&spec.name),
-                        scheduled: None,
-                        extra: Vec::new(),
-                    },
-                )?;
-                publisher::send_one(rest, &spec.topic, out)
-                    .await
-                    .map_err(|e: Error| e.context("replaying a dead letter"))?;
-                rest.expect(
-                    Method::DELETE,
-                    &lock_uri,
-                    &[],
-                    None,
-                    &[200],
-                    "completing a replayed dead letter",
-                )
-                .await
-                .map(|_| ())
-            }
-            .await;
-            match replayed {
-                Ok(()) => moved += 1,
-                Err(e) => {
-                    keep.push(lock_uri);
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        keep.extend(rest_of.map(|(_, l)| l));
-        self.unlock_all(keep).await;
-        match failure {
-            Some(e) => Err(e.context(format_args!("after replaying {moved}"))),
-            None => Ok(moved),
-        }
+        dead_letter::replay(&self.shared.rest, spec, which).await
     }
 
     /// Per topic a `topic`; per subscription a `subscription`
