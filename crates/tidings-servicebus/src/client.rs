@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use reqwest::{Method, Url};
 use sha2::Sha256;
-use tidings_core::{Error, ErrorKind, Result};
+use tidings_core::{Error, ErrorKind, Result, Secret};
 
 use crate::config::ServiceBusConfig;
 use crate::error::{request_error, status_error};
@@ -51,7 +51,7 @@ pub(crate) struct Rest {
     pub(crate) key_name: String,
     /// Where requests go (redacted), for messages.
     pub(crate) address: String,
-    key: crate::config::Key,
+    key: Secret,
     token: Mutex<Option<(String, SystemTime)>>,
 }
 
@@ -106,8 +106,8 @@ impl Rest {
             .as_secs();
         let sr: String =
             form_urlencoded::byte_serialize(format!("{}/", self.base).as_bytes()).collect();
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.key.0.as_bytes()).expect("HMAC takes any key");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes())
+            .expect("HMAC takes any key");
         mac.update(format!("{sr}\n{se}").as_bytes());
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         let sig: String = form_urlencoded::byte_serialize(sig.as_bytes()).collect();

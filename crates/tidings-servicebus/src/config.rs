@@ -1,20 +1,11 @@
 //! Where the namespace is and how to talk to it: namespace, SAS policy, an optional local
-//! endpoint, and the settings of the subscriptions `build()` creates.
+//! endpoint, and the settings of the subscriptions `build()` creates; from code, a
+//! `servicebus://` URL or a connection string.
 
-use std::fmt;
 use std::time::Duration;
 
-use tidings_core::{Error, Result};
-
-/// The SAS key; never printed.
-#[derive(Clone)]
-pub(crate) struct Key(pub(crate) String);
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use tidings_core::transport::{redact_url, ParsedUrl};
+use tidings_core::{Error, Result, Secret};
 
 /// How to reach a Service Bus namespace, and how the transport uses it.
 ///
@@ -30,7 +21,7 @@ impl fmt::Debug for Key {
 pub struct ServiceBusConfig {
     pub(crate) namespace: String,
     pub(crate) key_name: String,
-    pub(crate) key: Key,
+    pub(crate) key: Secret,
     pub(crate) endpoint: Option<String>,
     pub(crate) provision: bool,
     pub(crate) lock_duration: Duration,
@@ -42,15 +33,13 @@ pub struct ServiceBusConfig {
 }
 
 /// The default of [`ServiceBusConfig::connect_timeout`].
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn parse_timeout(value: &str, name: &str) -> Result<Duration> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        Error::config(format!(
-            "the Service Bus option `{name}` must be a duration like 10s or 500ms, not {value:?} ({e})"
-        ))
-    })
-}
+/// How a `servicebus://` URL is written, for messages.
+const URL_FORM: &str = "servicebus://<namespace>?key_name=<policy>&key=<url-encoded key>";
+
+/// The parts of a connection string this transport reads.
+const CONNECTION_STRING_PARTS: &str = "Endpoint, SharedAccessKeyName, SharedAccessKey, ConnectTimeout, and TransportType (ignored: this transport always uses HTTPS)";
 
 impl ServiceBusConfig {
     /// A namespace (`contoso` for `contoso.servicebus.windows.net`) and a shared access
@@ -58,7 +47,7 @@ impl ServiceBusConfig {
     pub fn new(
         namespace: impl Into<String>,
         key_name: impl Into<String>,
-        key: impl Into<String>,
+        key: impl Into<Secret>,
     ) -> Self {
         let namespace: String = namespace.into();
         let namespace = namespace
@@ -71,7 +60,7 @@ impl ServiceBusConfig {
         ServiceBusConfig {
             namespace,
             key_name: key_name.into(),
-            key: Key(key.into()),
+            key: key.into(),
             endpoint: None,
             provision: true,
             lock_duration: Duration::from_secs(60),
@@ -85,25 +74,44 @@ impl ServiceBusConfig {
 
     /// From a connection string as the Azure portal shows it:
     /// `Endpoint=sb://<namespace>.servicebus.windows.net/;SharedAccessKeyName=<name>;SharedAccessKey=<key>`,
-    /// optionally followed by `;ConnectTimeout=<duration>` (humantime: `10s`, `500ms`; see
-    /// [`connect_timeout`](Self::connect_timeout)).
+    /// optionally with `ConnectTimeout=<duration>` (humantime: `10s`, `500ms`; see
+    /// [`connect_timeout`](Self::connect_timeout)). Part names are case-insensitive.
+    ///
+    /// `TransportType` (which the Azure SDKs read to choose AMQP or AMQP over WebSockets)
+    /// is accepted and ignored: this transport always speaks the REST protocol over
+    /// HTTPS. Any other part is refused, naming it, so that a misspelt
+    /// `ConnectTimeout` does not pass silently; so is `EntityPath`, since a topic-level
+    /// policy cannot create subscriptions. Errors never show the key.
     pub fn from_connection_string(s: &str) -> Result<Self> {
         let (mut endpoint, mut name, mut key, mut timeout) = (None, None, None, None);
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 Error::config("a Service Bus connection string is `Endpoint=sb://..;SharedAccessKeyName=..;SharedAccessKey=..`; one part has no `=`")
             })?;
-            match k.to_ascii_lowercase().as_str() {
+            match k.trim().to_ascii_lowercase().as_str() {
                 "endpoint" => endpoint = Some(v.to_string()),
                 "sharedaccesskeyname" => name = Some(v.to_string()),
                 "sharedaccesskey" => key = Some(v.to_string()),
-                "connecttimeout" => timeout = Some(parse_timeout(v, "ConnectTimeout")?),
+                "connecttimeout" => {
+                    timeout = Some(humantime::parse_duration(v.trim()).map_err(|_| {
+                        Error::config(format!(
+                            "the Service Bus connection string part ConnectTimeout={v:?} is not a duration like 10s or 500ms"
+                        ))
+                    })?)
+                }
+                "transporttype" => {}
                 "entitypath" => {
                     return Err(Error::config(
                         "the connection string names an EntityPath; use the namespace's connection string (a topic-level policy cannot create subscriptions)",
                     ))
                 }
-                _ => {}
+                _ => {
+                    return Err(Error::config(format!(
+                        "unknown Service Bus connection string part `{}` in {}; the parts are {CONNECTION_STRING_PARTS}",
+                        k.trim(),
+                        redact_url(s)
+                    )))
+                }
             }
         }
         match (endpoint, name, key) {
@@ -121,63 +129,83 @@ impl ServiceBusConfig {
     }
 
     /// From `servicebus://<namespace>?key_name=<policy>&key=<url-encoded key>` with the
-    /// optional parameters `endpoint=<http://127.0.0.1:5300>` (a local development server),
-    /// `provision=false`, `lock_duration_secs=<n>`, `max_delivery_count=<n>`,
-    /// `receive_wait_secs=<n>`, `scheduled_retries=false` and `connect_timeout=<duration>`
-    /// (humantime: `10s`, `500ms`; see [`connect_timeout`](Self::connect_timeout)).
+    /// optional options `endpoint=<http://127.0.0.1:5300>` (a local development server,
+    /// see [`endpoint`](Self::endpoint)), `provision=false`, `lock_duration_secs=<n>`,
+    /// `max_delivery_count=<n>`, `receive_wait_secs=<n>`, `scheduled_retries=false` and
+    /// `connect_timeout=<duration>` (humantime: `10s`, `500ms`), each setting the builder
+    /// method of its name.
+    ///
+    /// The URL names only the namespace: no port, path or user information. An unknown
+    /// option is refused with the known ones listed, a bad value names its option, and no
+    /// error shows the key.
     pub fn from_url(url: &str) -> Result<Self> {
-        let rest = url.strip_prefix("servicebus://").ok_or_else(|| {
-            Error::config(
-                "a Service Bus URL starts with `servicebus://<namespace>?key_name=..&key=..`",
-            )
-        })?;
-        let (namespace, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let namespace = namespace.trim_end_matches('/');
-        if namespace.is_empty() {
-            return Err(Error::config(
-                "the Service Bus URL names no namespace: `servicebus://<namespace>?...`",
-            ));
-        }
-        let mut key_name = None;
-        let mut key = None;
-        let mut rest = Vec::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "key_name" => key_name = Some(v.into_owned()),
-                "key" => key = Some(v.into_owned()),
-                _ => rest.push((k.into_owned(), v.into_owned())),
+        let mut parsed = ParsedUrl::parse("Service Bus", url, &["servicebus"], URL_FORM)?;
+        let namespace = match parsed.hosts() {
+            [namespace] => namespace.clone(),
+            [] => {
+                return Err(Error::config(format!(
+                    "the Service Bus URL names no namespace; write {URL_FORM}"
+                )))
             }
+            _ => {
+                return Err(Error::config(format!(
+                    "the Service Bus URL names several namespaces; write {URL_FORM}"
+                )))
+            }
+        };
+        if namespace.contains(':') {
+            return Err(Error::config(format!(
+                "the Service Bus URL names the namespace `{namespace}` with a port; write {URL_FORM}, and a local server as `endpoint=http://host:port`"
+            )));
         }
+        if parsed.username().is_some() || parsed.password().is_some() {
+            return Err(Error::config(format!(
+                "the Service Bus URL for namespace `{namespace}` has user information; write the policy as options: {URL_FORM}"
+            )));
+        }
+        if !parsed.path().is_empty() {
+            return Err(Error::config(format!(
+                "the Service Bus URL for namespace `{namespace}` has a path; write {URL_FORM}"
+            )));
+        }
+        let key_name = parsed.option("key_name");
+        let key = parsed.option("key").map(Secret::from);
+        let endpoint = parsed.option("endpoint");
+        let provision = parsed.flag("provision")?;
+        let lock_duration =
+            parsed.parsed::<u64>("lock_duration_secs", "a whole number of seconds")?;
+        let max_delivery_count = parsed.parsed::<u32>("max_delivery_count", "a whole number")?;
+        let receive_wait =
+            parsed.parsed::<u64>("receive_wait_secs", "a whole number of seconds")?;
+        let scheduled_retries = parsed.flag("scheduled_retries")?;
+        let connect_timeout = parsed.duration("connect_timeout")?;
+        parsed.finish()?;
         let (Some(key_name), Some(key)) = (key_name, key) else {
             return Err(Error::config(format!(
                 "the Service Bus URL for namespace `{namespace}` needs `key_name=<policy>` and `key=<url-encoded key>`"
             )));
         };
         let mut config = Self::new(namespace, key_name, key);
-        for (k, v) in rest {
-            let bad = |what: &str| {
-                Error::config(format!(
-                    "the Service Bus URL parameter `{k}` must be {what}, not {v:?}"
-                ))
-            };
-            match k.as_str() {
-                "endpoint" => config = config.endpoint(v.clone()),
-                "provision" => config.provision = v.parse().map_err(|_| bad("true or false"))?,
-                "scheduled_retries" => config.scheduled_retries = v.parse().map_err(|_| bad("true or false"))?,
-                "lock_duration_secs" => {
-                    config.lock_duration = Duration::from_secs(v.parse().map_err(|_| bad("a number of seconds"))?)
-                }
-                "receive_wait_secs" => {
-                    config.receive_wait = Duration::from_secs(v.parse().map_err(|_| bad("a number of seconds"))?)
-                }
-                "max_delivery_count" => config.max_delivery_count = v.parse().map_err(|_| bad("a number"))?,
-                "connect_timeout" => config.connect_timeout = parse_timeout(&v, "connect_timeout")?,
-                _ => {
-                    return Err(Error::config(format!(
-                        "unknown Service Bus URL parameter `{k}`; known: key_name, key, endpoint, provision, lock_duration_secs, max_delivery_count, receive_wait_secs, scheduled_retries, connect_timeout"
-                    )))
-                }
-            }
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint(endpoint);
+        }
+        if let Some(on) = provision {
+            config = config.provision(on);
+        }
+        if let Some(secs) = lock_duration {
+            config = config.lock_duration(Duration::from_secs(secs));
+        }
+        if let Some(n) = max_delivery_count {
+            config = config.max_delivery_count(n);
+        }
+        if let Some(secs) = receive_wait {
+            config = config.receive_wait(Duration::from_secs(secs));
+        }
+        if let Some(on) = scheduled_retries {
+            config = config.scheduled_retries(on);
+        }
+        if let Some(timeout) = connect_timeout {
+            config = config.connect_timeout(timeout);
         }
         Ok(config)
     }
@@ -258,98 +286,177 @@ impl ServiceBusConfig {
         format!("https://{}.servicebus.windows.net", self.namespace)
     }
 
-    /// Where requests go, for messages: the endpoint if one is set, else the namespace
-    /// URL; without user information or query, which may hold secrets.
+    /// Where requests go, for messages: the endpoint if one is set (without its password
+    /// or keys, by the core's [`redact_url`]), else the namespace URL.
     pub(crate) fn address(&self) -> String {
         match &self.endpoint {
-            Some(endpoint) => redact(endpoint),
+            Some(endpoint) => redact_url(endpoint),
             None => self.namespace_url(),
         }
     }
 }
 
-/// `url` without user information and query (`http://user:pw@host:1/p?k=v` is
-/// `http://host:1/p`); a string that is not a URL is cut at `?` and `@`.
-fn redact(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            format!("{scheme}://{host}{path}")
-        }
-        None => url.rsplit('@').next().unwrap_or_default().to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tidings_core::ErrorKind;
+
     use super::*;
 
+    /// The error of `from_url(url)`, checked to be a `Config` error without the key.
+    fn url_error(url: &str) -> String {
+        let err = ServiceBusConfig::from_url(url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+        let text = err.to_string();
+        assert!(!text.contains("s3cret"), "{url}: {text}");
+        text
+    }
+
     #[test]
-    fn urls_and_connection_strings_parse_and_never_show_the_key() {
+    fn urls_parse_every_option_and_never_show_the_key() {
         let c = ServiceBusConfig::from_url(
-            "servicebus://dev?key_name=RootManageSharedAccessKey&key=s3cr%2Bt%3D&endpoint=http://127.0.0.1:5300&provision=false",
+            "servicebus://dev/?key_name=RootManageSharedAccessKey&key=s3cr%2Bt%3D&endpoint=http://127.0.0.1:5300/&provision=false\
+             &lock_duration_secs=30&max_delivery_count=3&receive_wait_secs=2&scheduled_retries=false&connect_timeout=250ms",
         )
         .unwrap();
         assert_eq!(c.namespace, "dev");
-        assert_eq!(c.key.0, "s3cr+t=");
+        assert_eq!(c.key_name, "RootManageSharedAccessKey");
+        assert_eq!(c.key.expose(), "s3cr+t=");
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5300"));
-        assert!(!c.provision);
+        assert!(!c.provision && !c.scheduled_retries);
+        assert_eq!(c.lock_duration, Duration::from_secs(30));
+        assert_eq!(c.max_delivery_count, 3);
+        assert_eq!(c.receive_wait, Duration::from_secs(2));
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
         assert!(!format!("{c:?}").contains("s3cr"));
-        let c = ServiceBusConfig::from_connection_string(
-            "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=abc=",
-        )
-        .unwrap();
-        assert_eq!(
-            (c.namespace.as_str(), c.key_name.as_str(), c.key.0.as_str()),
-            ("contoso", "root", "abc=")
-        );
-        let e = ServiceBusConfig::from_url("servicebus://dev?key=s3cret").unwrap_err();
-        assert!(!e.to_string().contains("s3cret"), "{e}");
-        let e = ServiceBusConfig::from_url("servicebus://dev?key_name=a&key=s3cret&bogus=1")
-            .unwrap_err();
+        // The defaults.
+        let c = ServiceBusConfig::from_url("SERVICEBUS://dev?key_name=a&key=b").unwrap();
+        assert!(c.provision && c.scheduled_retries && c.endpoint.is_none());
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_url_options_are_refused_with_the_known_ones_listed() {
+        let text =
+            url_error("servicebus://dev?key_name=a&key=s3cret&endpoint=http://h&provison=false");
         assert!(
-            !e.to_string().contains("s3cret") && e.to_string().contains("bogus"),
-            "{e}"
+            text.contains("unknown Service Bus URL option `provison` in servicebus://dev?key_name=a&key=***&endpoint=http://h&provison=false"),
+            "{text}"
         );
         assert!(
-            ServiceBusConfig::from_connection_string("Endpoint=sb://x/;SharedAccessKeyName=a")
-                .is_err()
+            text.contains("the options are key_name, key, endpoint, provision, lock_duration_secs, max_delivery_count, receive_wait_secs, scheduled_retries, connect_timeout"),
+            "{text}"
         );
     }
 
     #[test]
-    fn connect_timeout_defaults_to_10s_and_is_set_by_url_and_connection_string() {
-        let c = ServiceBusConfig::new("dev", "k", "v");
-        assert_eq!(c.connect_timeout, Duration::from_secs(10));
-        let c =
-            ServiceBusConfig::from_url("servicebus://dev?key_name=a&key=b&connect_timeout=250ms")
-                .unwrap();
-        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    fn bad_url_values_name_the_option_and_what_it_takes() {
+        for (option, needle) in [
+            (
+                "connect_timeout=soon",
+                "connect_timeout=\"soon\" is not a duration like 10s",
+            ),
+            (
+                "provision=maybe",
+                "provision=\"maybe\" is not true or false",
+            ),
+            (
+                "scheduled_retries=2",
+                "scheduled_retries=\"2\" is not true or false",
+            ),
+            (
+                "lock_duration_secs=1m",
+                "lock_duration_secs=\"1m\" is not a whole number of seconds",
+            ),
+            (
+                "receive_wait_secs=-1",
+                "receive_wait_secs=\"-1\" is not a whole number of seconds",
+            ),
+            (
+                "max_delivery_count=ten",
+                "max_delivery_count=\"ten\" is not a whole number",
+            ),
+        ] {
+            let text = url_error(&format!("servicebus://dev?key_name=a&key=s3cret&{option}"));
+            assert!(text.contains("Service Bus URL option"), "{text}");
+            assert!(text.contains(needle), "{option}: {text}");
+        }
+    }
+
+    #[test]
+    fn malformed_urls_say_what_to_write() {
+        for (url, needle) in [
+            (
+                "amqp://dev?key_name=a&key=s3cret",
+                "takes servicebus://, not amqp://",
+            ),
+            ("servicebus://?key_name=a&key=s3cret", "names no namespace"),
+            (
+                "servicebus://a,b?key_name=a&key=s3cret",
+                "several namespaces",
+            ),
+            ("servicebus://dev:5300?key_name=a&key=s3cret", "with a port"),
+            (
+                "servicebus://root:s3cret@dev?key_name=a&key=b",
+                "has user information",
+            ),
+            ("servicebus://dev/topic?key_name=a&key=s3cret", "has a path"),
+            (
+                "servicebus://dev?key=s3cret",
+                "needs `key_name=<policy>` and `key=<url-encoded key>`",
+            ),
+        ] {
+            let text = url_error(url);
+            assert!(text.contains(needle), "{url}: {text}");
+        }
+    }
+
+    #[test]
+    fn connection_strings_parse_and_refuse_unknown_parts_without_showing_the_key() {
         let c = ServiceBusConfig::from_connection_string(
-            "Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b;ConnectTimeout=3s",
+            "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=abc=;TransportType=Amqp",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.namespace.as_str(), c.key_name.as_str(), c.key.expose()),
+            ("contoso", "root", "abc=")
+        );
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        let c = ServiceBusConfig::from_connection_string(
+            "Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b;connecttimeout=3s",
         )
         .unwrap();
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
-        let e = ServiceBusConfig::from_url(
-            "servicebus://dev?key_name=a&key=s3cret&connect_timeout=soon",
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("connect_timeout") && !e.to_string().contains("s3cret"),
-            "{e}"
-        );
+        for (s, needle) in [
+            (
+                "Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=s3cret;ConectTimeout=3s",
+                "unknown Service Bus connection string part `ConectTimeout` in Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKey=***; the parts are Endpoint, SharedAccessKeyName, SharedAccessKey, ConnectTimeout",
+            ),
+            (
+                "Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=s3cret;ConnectTimeout=soon",
+                "ConnectTimeout=\"soon\" is not a duration like 10s",
+            ),
+            (
+                "Endpoint=sb://dev.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=s3cret;EntityPath=t",
+                "names an EntityPath",
+            ),
+            ("Endpoint=sb://x/;SharedAccessKey=s3cret", "needs Endpoint, SharedAccessKeyName and SharedAccessKey"),
+            ("Endpoint=sb://x/;s3cret", "one part has no `=`"),
+        ] {
+            let err = ServiceBusConfig::from_connection_string(s).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let text = err.to_string();
+            assert!(text.contains(needle), "{s}: {text}");
+            assert!(!text.contains("s3cret"), "{s}: {text}");
+        }
     }
 
     #[test]
-    fn addresses_in_messages_carry_no_user_information_or_query() {
-        assert_eq!(
-            redact("http://u:pw@127.0.0.1:5300/x?sig=1"),
-            "http://127.0.0.1:5300/x"
-        );
-        assert_eq!(redact("http://127.0.0.1:5300"), "http://127.0.0.1:5300");
+    fn addresses_in_messages_hide_passwords_and_keys() {
         let c = ServiceBusConfig::new("dev", "k", "v");
         assert_eq!(c.address(), "https://dev.servicebus.windows.net");
+        let c = c.endpoint("http://127.0.0.1:5300/");
+        assert_eq!(c.address(), "http://127.0.0.1:5300");
+        let c = c.endpoint("http://u:pw@127.0.0.1:5300/x?sig=1");
+        assert_eq!(c.address(), "http://u:***@127.0.0.1:5300/x?sig=***");
     }
 }

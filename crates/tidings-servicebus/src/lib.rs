@@ -12,6 +12,6 @@ mod transport;
 mod wire;
 
 pub use acker::ServiceBusAcker;
-pub use config::{ServiceBusConfig, DEFAULT_CONNECT_TIMEOUT};
+pub use config::ServiceBusConfig;
 pub use subscriber::ServiceBusSubscriber;
 pub use transport::ServiceBus;

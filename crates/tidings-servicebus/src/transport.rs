@@ -75,11 +75,16 @@ impl ServiceBus {
             .map(|_| ())
     }
 
-    /// From `servicebus://<namespace>?key_name=..&key=..` (see
-    /// [`ServiceBusConfig::from_url`]) or a connection string
-    /// `Endpoint=sb://...;SharedAccessKeyName=..;SharedAccessKey=..`.
+    /// A transport (without contacting the namespace, like [`new`](Self::new)) from
+    /// `servicebus://<namespace>?key_name=..&key=..` (see [`ServiceBusConfig::from_url`])
+    /// or a connection string `Endpoint=sb://...;SharedAccessKeyName=..;SharedAccessKey=..`
+    /// (see [`ServiceBusConfig::from_connection_string`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        let config = if url.starts_with("servicebus://") {
+        // A URL starts with its scheme; a connection string with `Endpoint=sb://`.
+        let is_url = url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| !scheme.contains(['=', ';']));
+        let config = if is_url {
             ServiceBusConfig::from_url(url)?
         } else {
             ServiceBusConfig::from_connection_string(url)?
@@ -153,5 +158,23 @@ impl Transport for ServiceBus {
     /// policy needs the Manage right); entities already gone are skipped.
     async fn teardown(&self, topology: &Topology) -> Result<()> {
         crate::topology::teardown(&self.shared.rest, topology).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_url_takes_urls_and_connection_strings() {
+        let t = ServiceBus::from_url("ServiceBus://dev?key_name=a&key=b").unwrap();
+        assert_eq!(t.config().namespace(), "dev");
+        let t = ServiceBus::from_url(
+            "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b",
+        )
+        .unwrap();
+        assert_eq!(t.config().namespace(), "contoso");
+        let err = ServiceBus::from_url("amqp://dev").unwrap_err();
+        assert!(err.to_string().contains("takes servicebus://"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
 //! An unreachable namespace (defect 5 of issue 9): `Unavailable`, retryable, within the
-//! connect timeout, naming the (redacted) address once with the cause, never the key.
+//! connect timeout, naming the (redacted) address once with the cause, never the key or
+//! a password.
 
 use std::time::Duration;
 
@@ -66,9 +67,10 @@ async fn connect_to_a_closed_port_is_unavailable_naming_the_address_once() {
 }
 
 #[tokio::test]
-async fn build_on_a_closed_port_is_unavailable_naming_the_address_once_without_user_info() {
+async fn build_on_a_closed_port_is_unavailable_naming_the_address_once_without_its_password() {
     let port = closed_port().await;
-    let address = format!("http://127.0.0.1:{port}");
+    // The endpoint's password is hidden as everywhere in tidings (`redact_url`).
+    let address = format!("http://admin:***@127.0.0.1:{port}");
     let url = format!(
         "servicebus://dev?key_name=RootManageSharedAccessKey&key={KEY}&endpoint=http://admin:{KEY}@127.0.0.1:{port}&connect_timeout=500ms"
     );
