@@ -27,7 +27,8 @@ use crate::config::{check_name, QueueType, RabbitMqConfig};
 use crate::error::from_lapin;
 use crate::transport::Shared;
 
-/// The names of the queues and exchanges of one subscription.
+/// The names of the queues and exchanges of one subscription, all built by the core's
+/// naming rule ([`SubscriptionSpec::queue_name`], [`SubscriptionSpec::object_name`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,30 +52,37 @@ pub struct QueueNames {
     pub dead_letter: String,
     /// The dead-letter exchange of the work queue (`<subscription>.<topic>.dlx`).
     pub dead_letter_exchange: String,
+    /// The subscription (without its events), for the names of its delay queues.
+    spec: SubscriptionSpec,
 }
 
 impl QueueNames {
     /// The names for `spec`.
     pub fn of(spec: &SubscriptionSpec) -> Self {
-        let work = spec.queue_name();
         QueueNames {
             exchange: spec.topic.clone(),
+            work: spec.queue_name(),
             dead_letter: spec.dead_letter_queue_name(),
-            dead_letter_exchange: format!("{work}.dlx"),
-            work,
+            dead_letter_exchange: spec.object_name("dlx"),
+            spec: SubscriptionSpec::new(&spec.service, &spec.name, &spec.topic, Vec::new()),
         }
     }
 
     /// The delay queue that holds envelopes redelivered after `delay`: one queue per
-    /// power-of-two bucket of milliseconds, `<work>.delay.<bucket>ms`, where the bucket is
-    /// the smallest power of two at least `delay`.
+    /// power-of-two bucket of milliseconds, `<subscription>.<topic>.delay.<bucket>ms`,
+    /// where the bucket is the smallest power of two at least `delay`.
     pub fn delay(&self, delay: Duration) -> String {
-        format!("{}.delay.{}ms", self.work, delay_bucket_ms(delay))
+        self.delay_bucket(delay_bucket_ms(delay))
+    }
+
+    /// The delay queue of the bucket `ms`.
+    fn delay_bucket(&self, ms: impl std::fmt::Display) -> String {
+        self.spec.object_name(&format!("delay.{ms}ms"))
     }
 
     /// Every delay queue name the subscription can use, one per bucket (1 ms to 2^63 ms).
     fn every_delay(&self) -> impl Iterator<Item = String> + '_ {
-        (0..64).map(|k| format!("{}.delay.{}ms", self.work, 1u64 << k))
+        (0..64).map(|k| self.delay_bucket(1u64 << k))
     }
 }
 
@@ -97,10 +105,7 @@ pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
         push(BrokerObject::new("queue", &names.work));
         push(BrokerObject::new("exchange", &names.dead_letter_exchange));
         push(BrokerObject::new("queue", &names.dead_letter));
-        push(BrokerObject::new(
-            "delay queues",
-            format!("{}.delay.*ms", names.work),
-        ));
+        push(BrokerObject::new("delay queues", names.delay_bucket("*")));
     }
     out
 }
