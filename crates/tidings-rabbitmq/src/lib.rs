@@ -2,7 +2,7 @@
 
 mod acker;
 mod config;
-mod dead_letters;
+mod dead_letter;
 mod error;
 mod publisher;
 mod subscriber;

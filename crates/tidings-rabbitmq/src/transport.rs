@@ -23,7 +23,7 @@ use tidings_core::{
 use tokio::time::Instant;
 
 use crate::config::{check_name, scrub, RabbitMqConfig};
-use crate::dead_letters;
+use crate::dead_letter;
 use crate::error::{code, from_lapin};
 use crate::publisher::Publisher;
 use crate::subscriber::RabbitMqSubscriber;
@@ -476,11 +476,11 @@ impl Transport for RabbitMq {
     }
 
     async fn dead_letters(&self, spec: &SubscriptionSpec, limit: usize) -> Result<Vec<DeadLetter>> {
-        dead_letters::dead_letters(&self.shared, spec, limit).await
+        dead_letter::dead_letters(&self.shared, spec, limit).await
     }
 
     async fn replay_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
-        dead_letters::replay_dead_letters(&self.shared, spec, which).await
+        dead_letter::replay_dead_letters(&self.shared, spec, which).await
     }
 
     fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
