@@ -1,12 +1,14 @@
-//! Configuration of the RabbitMQ transport: broker URL, TLS, queue type, prefetch,
-//! publisher-confirm window, reconnect backoff and the publish deadline.
+//! Configuration of the RabbitMQ transport: broker URL (parsed with
+//! [`ParsedUrl`]), TLS, queue type, publisher-confirm window, reconnect backoff and the
+//! publish and connect deadlines.
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use lapin::uri::{AMQPScheme, AMQPUri};
-use tidings_core::{Error, ErrorKind, Result};
+use tidings_core::transport::{redact_url, ParsedUrl};
+use tidings_core::{Error, ErrorKind, Result, Secret};
 
 /// The type of the work and dead-letter queues the transport declares.
 #[non_exhaustive]
@@ -32,13 +34,13 @@ impl QueueType {
 /// TLS settings for `amqps://` URLs: a custom CA and a client certificate for mutual TLS.
 ///
 /// Without any setting, `amqps://` verifies the broker against the system's root
-/// certificates. The key material never appears in `Debug` output.
+/// certificates. The private key is a [`Secret`]: it never appears in `Debug` output.
 #[derive(Clone, Default)]
 pub struct TlsConfig {
     /// PEM certificates trusted in addition to the system roots.
     pub(crate) ca_pem: Option<String>,
     /// PEM client certificate chain and PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) client: Option<(Vec<u8>, Secret)>,
 }
 
 impl TlsConfig {
@@ -56,21 +58,16 @@ impl TlsConfig {
 
     /// Trust the PEM certificate(s) in the file at `path`.
     pub fn ca_file(self, path: impl AsRef<Path>) -> Result<Self> {
-        let pem = read_file(path.as_ref(), "CA certificate")?;
-        let pem = String::from_utf8(pem).map_err(|_| {
-            Error::config(format!(
-                "the CA certificate file {} is not PEM text",
-                path.as_ref().display()
-            ))
-        })?;
+        let pem = read_pem(path.as_ref(), "CA certificate")?;
         Ok(self.ca_pem(pem))
     }
 
-    /// Present a client certificate (PEM chain) and its private key (PEM) for mutual TLS.
+    /// Present a client certificate (PEM chain) and its private key (PEM, PKCS#8, PKCS#1
+    /// or SEC1) for mutual TLS. The key is kept as a [`Secret`].
     pub fn client_cert_pem(
         mut self,
         cert_pem: impl Into<Vec<u8>>,
-        key_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Secret>,
     ) -> Self {
         self.client = Some((cert_pem.into(), key_pem.into()));
         self
@@ -79,7 +76,7 @@ impl TlsConfig {
     /// Present the client certificate and key from PEM files for mutual TLS.
     pub fn client_cert_files(self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self> {
         let cert_pem = read_file(cert.as_ref(), "client certificate")?;
-        let key_pem = read_file(key.as_ref(), "client key")?;
+        let key_pem = read_pem(key.as_ref(), "client key")?;
         Ok(self.client_cert_pem(cert_pem, key_pem))
     }
 
@@ -90,7 +87,7 @@ impl TlsConfig {
                 .as_ref()
                 .map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 {
                     pem: pem.clone(),
-                    key: key.clone(),
+                    key: key.expose().as_bytes().to_vec(),
                 }),
             cert_chain: self.ca_pem.clone(),
         }
@@ -109,6 +106,16 @@ impl fmt::Debug for TlsConfig {
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         Error::config(format!("cannot read the {what} file {}", path.display())).with_source(e)
+    })
+}
+
+/// The PEM text of the file at `path`; never shows its content.
+fn read_pem(path: &Path, what: &str) -> Result<String> {
+    String::from_utf8(read_file(path, what)?).map_err(|_| {
+        Error::config(format!(
+            "the {what} file {} is not PEM text",
+            path.display()
+        ))
     })
 }
 
@@ -163,7 +170,6 @@ impl Reconnect {
 pub struct RabbitMqConfig {
     pub(crate) url: String,
     pub(crate) connection_name: Option<String>,
-    pub(crate) prefetch: Option<u16>,
     pub(crate) max_in_flight: usize,
     pub(crate) queue_type: QueueType,
     pub(crate) single_active_consumer: bool,
@@ -177,23 +183,29 @@ pub struct RabbitMqConfig {
 impl RabbitMqConfig {
     /// Configuration for the broker at `url` (`amqp://user:pass@host:5672/vhost` or
     /// `amqps://...`; the vhost `/` is written `%2f`), with the defaults:
-    /// classic queues, the prefetch each subscription asks for, 1024 publisher confirms in
-    /// flight, a 30 s publish deadline, a 10 s connect timeout, reconnect backoff 100 ms to
-    /// 5 s.
+    /// classic queues, 1024 publisher confirms in flight, a 30 s publish deadline, a 10 s
+    /// connect timeout, reconnect backoff 100 ms to 5 s.
+    ///
+    /// The prefetch (`basic.qos`) is not set here: each subscription sets its own with
+    /// `Subscription::prefetch` (default 100).
     ///
     /// URL options (the query string): `connect_timeout=<duration>` (humantime: `10s`,
     /// `500ms`; as [`connect_timeout`](Self::connect_timeout)), and lapin's `heartbeat`
     /// (seconds), `frame_max`, `channel_max`, `connection_timeout` (TCP connect, ms) and
-    /// `auth_mechanism`. Any other option is refused with [`ErrorKind::Config`] when the
-    /// URL is checked ([`RabbitMq::from_url`](crate::RabbitMq::from_url), or `build()`).
+    /// `auth_mechanism`, which lapin reads from the URL itself. Any other option is
+    /// refused with [`ErrorKind::Config`], listing the known ones, when the URL is checked
+    /// ([`RabbitMq::from_url`](crate::RabbitMq::from_url),
+    /// [`RabbitMq::connect`](crate::RabbitMq::connect), or `build()`).
     ///
     /// ```
     /// use std::time::Duration;
+    /// use tidings_core::transport::Transport;
     /// use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
     /// let config = RabbitMqConfig::new("amqp://127.0.0.1/%2f?connect_timeout=2s&heartbeat=10");
-    /// assert_eq!(config.connect_timeout_value(), Duration::from_secs(2));
+    /// let transport = RabbitMq::new(config);
+    /// assert_eq!(transport.capabilities().connect_timeout, Some(Duration::from_secs(2)));
     /// let err = RabbitMq::from_url("amqp://127.0.0.1/%2f?heartbaet=10").unwrap_err();
-    /// assert!(err.to_string().contains("heartbaet"));
+    /// assert!(err.to_string().contains("unknown RabbitMQ URL option `heartbaet`"));
     /// assert!(err.to_string().contains("heartbeat"));
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
@@ -206,7 +218,6 @@ impl RabbitMqConfig {
         RabbitMqConfig {
             url,
             connection_name: None,
-            prefetch: None,
             max_in_flight: 1024,
             queue_type: QueueType::Classic,
             single_active_consumer: false,
@@ -221,13 +232,6 @@ impl RabbitMqConfig {
     /// The name the connection shows in the RabbitMQ management UI (default `tidings`).
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = Some(name.into());
-        self
-    }
-
-    /// Prefetch (`basic.qos`) for every subscription of this transport, instead of the
-    /// value each subscription asks for (`Subscription::prefetch`, default 100).
-    pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = Some(prefetch.max(1));
         self
     }
 
@@ -280,14 +284,10 @@ impl RabbitMqConfig {
     /// broker that refuses it or does not answer within this time is
     /// [`ErrorKind::Unavailable`] (retryable) naming the address, so `build()` fails fast.
     /// Reconnects after a drop try again with backoff until the operation's deadline.
+    /// [`RabbitMq::connect`](crate::RabbitMq::connect) waits this long at most.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
-    }
-
-    /// The connect timeout in effect (see [`connect_timeout`](Self::connect_timeout)).
-    pub fn connect_timeout_value(&self) -> Duration {
-        self.connect_timeout
     }
 
     /// The largest message the transport accepts (default 128 MiB, RabbitMQ's default
@@ -299,21 +299,20 @@ impl RabbitMqConfig {
 
     /// The URL with the password replaced by `***`, for messages and logs.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        redact_url(&self.url)
     }
 
-    /// Parse and check the URL.
+    /// Parse and check the URL: its options with [`ParsedUrl`], then the AMQP URI with
+    /// lapin's parser (which reads lapin's own options).
     pub(crate) fn uri(&self) -> Result<AMQPUri> {
+        url_options(&self.url)?;
         let uri: AMQPUri = self.url.parse().map_err(|e: String| {
             // The parser's message may quote the URL: show it redacted.
             let e = scrub(&e, &self.url);
             Error::config(format!(
-                "invalid RabbitMQ URL {}: {e}; expected amqp://user:password@host:5672/vhost or amqps://...",
+                "{} is not a RabbitMQ URL: {e}; write {EXAMPLE}",
                 self.redacted_url()
             ))
-        })?;
-        url_options(&self.url).map_err(|e| {
-            Error::config(format!("invalid RabbitMQ URL {}: {e}", self.redacted_url()))
         })?;
         if uri.scheme == AMQPScheme::AMQP
             && (self.tls.ca_pem.is_some() || self.tls.client.is_some())
@@ -332,7 +331,6 @@ impl fmt::Debug for RabbitMqConfig {
         f.debug_struct("RabbitMqConfig")
             .field("url", &self.redacted_url())
             .field("connection_name", &self.connection_name)
-            .field("prefetch", &self.prefetch)
             .field("max_in_flight", &self.max_in_flight)
             .field("queue_type", &self.queue_type)
             .field("single_active_consumer", &self.single_active_consumer)
@@ -357,63 +355,54 @@ const LAPIN_OPTIONS: &[&str] = &[
     "auth_mechanism",
 ];
 
-/// The URL options this transport reads.
+/// The schemes of RabbitMQ URLs.
+const SCHEMES: &[&str] = &["amqp", "amqps"];
+
+/// How a RabbitMQ URL is written, for messages.
+const EXAMPLE: &str = "amqp://user:password@host:5672/vhost or amqps://...";
+
+/// What this transport reads from the URL itself (lapin reads the rest).
 #[derive(Debug, Default)]
 struct UrlOptions {
     connect_timeout: Option<Duration>,
 }
 
-/// The options in the query string of `url`; an unknown option or an invalid value is an
-/// error naming it (and, for an unknown one, listing the known ones).
-fn url_options(url: &str) -> std::result::Result<UrlOptions, String> {
-    let mut options = UrlOptions::default();
-    let Some((_, query)) = url.split_once('?') else {
-        return Ok(options);
-    };
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "connect_timeout" => {
-                let timeout = humantime::parse_duration(value).map_err(|e| {
-                    format!("the option connect_timeout={value:?} is not a duration like 10s or 500ms ({e})")
-                })?;
-                options.connect_timeout = Some(timeout);
-            }
-            known if LAPIN_OPTIONS.contains(&known) => {}
-            other => {
-                return Err(format!(
-                    "unknown option `{other}`: the RabbitMQ transport takes connect_timeout, {}",
-                    LAPIN_OPTIONS.join(", ")
-                ))
-            }
-        }
+/// The URL parsed with [`ParsedUrl`]: one host, this transport's options and lapin's
+/// accepted; an unknown option or an invalid value is a `Config` error naming it (and, for
+/// an unknown one, listing the known ones), password hidden.
+fn parsed(url: &str) -> Result<(ParsedUrl, UrlOptions)> {
+    let mut parsed = ParsedUrl::parse("RabbitMQ", url, SCHEMES, EXAMPLE)?;
+    if parsed.hosts().len() > 1 {
+        return Err(Error::config(format!(
+            "{} is not a RabbitMQ URL: it names {} hosts and the transport connects to one; write {EXAMPLE}",
+            redact_url(url),
+            parsed.hosts().len()
+        )));
     }
+    let options = UrlOptions {
+        connect_timeout: parsed.duration("connect_timeout")?,
+    };
+    parsed.accept(LAPIN_OPTIONS);
+    Ok((parsed, options))
+}
+
+/// The options of `url`, every option checked.
+fn url_options(url: &str) -> Result<UrlOptions> {
+    let (parsed, options) = parsed(url)?;
+    parsed.finish()?;
     Ok(options)
 }
 
-pub(crate) use tidings_core::transport::redact_url as redact;
-
-/// `message` with every occurrence of `url` (and of its password) hidden.
+/// `message` with every occurrence of `url` and of its password hidden.
 pub(crate) fn scrub(message: &str, url: &str) -> String {
-    let mut out = message.replace(url, &redact(url));
-    if let Some(password) = password_of(url) {
-        if !password.is_empty() {
-            out = out.replace(password, "***");
-        }
+    let out = message.replace(url, &redact_url(url));
+    let password = ParsedUrl::parse("RabbitMQ", url, SCHEMES, EXAMPLE)
+        .ok()
+        .and_then(|parsed| parsed.password());
+    match password {
+        Some(password) if !password.expose().is_empty() => out.replace(password.expose(), "***"),
+        _ => out,
     }
-    out
-}
-
-fn password_of(url: &str) -> Option<&str> {
-    let start = url.find("://")? + 3;
-    let end = url[start..]
-        .find(['/', '?', '#'])
-        .map(|i| start + i)
-        .unwrap_or(url.len());
-    let authority = &url[start..end];
-    let at = authority.rfind('@')?;
-    authority[..at].split_once(':').map(|(_, p)| p)
 }
 
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
@@ -431,18 +420,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            redact("amqps://u:p@ss:w@rd@host/vh?heartbeat=10"),
-            "amqps://u:***@host/vh?heartbeat=10"
-        );
-        assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact("amqp://user@host"), "amqp://user@host");
-        assert_eq!(redact("not a url"), "not a url");
+    fn the_redacted_url_hides_only_the_password() {
+        let config = RabbitMqConfig::new("amqp://guest:s3cret@127.0.0.1:5672/%2f");
+        assert_eq!(config.redacted_url(), "amqp://guest:***@127.0.0.1:5672/%2f");
+        let config = RabbitMqConfig::new("amqp://host:5672");
+        assert_eq!(config.redacted_url(), "amqp://host:5672");
+    }
+
+    #[test]
+    fn scrub_hides_the_url_and_the_password() {
+        let url = "amqp://guest:hunter%32@host/%2f";
+        let shown = scrub(&format!("failed at {url}: hunter2 refused"), url);
+        assert_eq!(shown, "failed at amqp://guest:***@host/%2f: *** refused");
     }
 
     #[test]
@@ -456,32 +445,59 @@ mod tests {
     }
 
     #[test]
-    fn bad_url_is_a_config_error_without_the_password() {
-        let err = RabbitMqConfig::new("amqp://guest:hunter2@host:notaport/%2f")
-            .uri()
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(!err.to_string().contains("hunter2"), "{err}");
+    fn a_bad_url_is_a_config_error_without_the_password() {
+        for (url, needle) in [
+            ("amqp://guest:hunter2@host:notaport/%2f", "invalid port"),
+            ("http://guest:hunter2@host/%2f", "not http://"),
+            (
+                "amqp://guest:hunter2@h1:5672,h2:5672/%2f",
+                "names 2 hosts and the transport connects to one",
+            ),
+        ] {
+            let err = RabbitMqConfig::new(url).uri().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            let shown = err.to_string();
+            assert!(shown.contains("is not a RabbitMQ URL"), "{shown}");
+            assert!(shown.contains(needle), "{shown}");
+            assert!(
+                shown.contains("write amqp://user:password@host:5672/vhost"),
+                "{shown}"
+            );
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 
     #[test]
-    fn unknown_url_options_are_refused_listing_the_known_ones() {
+    fn an_unknown_url_option_is_refused_listing_the_known_ones() {
         let err = RabbitMqConfig::new("amqp://guest:hunter2@host/%2f?heartbaet=10")
             .uri()
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        let shown = err.to_string();
-        assert!(shown.contains("`heartbaet`"), "{shown}");
-        for known in ["connect_timeout", "heartbeat", "frame_max", "channel_max"] {
-            assert!(shown.contains(known), "{known} not listed: {shown}");
-        }
-        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(
+            err.message(),
+            "unknown RabbitMQ URL option `heartbaet` in amqp://guest:***@host/%2f?heartbaet=10; \
+             the options are connect_timeout, heartbeat, frame_max, channel_max, \
+             connection_timeout, auth_mechanism"
+        );
         // lapin's own options and ours are accepted.
         RabbitMqConfig::new(
-            "amqp://host/%2f?heartbeat=10&frame_max=131072&channel_max=64&connection_timeout=500&connect_timeout=3s",
+            "amqp://host/%2f?heartbeat=10&frame_max=131072&channel_max=64&connection_timeout=500&auth_mechanism=plain&connect_timeout=3s",
         )
         .uri()
         .unwrap();
+    }
+
+    #[test]
+    fn a_bad_option_value_is_named_without_the_password() {
+        let err = RabbitMqConfig::new("amqp://guest:hunter2@host/%2f?connect_timeout=soon")
+            .uri()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(
+            err.message(),
+            "the RabbitMQ URL option connect_timeout=\"soon\" is not a duration like 10s or 500ms"
+        );
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]
@@ -494,11 +510,9 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_millis(250));
         let config = config.connect_timeout(Duration::from_secs(4));
         assert_eq!(config.connect_timeout, Duration::from_secs(4));
-        let err = RabbitMqConfig::new("amqp://host/%2f?connect_timeout=soon")
-            .uri()
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains("connect_timeout"), "{err}");
+        // A bad value leaves the default until the URL is checked.
+        let config = RabbitMqConfig::new("amqp://host/%2f?connect_timeout=soon");
+        assert_eq!(config.connect_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -506,5 +520,9 @@ mod tests {
         let err = TlsConfig::new().ca_file("/nonexistent/ca.pem").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let err = TlsConfig::new()
+            .client_cert_files("/nonexistent/client.pem", "/nonexistent/client.key")
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/client.pem"), "{err}");
     }
 }

@@ -78,7 +78,8 @@ impl fmt::Debug for RabbitMqSubscriber {
 
 impl RabbitMqSubscriber {
     pub(crate) async fn start(shared: Arc<Shared>, spec: &SubscriptionSpec) -> Result<Self> {
-        let prefetch = shared.config.prefetch.unwrap_or(spec.prefetch).max(1);
+        // `Subscription::prefetch` is the one prefetch setting: it becomes `basic.qos`.
+        let prefetch = spec.prefetch.max(1);
         let mut subscriber = RabbitMqSubscriber {
             shared,
             sub: Arc::new(SubInfo::new(spec)),
