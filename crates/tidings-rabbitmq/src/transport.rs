@@ -31,16 +31,17 @@ use crate::topology::{self, QueueNames};
 
 /// The RabbitMQ transport: give it to `Bus::builder(..).transport(..)`.
 ///
-/// Cheap to clone; clones share one connection. Connecting is lazy: nothing touches the
-/// network until the bus provisions its topology in `build()`, which fails with a clear
-/// error if the broker cannot be reached within the publish timeout.
+/// Cheap to clone; clones share one connection. [`new`](Self::new) and
+/// [`from_url`](Self::from_url) do no I/O: the connection opens when the bus provisions
+/// its topology in `build()`, which fails with a clear error if the broker cannot be
+/// reached within the connect timeout. [`connect`](Self::connect) opens it at once.
 ///
 /// ```no_run
 /// # async fn run() -> tidings_core::Result<()> {
 /// use tidings_core::Bus;
 /// use tidings_rabbitmq::RabbitMq;
 /// let bus = Bus::builder("lending")
-///     .transport(RabbitMq::connect("amqp://guest:guest@127.0.0.1:5672/%2f"))
+///     .transport(RabbitMq::from_url("amqp://guest:guest@127.0.0.1:5672/%2f")?)
 ///     .build()
 ///     .await?;
 /// # Ok(()) }
@@ -51,41 +52,53 @@ pub struct RabbitMq {
 }
 
 impl RabbitMq {
-    /// The transport for the broker at `url` with the default configuration. Lazy: the
-    /// URL is checked and the connection opened when the bus first needs it (`build()`),
-    /// which reports a bad URL as a [`ErrorKind::Config`] error. Use
-    /// [`from_url`](Self::from_url) to check the URL at once.
-    pub fn connect(url: impl Into<String>) -> Self {
-        Self::with_config(RabbitMqConfig::new(url))
-    }
-
-    /// The transport with a full configuration (TLS, queue type, prefetch, timeouts). Lazy
-    /// like [`connect`](Self::connect).
-    pub fn with_config(config: RabbitMqConfig) -> Self {
+    /// The transport with `config` (TLS, queue type, timeouts). No I/O: the URL is
+    /// checked and the connection opened when the bus first needs it (`build()`), which
+    /// reports a bad URL as an [`ErrorKind::Config`] error.
+    pub fn new(config: RabbitMqConfig) -> Self {
         RabbitMq {
             shared: Arc::new(Shared::new(config)),
         }
     }
 
-    /// Like [`connect`](Self::connect), but fails at once with [`ErrorKind::Config`] if
-    /// `url` is not an `amqp://` or `amqps://` URL. Used by `tidings::connect` for
+    /// The transport for the broker at `url` with the default configuration, the URL
+    /// checked at once: an URL that is not `amqp://` or `amqps://`, or has an unknown
+    /// option, is an [`ErrorKind::Config`] error. No I/O. Used by `tidings::connect` for
     /// `transport_url("amqp://...")`.
     pub fn from_url(url: &str) -> Result<Self> {
         let config = RabbitMqConfig::new(url);
         config.uri()?;
-        Ok(Self::with_config(config))
+        Ok(Self::new(config))
+    }
+
+    /// The transport with `config`, connected now: one attempt within the connect timeout
+    /// ([`RabbitMqConfig::connect_timeout`]). A bad URL is an [`ErrorKind::Config`] error,
+    /// refused credentials [`ErrorKind::Unauthorized`], and a broker that refuses the
+    /// connection or does not answer in time [`ErrorKind::Unavailable`] (retryable) naming
+    /// its address, password hidden.
+    ///
+    /// ```no_run
+    /// # async fn run() -> tidings_core::Result<()> {
+    /// use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
+    /// let config = RabbitMqConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f");
+    /// let transport = RabbitMq::connect(config).await?;
+    /// assert!(transport.is_connected());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: RabbitMqConfig) -> Result<Self> {
+        let transport = Self::new(config);
+        // The first connection is one attempt within the connect timeout (or the publish
+        // timeout, when that is shorter), never retried.
+        transport
+            .shared
+            .connection(transport.shared.deadline())
+            .await?;
+        Ok(transport)
     }
 
     /// The configuration.
     pub fn config(&self) -> &RabbitMqConfig {
         &self.shared.config
-    }
-
-    /// Open the connection now (it is otherwise opened on first use), waiting up to the
-    /// publish timeout.
-    pub async fn connected(self) -> Result<Self> {
-        self.shared.connection(self.shared.deadline()).await?;
-        Ok(self)
     }
 
     /// How many times the transport has (re)connected so far; grows by one on every

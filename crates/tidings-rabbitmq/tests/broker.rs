@@ -27,7 +27,7 @@ async fn build_declares_the_documented_topology() {
     let seen = Seen::default();
     let catalog = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .subscribe(
             Subscription::to::<OrderEvents>()
                 .with_state(seen.clone())
@@ -71,7 +71,7 @@ async fn build_declares_the_documented_topology() {
     // the queue; a placed order does.
     let lending = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await
@@ -94,7 +94,7 @@ async fn build_declares_the_documented_topology() {
 async fn messages_carry_cloudevents_headers_and_amqp_properties() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
-    let transport = RabbitMq::connect(&url);
+    let transport = RabbitMq::from_url(&url).unwrap();
     let topic = format!("{ns}.orders");
     let mut topology = Topology::new("shop");
     topology
@@ -197,7 +197,7 @@ async fn publishing_to_a_missing_exchange_is_not_found_and_harms_nothing() {
     let seen = Seen::default();
     let sub = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .subscribe(
             Subscription::to::<OrderEvents>()
                 .with_state(seen.clone())
@@ -208,7 +208,7 @@ async fn publishing_to_a_missing_exchange_is_not_found_and_harms_nothing() {
         .unwrap();
     let bus = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await
@@ -234,7 +234,7 @@ async fn many_concurrent_publishes_and_a_large_batch_all_arrive() {
     let seen = Seen::default();
     let sub = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .subscribe(
             Subscription::to::<OrderEvents>()
                 .with_state(seen.clone())
@@ -248,9 +248,7 @@ async fn many_concurrent_publishes_and_a_large_batch_all_arrive() {
     // A small window, so that the batch is sent as a sliding window.
     let bus = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::with_config(
-            RabbitMqConfig::new(&url).max_in_flight(64),
-        ))
+        .transport(RabbitMq::new(RabbitMqConfig::new(&url).max_in_flight(64)))
         .publishes::<OrderEvents>()
         .build()
         .await
@@ -281,7 +279,7 @@ async fn a_queue_deleted_under_a_running_consumer_is_declared_again() {
     let seen = Seen::default();
     let sub = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .subscribe(
             Subscription::to::<OrderEvents>()
                 .with_state(seen.clone())
@@ -292,7 +290,7 @@ async fn a_queue_deleted_under_a_running_consumer_is_declared_again() {
         .unwrap();
     let bus = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await

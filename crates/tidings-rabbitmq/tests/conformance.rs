@@ -20,8 +20,8 @@ tidings_testing::conformance_suite!(match std::env::var("TIDINGS_RABBITMQ_URL") 
         let adversary = LapinAdversary::new(&url);
         let config = adversary.config();
         Factory::new("rabbitmq", move || {
-            let transport = RabbitMq::with_config(config.clone());
-            async move { Ok(Arc::new(transport.connected().await?) as Arc<dyn DynTransport>) }
+            let config = config.clone();
+            async move { Ok(Arc::new(RabbitMq::connect(config).await?) as Arc<dyn DynTransport>) }
         })
         .adversary(Arc::new(adversary))
     }

@@ -17,8 +17,8 @@ tidings_testing::conformance_suite!(match std::env::var("TIDINGS_RABBITMQ_URL") 
         let adversary = LapinAdversary::new(&url);
         let config = adversary.config().single_active_consumer(true);
         Factory::new("rabbitmq (single active consumer)", move || {
-            let transport = RabbitMq::with_config(config.clone());
-            async move { Ok(Arc::new(transport.connected().await?) as Arc<dyn DynTransport>) }
+            let config = config.clone();
+            async move { Ok(Arc::new(RabbitMq::connect(config).await?) as Arc<dyn DynTransport>) }
         })
         .adversary(Arc::new(adversary))
     }

@@ -26,8 +26,8 @@ async fn connections_closed_by_the_broker_mid_stream_lose_nothing() {
     }
     let adversary = LapinAdversary::new(&url);
     let ns = namespace();
-    let consuming = RabbitMq::with_config(adversary.config());
-    let publishing = RabbitMq::with_config(adversary.config());
+    let consuming = RabbitMq::new(adversary.config());
+    let publishing = RabbitMq::new(adversary.config());
     let seen = Seen::default();
     let catalog = Bus::builder("catalog")
         .namespace(&ns)

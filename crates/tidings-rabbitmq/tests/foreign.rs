@@ -61,7 +61,7 @@ async fn buses(url: &str, ns: &str, transport: RabbitMq, seen: &Seen) -> (Bus, B
         .unwrap();
     let bus = Bus::builder("shop")
         .namespace(ns)
-        .transport(RabbitMq::connect(url))
+        .transport(RabbitMq::from_url(url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await
@@ -74,7 +74,7 @@ async fn a_message_that_is_not_an_envelope_is_dead_lettered_at_once() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
     let seen = Seen::default();
-    let (sub, bus) = buses(&url, &ns, RabbitMq::connect(&url), &seen).await;
+    let (sub, bus) = buses(&url, &ns, RabbitMq::from_url(&url).unwrap(), &seen).await;
 
     // A foreign publisher: right routing key, no CloudEvents headers.
     let mut headers = FieldTable::default();
@@ -108,7 +108,7 @@ async fn a_message_with_a_table_header_is_dead_lettered_naming_the_header() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
     let seen = Seen::default();
-    let (sub, bus) = buses(&url, &ns, RabbitMq::connect(&url), &seen).await;
+    let (sub, bus) = buses(&url, &ns, RabbitMq::from_url(&url).unwrap(), &seen).await;
 
     // Every envelope header right, plus a table no envelope header can carry.
     let envelope = Envelope::new(
@@ -155,7 +155,7 @@ async fn a_dead_letter_over_the_size_limit_is_parked_without_its_payload() {
     let ns = namespace();
     let seen = Seen::default();
     let limit = 64 * 1024;
-    let small = RabbitMq::with_config(RabbitMqConfig::new(&url).max_message_size(limit));
+    let small = RabbitMq::new(RabbitMqConfig::new(&url).max_message_size(limit));
     let (sub, bus) = buses(&url, &ns, small, &seen).await;
 
     // Valid headers, a body over the subscriber transport's limit that is not JSON.

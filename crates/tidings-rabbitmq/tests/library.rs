@@ -105,7 +105,7 @@ async fn lending_catalog_notifications_on_rabbitmq() {
     let inventory = Arc::new(Inventory::default());
     let catalog = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<CatalogEvents>()
         .subscribe(
             Subscription::to::<LendingEvents>()
@@ -119,7 +119,7 @@ async fn lending_catalog_notifications_on_rabbitmq() {
     let notes: Notes = Arc::default();
     let notifications = Bus::builder("notifications")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .subscribe(
             Subscription::to::<CatalogEvents>()
                 .with_state(notes.clone())
@@ -130,7 +130,7 @@ async fn lending_catalog_notifications_on_rabbitmq() {
         .expect("notifications");
     let lending = Bus::builder("lending")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<LendingEvents>()
         .build()
         .await

@@ -44,8 +44,8 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     let ns = namespace();
     // Generous deadlines: a publish waits through the whole restart.
     let config = RabbitMqConfig::new(&url).publish_timeout(Duration::from_secs(180));
-    let consuming = RabbitMq::with_config(config.clone().connection_name("recovery-consumer"));
-    let publishing = RabbitMq::with_config(config.connection_name("recovery-publisher"));
+    let consuming = RabbitMq::new(config.clone().connection_name("recovery-consumer"));
+    let publishing = RabbitMq::new(config.connection_name("recovery-publisher"));
 
     let seen = Seen::default();
     let catalog = Bus::builder("catalog")

@@ -25,7 +25,7 @@ async fn a_failed_handler_is_retried_through_a_delay_queue() {
     let f = failures.clone();
     let sub = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .retry(
             RetryPolicy::default()
                 .immediate(1)
@@ -52,7 +52,7 @@ async fn a_failed_handler_is_retried_through_a_delay_queue() {
         .unwrap();
     let bus = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await
@@ -106,7 +106,7 @@ async fn dead_letters_are_listed_without_removal_and_replayed() {
     let h = healthy.clone();
     let sub = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .retry(RetryPolicy::none())
         .subscribe(
             Subscription::to::<OrderEvents>()
@@ -128,7 +128,7 @@ async fn dead_letters_are_listed_without_removal_and_replayed() {
         .unwrap();
     let bus = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await
@@ -206,7 +206,7 @@ async fn dead_letters_are_listed_without_removal_and_replayed() {
 async fn a_delivery_dropped_unsettled_is_delivered_again() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
-    let transport = RabbitMq::connect(&url);
+    let transport = RabbitMq::from_url(&url).unwrap();
     let spec = SubscriptionSpec::new(
         "catalog",
         format!("{ns}.catalog"),
@@ -257,7 +257,7 @@ async fn a_delivery_dropped_unsettled_is_delivered_again() {
 async fn quorum_queues_work_and_count_deliveries() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
-    let transport = RabbitMq::with_config(RabbitMqConfig::new(&url).queue_type(QueueType::Quorum));
+    let transport = RabbitMq::new(RabbitMqConfig::new(&url).queue_type(QueueType::Quorum));
     let spec = SubscriptionSpec::new(
         "catalog",
         format!("{ns}.catalog"),
@@ -291,7 +291,7 @@ async fn quorum_queues_work_and_count_deliveries() {
     again.acker.ack().await.map_err(|(e, _)| e).unwrap();
 
     // The same names as classic queues cannot be redeclared as classic: a clear error.
-    let classic = RabbitMq::connect(&url);
+    let classic = RabbitMq::from_url(&url).unwrap();
     let err = classic.provision(&topology).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains(&spec.queue_name()), "{err}");
@@ -303,7 +303,7 @@ async fn quorum_queues_work_and_count_deliveries() {
 async fn retry_and_dead_letter_from_the_acker_keep_the_envelope() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
-    let transport = RabbitMq::connect(&url);
+    let transport = RabbitMq::from_url(&url).unwrap();
     let spec = SubscriptionSpec::new(
         "catalog",
         format!("{ns}.catalog"),

@@ -63,7 +63,7 @@ async fn teardown_deletes_every_object_the_bus_created() {
     let flag = failed_once.clone();
     let catalog = Bus::builder("catalog")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .subscribe(
             Subscription::to::<OrderEvents>()
                 .with_state(seen.clone())
@@ -97,7 +97,7 @@ async fn teardown_deletes_every_object_the_bus_created() {
         .expect("building the subscriber");
     let shop = Bus::builder("shop")
         .namespace(&ns)
-        .transport(RabbitMq::connect(&url))
+        .transport(RabbitMq::from_url(&url).unwrap())
         .publishes::<OrderEvents>()
         .build()
         .await

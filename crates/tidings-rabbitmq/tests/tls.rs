@@ -74,7 +74,7 @@ async fn tls_with_a_custom_ca() {
     let tls = TlsConfig::new()
         .ca_file(dir.join("ca.pem"))
         .expect("ca.pem");
-    round_trip(|| RabbitMq::with_config(RabbitMqConfig::new(&url).tls(tls.clone()))).await;
+    round_trip(|| RabbitMq::new(RabbitMqConfig::new(&url).tls(tls.clone()))).await;
 }
 
 #[tokio::test]
@@ -87,7 +87,7 @@ async fn mutual_tls_presents_the_client_certificate() {
         .expect("client certificate");
     let name = format!("mtls-{}", namespace());
     round_trip(|| {
-        RabbitMq::with_config(
+        RabbitMq::new(
             RabbitMqConfig::new(&url)
                 .tls(tls.clone())
                 .connection_name(name.clone()),
@@ -100,12 +100,11 @@ async fn mutual_tls_presents_the_client_certificate() {
         println!("not checking the peer certificate: TIDINGS_RABBITMQ_CTL is not set");
         return;
     };
-    let transport = RabbitMq::with_config(
+    let transport = RabbitMq::connect(
         RabbitMqConfig::new(&url)
             .tls(tls.clone())
             .connection_name(name.clone()),
     )
-    .connected()
     .await
     .expect("connecting with mutual TLS");
     let out = tokio::process::Command::new("sh")
@@ -132,11 +131,9 @@ async fn mutual_tls_presents_the_client_certificate() {
 #[tokio::test]
 async fn a_server_certificate_from_an_unknown_ca_is_refused() {
     let Some((url, _)) = tls_env() else { return };
-    let err =
-        RabbitMq::with_config(RabbitMqConfig::new(&url).publish_timeout(Duration::from_secs(2)))
-            .connected()
-            .await
-            .expect_err("connected without trusting the test CA");
+    let err = RabbitMq::connect(RabbitMqConfig::new(&url).connect_timeout(Duration::from_secs(2)))
+        .await
+        .expect_err("connected without trusting the test CA");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let shown = err.to_string().to_lowercase();
     assert!(

@@ -31,7 +31,7 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tidings_core::Bus;
-use tidings_rabbitmq::RabbitMq;
+use tidings_rabbitmq::{RabbitMq, RabbitMqConfig};
 use tokio::runtime::Runtime;
 
 use ours::{counter, tick, tidings_consumer, tidings_end_to_end, tidings_publisher};
@@ -109,7 +109,9 @@ impl Rounds<'_> {
             .publish_batch((0..self.n).map(tick))
             .await
             .unwrap();
-        let transport = RabbitMq::connect(self.url).connected().await.unwrap();
+        let transport = RabbitMq::connect(RabbitMqConfig::new(self.url))
+            .await
+            .unwrap();
         let counter = counter(self.n, false);
         let m = meter();
         let bus = tidings_consumer(transport, self.tidings_ns, counter.clone()).await;
@@ -235,7 +237,7 @@ fn bench(c: &mut Criterion) {
             .await
             .unwrap();
         // Declares the tidings side's exchange, queue and binding.
-        let reader = RabbitMq::connect(&url);
+        let reader = RabbitMq::from_url(&url).unwrap();
         let bus = tidings_consumer(reader, &tidings_ns, counter(u64::MAX, false)).await;
         bus.shutdown().await;
         (channel, tidings_publisher(&url, &tidings_ns).await)
@@ -303,7 +305,9 @@ fn bench(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     publisher.publish_batch((0..n).map(tick)).await.unwrap();
-                    let transport = RabbitMq::connect(url.as_str()).connected().await.unwrap();
+                    let transport = RabbitMq::connect(RabbitMqConfig::new(url.as_str()))
+                        .await
+                        .unwrap();
                     let counter = counter(n, false);
                     let start = Instant::now();
                     let bus = tidings_consumer(transport, ns, counter.clone()).await;
@@ -354,7 +358,7 @@ fn bench(c: &mut Criterion) {
         );
         // Leave nothing behind on the broker: the tidings side through its buses...
         publisher.teardown().await.unwrap();
-        let reader = RabbitMq::connect(&url);
+        let reader = RabbitMq::from_url(&url).unwrap();
         let bus = tidings_consumer(reader, &tidings_ns, counter(u64::MAX, false)).await;
         bus.teardown().await.unwrap();
         // ...and what `raw_declare` created.

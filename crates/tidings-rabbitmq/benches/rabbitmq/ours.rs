@@ -90,8 +90,7 @@ pub(crate) fn counter(target: u64, latencies: bool) -> Arc<Counter> {
 }
 
 pub(crate) async fn tidings_publisher(url: &str, ns: &str) -> Bus {
-    let transport = RabbitMq::with_config(RabbitMqConfig::new(url).max_in_flight(WINDOW))
-        .connected()
+    let transport = RabbitMq::connect(RabbitMqConfig::new(url).max_in_flight(WINDOW))
         .await
         .unwrap();
     Bus::builder("writer")
@@ -125,7 +124,7 @@ pub(crate) async fn tidings_end_to_end(
     n: u64,
 ) -> Histogram<u64> {
     let counter = counter(n, true);
-    let transport = RabbitMq::connect(url).connected().await.unwrap();
+    let transport = RabbitMq::connect(RabbitMqConfig::new(url)).await.unwrap();
     let bus = tidings_consumer(transport, ns, counter.clone()).await;
     for i in 0..n {
         publisher.publish(tick(i)).await.unwrap();

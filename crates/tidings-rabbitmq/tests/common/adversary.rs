@@ -263,6 +263,6 @@ impl Adversary for LapinAdversary {
     ) -> Result<Arc<dyn DynTransport>> {
         let config = RabbitMqConfig::new(format!("amqp://guest:guest@{address}/%2f"))
             .connect_timeout(connect_timeout);
-        Ok(Arc::new(RabbitMq::with_config(config)))
+        Ok(Arc::new(RabbitMq::new(config)))
     }
 }
