@@ -268,7 +268,7 @@ fn bench_rabbitmq(c: &mut Criterion) {
     let (publisher, _consumer, sqlite, path) = rt.block_on(async {
         let consumer = Bus::builder("consumer")
             .namespace(ns.clone())
-            .transport(RabbitMq::connect(url.clone()))
+            .transport(RabbitMq::from_url(&url).unwrap())
             .subscribe(
                 Subscription::to::<BenchEvents>()
                     .concurrency(8)
@@ -279,7 +279,7 @@ fn bench_rabbitmq(c: &mut Criterion) {
             .expect("TIDINGS_RABBITMQ_URL is set but RabbitMQ is unreachable");
         let publisher = Bus::builder("lending")
             .namespace(ns.clone())
-            .transport(RabbitMq::connect(url.clone()))
+            .transport(RabbitMq::from_url(&url).unwrap())
             .publishes::<BenchEvents>()
             .build()
             .await

@@ -275,7 +275,7 @@ macro_rules! crash_suite {
             ) -> (Bus, Bus, Option<Bus>) {
                 let catalog = Bus::builder("catalog")
                     .namespace(ns)
-                    .transport(RabbitMq::connect(url))
+                    .transport(RabbitMq::from_url(url).unwrap())
                     .publishes::<CatalogEvents>()
                     .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects).on(handler))
                     .build()
@@ -285,7 +285,7 @@ macro_rules! crash_suite {
                     None => None,
                     Some(follow_ups) => Some(Bus::builder("audit")
                     .namespace(ns)
-                    .transport(RabbitMq::connect(url))
+                    .transport(RabbitMq::from_url(url).unwrap())
                     .subscribe(Subscription::to::<CatalogEvents>().with_shared_state(follow_ups).on(
                         |e: StockChanged, cx: Context<Mutex<Vec<u32>>>| async move {
                             cx.state().lock().unwrap().push(e.n);
@@ -298,7 +298,7 @@ macro_rules! crash_suite {
                 };
                 let lending = Bus::builder("lending")
                     .namespace(ns)
-                    .transport(RabbitMq::connect(url))
+                    .transport(RabbitMq::from_url(url).unwrap())
                     .publishes::<LendingEvents>()
                     .build()
                     .await

@@ -20,7 +20,7 @@
 //! tidings_testing::conformance_suite!(match std::env::var("TIDINGS_RABBITMQ_URL") {
 //!     Ok(url) => Factory::new("rabbitmq", move || {
 //!         let url = url.clone();
-//!         async move { Ok(Arc::new(RabbitMq::connect(&url).await?) as Arc<dyn DynTransport>) }
+//!         async move { Ok(Arc::new(RabbitMq::connect(RabbitMqConfig::new(&url)).await?) as Arc<dyn DynTransport>) }
 //!     }),
 //!     Err(_) => Factory::unavailable("rabbitmq", "TIDINGS_RABBITMQ_URL is not set"),
 //! });
