@@ -242,7 +242,7 @@ impl Rest {
     }
 
     /// Peek-lock the head of a subscription (or its dead-letter subqueue) at the entity
-    /// path `queue`, waiting up to `wait`: the message and its lock URI, `None` on 204.
+    /// path `entity`, waiting up to `wait`: the message and its lock URI, `None` on 204.
     ///
     /// The azure crate's receive calls are not used (see the crate docs): they take 204 (no
     /// message) for success, read bodies as UTF-8 after the message was locked, throw away
@@ -251,14 +251,14 @@ impl Rest {
     /// `LockToken` and `SequenceNumber`).
     pub(crate) async fn peek_lock(
         &self,
-        queue: &str,
+        entity: &str,
         wait: Duration,
     ) -> Result<Option<(Received, String)>> {
-        let what = format!("receiving from `{queue}`");
+        let what = format!("receiving from `{entity}`");
         let a = self
             .call(
                 Method::POST,
-                &format!("{queue}/messages/head?timeout={}", wait.as_secs()),
+                &format!("{entity}/messages/head?timeout={}", wait.as_secs()),
                 &[],
                 None,
                 &what,
@@ -269,7 +269,7 @@ impl Rest {
                 let m = Received::from_answer(&a.headers, a.body);
                 let lock_uri = match (&m.lock_uri, &m.lock_token) {
                     (Some(uri), _) => uri.clone(),
-                    (None, Some(token)) => format!("{}{queue}/messages/{}/{token}", self.base, m.sequence_number),
+                    (None, Some(token)) => format!("{}{entity}/messages/{}/{token}", self.base, m.sequence_number),
                     (None, None) => {
                         return Err(Error::new(
                             ErrorKind::Backend,

@@ -86,11 +86,11 @@ async fn lock_all(
     spec: &SubscriptionSpec,
     limit: usize,
 ) -> Result<Vec<(Received, String)>> {
-    let queue = dead_letter_path(&spec.topic, &spec.name);
+    let entity = dead_letter_path(&spec.topic, &spec.name);
     let mut seen = HashSet::new();
     let mut held: Vec<(Received, String)> = Vec::new();
     while held.len() < limit {
-        match rest.peek_lock(&queue, Duration::ZERO).await {
+        match rest.peek_lock(&entity, Duration::ZERO).await {
             Ok(None) => break,
             Ok(Some((m, lock_uri))) => {
                 if !seen.insert(m.sequence_number) {

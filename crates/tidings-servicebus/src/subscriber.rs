@@ -59,7 +59,7 @@ async fn receive_loop(
     target: Arc<Target>,
     tx: mpsc::Sender<Result<Delivery<ServiceBusAcker>>>,
 ) {
-    let queue = subscription_path(&target.topic, &target.subscription);
+    let entity = subscription_path(&target.topic, &target.subscription);
     let mut backoff = receive_backoff();
     loop {
         if tx.is_closed() {
@@ -67,7 +67,7 @@ async fn receive_loop(
         }
         let received = shared
             .rest
-            .peek_lock(&queue, shared.config.receive_wait)
+            .peek_lock(&entity, shared.config.receive_wait)
             .await;
         let (m, lock_uri) = match received {
             Ok(None) => {
