@@ -1,17 +1,21 @@
-//! What differs between the databases, behind one sealed trait: the SQL of the schema, of
-//! enqueueing, of the relay's claim and of the inbox record.
+//! The databases behind one sealed trait. The operations (migrate, enqueue, claim and
+//! mark, park, purge, count, inbox record) are written once, generically over sqlx, with
+//! the statements of [`sql`](crate::sql); a database contributes only a [`Driver`]: its
+//! SQL [`Dialect`], how it stores ids, lists and ages, and the locks and signals that
+//! really differ (`sqlite.rs`, `postgres.rs`).
 
-use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use tidings_core::{Bus, Envelope, Error, ErrorKind, Result};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use tidings_core::{Bus, Error, ErrorKind, Result};
 use uuid::Uuid;
+
+use crate::relay::publish_rows;
+use crate::row::{NewRow, Pending};
+use crate::sql::{Dialect, Statements};
 
 /// A database the outbox and inbox can live in: [`sqlx::Sqlite`] (feature `sqlite`) or
 /// [`sqlx::Postgres`] (feature `postgres`). Sealed: the crate implements it for the
@@ -23,7 +27,8 @@ impl<DB: sqlx::Database + sealed::Sealed> Backend for DB {}
 /// The schema version this build of the crate writes and understands.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
-/// Table and channel names derived from the configured prefix.
+/// Table and channel names derived from the configured prefix, and the statements on
+/// those tables.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     pub(crate) outbox: String,
@@ -31,15 +36,21 @@ pub(crate) struct Names {
     pub(crate) schema: String,
     /// PostgreSQL `NOTIFY` channel the relay listens on.
     pub(crate) channel: String,
+    /// Every statement, in the database's dialect.
+    pub(crate) sql: Statements,
 }
 
 impl Names {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str, dialect: &Dialect) -> Self {
+        let outbox = format!("{prefix}outbox");
+        let inbox = format!("{prefix}inbox");
+        let schema = format!("{prefix}schema");
         Names {
-            outbox: format!("{prefix}outbox"),
-            inbox: format!("{prefix}inbox"),
-            schema: format!("{prefix}schema"),
-            channel: format!("{prefix}outbox"),
+            sql: Statements::new(&outbox, &inbox, &schema, dialect),
+            channel: outbox.clone(),
+            outbox,
+            inbox,
+            schema,
         }
     }
 
@@ -52,138 +63,6 @@ impl Names {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
         hash as i64
-    }
-}
-
-/// The columns an outbox row is written with, after `service` and `topic`: `id`,
-/// `event_type` and `version` for people and tools reading the table, `meta` (the rest of
-/// the envelope's attributes, MessagePack) and `payload` for the relay. The relay reads
-/// only `seq, topic, meta, payload`: with sqlx's SQLite driver every column read costs
-/// about a microsecond per row, so one compact column beats ten typed ones.
-pub(crate) const WRITE_COLUMNS: &str = "id, event_type, version, meta, payload";
-
-/// The envelope attributes an outbox row carries besides its payload.
-#[derive(Debug, Serialize, Deserialize)]
-struct Meta<'a> {
-    id: Uuid,
-    #[serde(borrow)]
-    event_type: Cow<'a, str>,
-    version: u32,
-    time_us: i64,
-    #[serde(borrow)]
-    content_type: Cow<'a, str>,
-    correlation_id: Option<Uuid>,
-    causation_id: Option<Uuid>,
-    #[serde(borrow)]
-    traceparent: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    tracestate: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ordering_key: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-}
-
-/// One event to write into the outbox.
-#[derive(Debug)]
-pub(crate) struct NewRow {
-    pub(crate) id: Uuid,
-    pub(crate) service: String,
-    pub(crate) topic: String,
-    pub(crate) event_type: String,
-    pub(crate) version: i64,
-    pub(crate) meta: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
-}
-
-impl NewRow {
-    pub(crate) fn new(topic: &str, envelope: &Envelope) -> Result<Self> {
-        let time_us = envelope
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let meta = Meta {
-            id: envelope.id,
-            event_type: Cow::Borrowed(&envelope.event_type),
-            version: envelope.version,
-            time_us,
-            content_type: Cow::Borrowed(&envelope.content_type),
-            correlation_id: envelope.correlation_id,
-            causation_id: envelope.causation_id,
-            traceparent: envelope.traceparent.as_deref().map(Cow::Borrowed),
-            tracestate: envelope.tracestate.as_deref().map(Cow::Borrowed),
-            ordering_key: envelope.ordering_key.as_deref().map(Cow::Borrowed),
-            headers: envelope
-                .headers
-                .iter()
-                .map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str())))
-                .collect(),
-        };
-        let meta = rmp_serde::to_vec(&meta).map_err(|e| {
-            Error::new(
-                ErrorKind::Encode,
-                "encoding the envelope attributes for the outbox",
-            )
-            .with_source(e)
-        })?;
-        Ok(NewRow {
-            id: envelope.id,
-            service: envelope.source.to_string(),
-            topic: topic.to_string(),
-            event_type: envelope.event_type.to_string(),
-            version: i64::from(envelope.version),
-            meta,
-            payload: envelope.payload.to_vec(),
-        })
-    }
-}
-
-/// A pending outbox row, as the relay reads it.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) seq: i64,
-    pub(crate) topic: String,
-    pub(crate) meta: Vec<u8>,
-    pub(crate) payload: Bytes,
-}
-
-impl Pending {
-    /// Rebuild the envelope exactly as it was enqueued (same id, time and headers), with
-    /// `source`, the relay's service, which every row it claims was written with.
-    pub(crate) fn envelope(&self, source: &Arc<str>) -> Result<Envelope> {
-        let meta: Meta<'_> = rmp_serde::from_slice(&self.meta).map_err(|e| {
-            Error::new(
-                ErrorKind::Decode,
-                format!("outbox row {} has unreadable attributes", self.seq),
-            )
-            .with_source(e)
-        })?;
-        let content_type: Cow<'static, str> = match meta.content_type.as_ref() {
-            tidings_core::MSGPACK => Cow::Borrowed(tidings_core::MSGPACK),
-            tidings_core::JSON => Cow::Borrowed(tidings_core::JSON),
-            other => Cow::Owned(other.to_string()),
-        };
-        let mut env = Envelope::new(
-            meta.event_type.into_owned(),
-            meta.version,
-            source.clone(),
-            content_type,
-            self.payload.clone(),
-        );
-        env.id = meta.id;
-        env.time = UNIX_EPOCH + Duration::from_micros(u64::try_from(meta.time_us).unwrap_or(0));
-        env.correlation_id = meta.correlation_id;
-        env.causation_id = meta.causation_id;
-        env.traceparent = meta.traceparent.map(Cow::into_owned);
-        env.tracestate = meta.tracestate.map(Cow::into_owned);
-        env.ordering_key = meta.ordering_key.map(Cow::into_owned);
-        env.headers = meta
-            .headers
-            .into_iter()
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
-        Ok(env)
     }
 }
 
@@ -212,77 +91,42 @@ pub(crate) struct Claim<'a> {
     pub(crate) delete: bool,
 }
 
-/// Result of publishing a claimed batch.
-#[derive(Debug, Default)]
-pub(crate) struct Report {
-    pub(crate) published: Vec<i64>,
-    pub(crate) parked: Vec<(i64, String)>,
-    pub(crate) error: Option<Error>,
+/// Where the relay claims, marks and parks one batch: straight on the pool, or in a
+/// transaction held while the batch is published (committed at the end, rolled back when
+/// dropped).
+pub(crate) enum Scope<'a, DB: Database> {
+    Pool(&'a Pool<DB>),
+    Transaction(sqlx::Transaction<'static, DB>),
 }
 
-/// Whether an error means "try the same thing later" rather than "this row is bad".
-fn stops_batch(e: &Error) -> bool {
-    e.is_retryable() || e.kind() == ErrorKind::Closed
-}
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
-/// Publish claimed rows in order, topic run by topic run, one transport call per run.
-/// A run refused for a reason that retrying cannot fix is published row by row to find
-/// the rows to park; an unreachable broker or a closed bus stops the batch.
-pub(crate) async fn publish_rows(bus: &Bus, rows: &[Pending]) -> Report {
-    let mut report = Report::default();
-    let source: Arc<str> = Arc::from(bus.service());
-    let mut start = 0;
-    while start < rows.len() {
-        let topic = &rows[start].topic;
-        let end = start
-            + rows[start..]
-                .iter()
-                .take_while(|r| &r.topic == topic)
-                .count();
-        let run = &rows[start..end];
-        let mut envelopes = Vec::with_capacity(run.len());
-        let mut seqs = Vec::with_capacity(run.len());
-        for row in run {
-            match row.envelope(&source) {
-                Ok(env) => {
-                    envelopes.push(env);
-                    seqs.push(row.seq);
-                }
-                Err(e) => report.parked.push((row.seq, e.to_string())),
-            }
+impl<DB> Scope<'_, DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    async fn fetch_all(&mut self, query: Query<'_, DB>) -> Result<Vec<DB::Row>, sqlx::Error> {
+        match self {
+            Scope::Pool(pool) => query.fetch_all(*pool).await,
+            Scope::Transaction(tx) => query.fetch_all(&mut **tx).await,
         }
-        if !envelopes.is_empty() {
-            match bus.publish_envelopes_to(topic, envelopes).await {
-                Ok(()) => report.published.extend(seqs),
-                Err(e) if stops_batch(&e) => {
-                    report.error = Some(e);
-                    return report;
-                }
-                Err(e) if seqs.len() == 1 => report.parked.push((seqs[0], e.to_string())),
-                Err(_) => {
-                    for row in run.iter().filter(|r| seqs.contains(&r.seq)) {
-                        let env = match row.envelope(&source) {
-                            Ok(env) => env,
-                            Err(e) => {
-                                report.parked.push((row.seq, e.to_string()));
-                                continue;
-                            }
-                        };
-                        match bus.publish_envelopes_to(topic, vec![env]).await {
-                            Ok(()) => report.published.push(row.seq),
-                            Err(e) if stops_batch(&e) => {
-                                report.error = Some(e);
-                                return report;
-                            }
-                            Err(e) => report.parked.push((row.seq, e.to_string())),
-                        }
-                    }
-                }
-            }
-        }
-        start = end;
     }
-    report
+
+    async fn execute(&mut self, query: Query<'_, DB>) -> Result<(), sqlx::Error> {
+        match self {
+            Scope::Pool(pool) => query.execute(*pool).await.map(drop),
+            Scope::Transaction(tx) => query.execute(&mut **tx).await.map(drop),
+        }
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Scope::Pool(_) => Ok(()),
+            Scope::Transaction(tx) => tx.commit().await,
+        }
+    }
 }
 
 /// Map a database error into the tidings error: connection trouble is `Unavailable`
@@ -306,16 +150,6 @@ pub(crate) fn db_error(context: &str, e: sqlx::Error) -> Error {
     Error::new(kind, context.to_string()).with_source(e)
 }
 
-/// Milliseconds since the Unix epoch (SQLite timestamps).
-pub(crate) fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
-}
-
-/// A duration in whole milliseconds, saturating.
-pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Refuse tables written by a newer version of the crate.
 pub(crate) fn check_version(found: Option<i64>, names: &Names) -> Result<()> {
     match found {
@@ -330,12 +164,62 @@ pub(crate) fn check_version(found: Option<i64>, names: &Names) -> Result<()> {
 pub(crate) mod sealed {
     use super::*;
 
-    /// The SQL of one database. Not nameable outside the crate, so the crate-private
-    /// types in its signatures never leak.
+    /// What really differs between two databases, beyond the SQL [`Dialect`]: how values
+    /// without a common type are stored, the locks, and the commit signal. Implemented in
+    /// `sqlite.rs` and `postgres.rs`.
     #[allow(private_interfaces)]
-    pub trait Sealed: sqlx::Database {
+    pub trait Driver: sqlx::Database {
+        /// The SQL fragments of this database.
+        const DIALECT: Dialect;
+
+        /// An envelope id as stored in an `id` or `event_id` column.
+        type Id: for<'q> Encode<'q, Self> + for<'r> Decode<'r, Self> + Type<Self> + Send;
+        /// A list of sequence numbers, bound as one parameter.
+        type Seqs: for<'q> Encode<'q, Self> + Type<Self> + Send;
+        /// An age, bound as one parameter (see `Dialect::age`).
+        type Age: for<'q> Encode<'q, Self> + Type<Self> + Send;
+
+        /// `id` as stored.
+        fn id(id: Uuid) -> Self::Id;
+        /// A stored id back; fails on a value that is no UUID.
+        fn parse_id(stored: Self::Id) -> Result<Uuid>;
+        /// `seqs` as one parameter.
+        fn seqs(seqs: &[i64]) -> Self::Seqs;
+        /// `age` as one parameter.
+        fn age(age: Duration) -> Self::Age;
+        /// How many rows a statement changed.
+        fn rows_affected(result: &Self::QueryResult) -> u64;
+
+        /// Begin the transaction that creates the tables, locked so that processes
+        /// migrating at the same time take turns.
+        fn begin_migration<'a>(
+            pool: &'a Pool<Self>,
+            names: &'a Names,
+        ) -> BoxFuture<'a, Result<sqlx::Transaction<'static, Self>, sqlx::Error>>;
+
+        /// Where a relay claims its next batch, so that no two relays publish one row at
+        /// the same time; `None` when another relay holds the exclusive claim.
+        fn begin_claim<'a>(
+            pool: &'a Pool<Self>,
+            names: &'a Names,
+            claim: &Claim<'a>,
+        ) -> BoxFuture<'a, Result<Option<Scope<'a, Self>>, sqlx::Error>>;
+
+        /// A stream that yields when rows were committed (PostgreSQL `LISTEN`), if the
+        /// database has one.
+        fn commits<'a>(
+            pool: &'a Pool<Self>,
+            names: &'a Names,
+        ) -> BoxFuture<'a, Option<BoxStream<'static, ()>>>;
+    }
+
+    /// The operations of the outbox and inbox on one database, written once for every
+    /// [`Driver`]. Not nameable outside the crate, so the crate-private types in its
+    /// signatures never leak.
+    #[allow(private_interfaces)]
+    pub trait Sealed: Driver {
         /// Create or upgrade the tables; safe to run from several processes at once.
-        fn migrate<'a>(pool: &'a sqlx::Pool<Self>, names: &'a Names) -> BoxFuture<'a, Result<()>>;
+        fn migrate<'a>(pool: &'a Pool<Self>, names: &'a Names) -> BoxFuture<'a, Result<()>>;
 
         /// Insert rows in the caller's transaction (and, on PostgreSQL, queue a `NOTIFY`
         /// delivered on commit).
@@ -358,7 +242,7 @@ pub(crate) mod sealed {
         /// Claim up to `claim.limit` pending rows of a service in order, publish them with
         /// `bus`, and mark them, so that no two relays publish one row at the same time.
         fn relay_batch<'a>(
-            pool: &'a sqlx::Pool<Self>,
+            pool: &'a Pool<Self>,
             names: &'a Names,
             claim: Claim<'a>,
             bus: &'a Bus,
@@ -366,28 +250,28 @@ pub(crate) mod sealed {
 
         /// Delete rows published more than `retention` ago; returns how many.
         fn purge_published<'a>(
-            pool: &'a sqlx::Pool<Self>,
+            pool: &'a Pool<Self>,
             names: &'a Names,
             retention: Duration,
         ) -> BoxFuture<'a, Result<u64>>;
 
         /// Delete inbox records older than `retention`; returns how many.
         fn purge_inbox<'a>(
-            pool: &'a sqlx::Pool<Self>,
+            pool: &'a Pool<Self>,
             names: &'a Names,
             retention: Duration,
         ) -> BoxFuture<'a, Result<u64>>;
 
         /// Counts of (pending, published, parked) rows of a service (all when `None`).
         fn counts<'a>(
-            pool: &'a sqlx::Pool<Self>,
+            pool: &'a Pool<Self>,
             names: &'a Names,
             service: Option<&'a str>,
         ) -> BoxFuture<'a, Result<(u64, u64, u64)>>;
 
         /// Parked rows of a service, oldest first.
         fn parked<'a>(
-            pool: &'a sqlx::Pool<Self>,
+            pool: &'a Pool<Self>,
             names: &'a Names,
             service: &'a str,
             limit: usize,
@@ -395,70 +279,265 @@ pub(crate) mod sealed {
 
         /// Make parked rows of a service pending again; returns how many.
         fn requeue_parked<'a>(
-            pool: &'a sqlx::Pool<Self>,
+            pool: &'a Pool<Self>,
             names: &'a Names,
             service: &'a str,
         ) -> BoxFuture<'a, Result<u64>>;
-
-        /// A stream that yields when rows were committed (PostgreSQL `LISTEN`), if the
-        /// database has one.
-        fn commits<'a>(
-            pool: &'a sqlx::Pool<Self>,
-            names: &'a Names,
-        ) -> BoxFuture<'a, Option<BoxStream<'static, ()>>>;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+use sealed::{Driver, Sealed};
 
-    #[test]
-    fn a_row_gives_back_the_envelope_it_was_written_from() {
-        let mut env = Envelope::new(
-            "lending.book-borrowed",
-            3,
-            "lending",
-            tidings_core::JSON,
-            &b"{\"a\":1}"[..],
-        );
-        env.correlation_id = Some(Uuid::new_v4());
-        env.causation_id = Some(Uuid::new_v4());
-        env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-        env.tracestate = Some("vendor=1".into());
-        env.ordering_key = Some("book-1".into());
-        env.set_header("tenant", "north");
-        env.set_header("empty", "");
-        let row = NewRow::new("ns.lending", &env).unwrap();
-        assert_eq!(
-            (row.id, row.event_type.as_str(), row.version),
-            (env.id, "lending.book-borrowed", 3)
-        );
-        let pending = Pending {
-            seq: 1,
-            topic: row.topic,
-            meta: row.meta,
-            payload: row.payload.into(),
-        };
-        let back = pending.envelope(&Arc::from("lending")).unwrap();
-        // Time is kept to the microsecond.
-        let drift = env.time.duration_since(back.time).unwrap_or_default();
-        assert!(drift < Duration::from_micros(1));
-        let mut back = back;
-        back.time = env.time;
-        assert_eq!(back, env);
+#[allow(private_interfaces)]
+impl<DB> Sealed for DB
+where
+    DB: Driver,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'q, 'r> i64: Encode<'q, DB> + Decode<'r, DB> + Type<DB>,
+    for<'q, 'r> Vec<u8>: Encode<'q, DB> + Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    fn migrate<'a>(pool: &'a Pool<Self>, names: &'a Names) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let ctx = &format!("creating the outbox tables in {}", DB::NAME);
+            let mut tx = DB::begin_migration(pool, names)
+                .await
+                .map_err(|e| db_error(ctx, e))?;
+            for stmt in &names.sql.schema {
+                sqlx::query(stmt)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(ctx, e))?;
+            }
+            let found = sqlx::query(&names.sql.schema_version)
+                .fetch_optional(&mut *tx)
+                .await
+                .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose())
+                .map_err(|e| db_error(ctx, e))?;
+            check_version(found, names)?;
+            if found.is_none() {
+                sqlx::query(&names.sql.set_schema_version)
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(ctx, e))?;
+            }
+            tx.commit().await.map_err(|e| db_error(ctx, e))
+        })
     }
 
-    #[test]
-    fn an_unreadable_row_is_a_decode_error_naming_it() {
-        let pending = Pending {
-            seq: 42,
-            topic: "t".into(),
-            meta: vec![0xc1],
-            payload: Bytes::new(),
-        };
-        let err = pending.envelope(&Arc::from("s")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Decode);
-        assert!(err.message().contains("row 42"), "{err}");
+    fn insert<'a>(
+        conn: &'a mut DB::Connection,
+        names: &'a Names,
+        rows: Vec<NewRow>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let count = rows.len();
+            for (i, row) in rows.into_iter().enumerate() {
+                // The last row also queues the commit signal, if the database has one.
+                let notify = names.sql.insert_notify.as_ref().filter(|_| i + 1 == count);
+                let mut q = sqlx::query(notify.unwrap_or(&names.sql.insert))
+                    .bind(row.service)
+                    .bind(row.topic)
+                    .bind(DB::id(row.id))
+                    .bind(row.event_type)
+                    .bind(row.version)
+                    .bind(row.meta)
+                    .bind(row.payload);
+                if notify.is_some() {
+                    q = q.bind(names.channel.as_str());
+                }
+                q.execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("writing an event into the outbox", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn record<'a>(
+        conn: &'a mut DB::Connection,
+        names: &'a Names,
+        scope: &'a str,
+        id: Uuid,
+        event_type: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            // On PostgreSQL a concurrent delivery of the same event waits here on the
+            // unique key until the first one commits (then finds the record) or rolls
+            // back (then records it).
+            let done = sqlx::query(&names.sql.record)
+                .bind(scope)
+                .bind(DB::id(id))
+                .bind(event_type)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_error("recording the event in the inbox", e))?;
+            Ok(DB::rows_affected(&done) == 1)
+        })
+    }
+
+    fn relay_batch<'a>(
+        pool: &'a Pool<Self>,
+        names: &'a Names,
+        claim: Claim<'a>,
+        bus: &'a Bus,
+    ) -> BoxFuture<'a, Result<BatchOutcome>> {
+        Box::pin(async move {
+            let Some(mut scope) = DB::begin_claim(pool, names, &claim)
+                .await
+                .map_err(|e| db_error("starting the relay's claim", e))?
+            else {
+                return Ok(BatchOutcome {
+                    standby: true,
+                    ..BatchOutcome::default()
+                });
+            };
+            let rows = scope
+                .fetch_all(
+                    sqlx::query(&names.sql.claim)
+                        .bind(claim.service)
+                        .bind(claim.limit as i64),
+                )
+                .await
+                .map_err(|e| db_error("claiming pending outbox rows", e))?;
+            let rows = rows
+                .into_iter()
+                .map(|r| Pending {
+                    seq: r.get(0),
+                    topic: r.get(1),
+                    meta: r.get(2),
+                    payload: Bytes::from(r.get::<Vec<u8>, _>(3)),
+                })
+                .collect::<Vec<_>>();
+            let mut outcome = BatchOutcome {
+                claimed: rows.len(),
+                ..BatchOutcome::default()
+            };
+            if rows.is_empty() {
+                return Ok(outcome);
+            }
+            // A crash between publishing and marking publishes the rows again (the inbox
+            // absorbs the duplicates).
+            let report = publish_rows(bus, &rows).await;
+            if !report.published.is_empty() {
+                let sql = if claim.delete {
+                    &names.sql.delete_published
+                } else {
+                    &names.sql.mark_published
+                };
+                scope
+                    .execute(sqlx::query(sql).bind(DB::seqs(&report.published)))
+                    .await
+                    .map_err(|e| db_error("marking outbox rows published", e))?;
+            }
+            for (seq, error) in &report.parked {
+                tracing::error!(seq, %error, "parking an outbox row that cannot be published");
+                scope
+                    .execute(sqlx::query(&names.sql.park).bind(*seq).bind(error.as_str()))
+                    .await
+                    .map_err(|e| db_error("parking an outbox row", e))?;
+            }
+            scope
+                .commit()
+                .await
+                .map_err(|e| db_error("committing the relay's marks", e))?;
+            outcome.published = report.published.len();
+            outcome.parked = report.parked.len();
+            outcome.error = report.error;
+            Ok(outcome)
+        })
+    }
+
+    fn purge_published<'a>(
+        pool: &'a Pool<Self>,
+        names: &'a Names,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let r = sqlx::query(&names.sql.purge_published)
+                .bind(DB::age(retention))
+                .execute(pool)
+                .await
+                .map_err(|e| db_error("deleting published outbox rows", e))?;
+            Ok(DB::rows_affected(&r))
+        })
+    }
+
+    fn purge_inbox<'a>(
+        pool: &'a Pool<Self>,
+        names: &'a Names,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let r = sqlx::query(&names.sql.purge_inbox)
+                .bind(DB::age(retention))
+                .execute(pool)
+                .await
+                .map_err(|e| db_error("deleting old inbox records", e))?;
+            Ok(DB::rows_affected(&r))
+        })
+    }
+
+    fn counts<'a>(
+        pool: &'a Pool<Self>,
+        names: &'a Names,
+        service: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(u64, u64, u64)>> {
+        Box::pin(async move {
+            let row = sqlx::query(&names.sql.counts)
+                .bind(service)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| db_error("counting outbox rows", e))?;
+            let get = |i: usize| row.get::<i64, _>(i) as u64;
+            Ok((get(0), get(1), get(2)))
+        })
+    }
+
+    fn parked<'a>(
+        pool: &'a Pool<Self>,
+        names: &'a Names,
+        service: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::ParkedRow>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&names.sql.parked)
+                .bind(service)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| db_error("listing parked outbox rows", e))?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(crate::ParkedRow {
+                        seq: r.get(0),
+                        id: DB::parse_id(r.get(1))?,
+                        event_type: r.get(2),
+                        error: r.get(3),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn requeue_parked<'a>(
+        pool: &'a Pool<Self>,
+        names: &'a Names,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let r = sqlx::query(&names.sql.requeue_parked)
+                .bind(service)
+                .execute(pool)
+                .await
+                .map_err(|e| db_error("requeueing parked outbox rows", e))?;
+            Ok(DB::rows_affected(&r))
+        })
     }
 }

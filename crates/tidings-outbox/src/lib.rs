@@ -9,6 +9,8 @@ mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod relay;
+mod row;
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -8,8 +8,9 @@ use tidings_core::{Bus, Envelope, Error, PublishOptions, Publishable, Result};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::backend::{Backend, Names, NewRow};
+use crate::backend::{Backend, Names};
 use crate::inbox::Inbox;
+use crate::row::NewRow;
 
 /// The default prefix of the outbox tables: `tidings_outbox`, `tidings_inbox`,
 /// `tidings_schema`.
@@ -302,7 +303,7 @@ impl<DB: Backend> OutboxBuilder<DB> {
                 "outbox table prefix {p:?} must start with a letter and hold only ASCII letters, digits and '_' (at most 40)"
             )));
         }
-        let names = Names::new(p);
+        let names = Names::new(p, &DB::DIALECT);
         DB::migrate(&self.pool, &names).await?;
         Ok(Outbox {
             inner: Arc::new(Inner {

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use tidings_core::{Bus, Companion, ErrorKind, Result, Shutdown};
+use tidings_core::{Bus, Companion, Error, ErrorKind, Result, Shutdown};
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, Claim};
 use crate::outbox::Outbox;
+use crate::row::Pending;
 
 /// After a wake-up that found nothing (the enqueueing transaction had not committed yet),
 /// look again after 1, 2, 4 … 128 ms before falling back to the poll interval.
@@ -376,4 +377,77 @@ async fn cleanup<DB: Backend>(outbox: &Outbox<DB>, config: &RelayConfig) {
             Err(error) => tracing::warn!(%error, "cannot delete old inbox records"),
         }
     }
+}
+
+/// Result of publishing a claimed batch.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) published: Vec<i64>,
+    pub(crate) parked: Vec<(i64, String)>,
+    pub(crate) error: Option<Error>,
+}
+
+/// Whether an error means "try the same thing later" rather than "this row is bad".
+fn stops_batch(e: &Error) -> bool {
+    e.is_retryable() || e.kind() == ErrorKind::Closed
+}
+
+/// Publish claimed rows in order, topic run by topic run, one transport call per run.
+/// A run refused for a reason that retrying cannot fix is published row by row to find
+/// the rows to park; an unreachable broker or a closed bus stops the batch.
+pub(crate) async fn publish_rows(bus: &Bus, rows: &[Pending]) -> Report {
+    let mut report = Report::default();
+    let source: Arc<str> = Arc::from(bus.service());
+    let mut start = 0;
+    while start < rows.len() {
+        let topic = &rows[start].topic;
+        let end = start
+            + rows[start..]
+                .iter()
+                .take_while(|r| &r.topic == topic)
+                .count();
+        let run = &rows[start..end];
+        let mut envelopes = Vec::with_capacity(run.len());
+        let mut seqs = Vec::with_capacity(run.len());
+        for row in run {
+            match row.envelope(&source) {
+                Ok(env) => {
+                    envelopes.push(env);
+                    seqs.push(row.seq);
+                }
+                Err(e) => report.parked.push((row.seq, e.to_string())),
+            }
+        }
+        if !envelopes.is_empty() {
+            match bus.publish_envelopes_to(topic, envelopes).await {
+                Ok(()) => report.published.extend(seqs),
+                Err(e) if stops_batch(&e) => {
+                    report.error = Some(e);
+                    return report;
+                }
+                Err(e) if seqs.len() == 1 => report.parked.push((seqs[0], e.to_string())),
+                Err(_) => {
+                    for row in run.iter().filter(|r| seqs.contains(&r.seq)) {
+                        let env = match row.envelope(&source) {
+                            Ok(env) => env,
+                            Err(e) => {
+                                report.parked.push((row.seq, e.to_string()));
+                                continue;
+                            }
+                        };
+                        match bus.publish_envelopes_to(topic, vec![env]).await {
+                            Ok(()) => report.published.push(row.seq),
+                            Err(e) if stops_batch(&e) => {
+                                report.error = Some(e);
+                                return report;
+                            }
+                            Err(e) => report.parked.push((row.seq, e.to_string())),
+                        }
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    report
 }
