@@ -74,7 +74,7 @@ impl BusBuilder {
         }
     }
 
-    /// The transport: `Memory::new()`, `RabbitMq::connect(url)`, ... — the one line that
+    /// The transport: `Memory::new()`, `RabbitMq::from_url(url)?`, ... — the one line that
     /// moves a service between backends.
     pub fn transport(self, transport: impl Transport) -> Self {
         self.transport_shared(Arc::new(transport))
