@@ -18,8 +18,10 @@ use crate::companion::{Companion, Shutdown};
 use crate::consumer::{Dispatcher, Worker};
 use crate::error::{Error, Result};
 use crate::event::{EventInfo, Topic};
+use crate::health::Monitor;
 use crate::retry::RetryPolicy;
 use crate::subscription::{ErasedSubscription, Subscription};
+use crate::telemetry::metrics::Metrics;
 use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 use crate::transport::{DynTransport, Transport};
 
@@ -257,6 +259,7 @@ impl BusBuilder {
         }
 
         let mut dispatchers = Vec::new();
+        let metrics = Arc::new(Metrics::new());
         let mut subscriptions = Vec::new();
         for s in std::mem::take(&mut self.subscriptions) {
             let topic = self.broker_name(s.topic);
@@ -285,6 +288,9 @@ impl BusBuilder {
                 subscription: Arc::from(name.as_str()),
                 topic: Arc::from(topic.as_str()),
                 bus: OnceLock::new(),
+                system: capabilities.system,
+                metrics: metrics.clone(),
+                monitor: Monitor::default(),
             }));
         }
 
@@ -308,6 +314,9 @@ impl BusBuilder {
             shutdown: CancellationToken::new(),
             consumers: TaskTracker::new(),
             closed: AtomicBool::new(false),
+            system: capabilities.system,
+            metrics,
+            dispatchers: dispatchers.clone(),
         });
         for dispatcher in dispatchers {
             let _ = dispatcher.bus.set(Arc::downgrade(&inner));

@@ -4,16 +4,24 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::builder::BusBuilder;
 use crate::codec::Codec;
+use crate::consumer::Dispatcher;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Publishable, Topic};
+use crate::health::Health;
+use crate::telemetry::{
+    self,
+    metrics::{Labels, Metrics},
+};
 use crate::topology::{BrokerObject, DeadLetter, Replay, SubscriptionSpec, Topology};
 use crate::transport::DynTransport;
 
@@ -97,6 +105,11 @@ pub(crate) struct BusInner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) consumers: TaskTracker,
     pub(crate) closed: AtomicBool,
+    /// `messaging.system` of the transport, for spans and metrics.
+    pub(crate) system: &'static str,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The subscriptions' consumers, for `health`.
+    pub(crate) dispatchers: Vec<Arc<Dispatcher>>,
 }
 
 impl Bus {
@@ -133,16 +146,12 @@ impl Bus {
         let topic = self.topic_of::<P::Topic>()?;
         let envelope = self.envelope(&event, options)?;
         let id = envelope.id;
-        self.inner
-            .transport
-            .publish_dyn(topic, vec![envelope])
-            .await
-            .map_err(|e| {
-                e.context(format_args!(
-                    "publishing `{}` to `{topic}`",
-                    event.event_name()
-                ))
-            })?;
+        self.send(topic, vec![envelope], true).await.map_err(|e| {
+            e.context(format_args!(
+                "publishing `{}` to `{topic}`",
+                event.event_name()
+            ))
+        })?;
         Ok(id)
     }
 
@@ -161,9 +170,7 @@ impl Bus {
             .collect::<Result<Vec<_>>>()?;
         let ids = envelopes.iter().map(|e| e.id).collect();
         if !envelopes.is_empty() {
-            self.inner
-                .transport
-                .publish_dyn(topic, envelopes)
+            self.send(topic, envelopes, true)
                 .await
                 .map_err(|e| e.context(format_args!("publishing a batch to `{topic}`")))?;
         }
@@ -184,11 +191,53 @@ impl Bus {
         for env in &envelopes {
             self.check_size(env)?;
         }
-        self.inner
-            .transport
-            .publish_dyn(topic, envelopes)
+        self.send(topic, envelopes, false)
             .await
             .map_err(|e| e.context(format_args!("publishing to `{topic}`")))
+    }
+
+    /// Hand `envelopes` to the transport inside a `send` span, measured. `fresh` envelopes
+    /// were built for this publish and take the span's trace context; others (relayed from
+    /// the outbox) keep the one they carry.
+    async fn send(&self, topic: &str, mut envelopes: Vec<Envelope>, fresh: bool) -> Result<()> {
+        let inner = &self.inner;
+        let span = telemetry::send_span(inner.system, &inner.service, topic, &envelopes);
+        telemetry::inject(&span, &mut envelopes, fresh);
+        let count = envelopes.len();
+        let started = Instant::now();
+        let result = inner
+            .transport
+            .publish_dyn(topic, envelopes)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            telemetry::record_failure(&span, e.kind().as_str());
+        }
+        let labels = Labels {
+            system: inner.system,
+            service: &inner.service,
+            topic,
+            subscription: None,
+        };
+        inner
+            .metrics
+            .sent(&labels, count, started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    /// Whether each subscription is consuming, reconnecting or stopped, with its handlers in
+    /// flight and when it last handled an event: what readiness and liveness probes serve.
+    pub fn health(&self) -> Health {
+        let inner = &self.inner;
+        Health {
+            service: inner.service.to_string(),
+            shut_down: inner.closed.load(Ordering::Relaxed),
+            subscriptions: inner
+                .dispatchers
+                .iter()
+                .map(|d| d.monitor.report(&d.subscription, &d.topic))
+                .collect(),
+        }
     }
 
     /// Encode `event` into an envelope from this service, without publishing it (what the
@@ -214,6 +263,7 @@ impl Bus {
         env.causation_id = options.causation_id;
         env.traceparent = options.traceparent;
         env.tracestate = options.tracestate;
+        telemetry::capture_current(&mut env);
         self.check_size(&env)?;
         Ok(env)
     }

@@ -4,18 +4,22 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span};
 
 use crate::bus::{Bus, BusInner};
 use crate::codec::{Codec, DecodeLimits};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
+use crate::health::Monitor;
 use crate::retry::RetryPolicy;
 use crate::subscription::{Call, Failure, HandlerEntry, Upcaster};
+use crate::telemetry::metrics::{Labels, Metrics};
+use crate::telemetry::{self, Processing, Settled};
 use crate::topology::{DeadLetterInfo, SubscriptionSpec};
 use crate::transport::{Acker, Delivery, Subscriber};
 
@@ -51,6 +55,10 @@ pub(crate) struct Dispatcher {
     pub(crate) subscription: Arc<str>,
     pub(crate) topic: Arc<str>,
     pub(crate) bus: OnceLock<Weak<BusInner>>,
+    /// `messaging.system` of the transport, for spans and metrics.
+    pub(crate) system: &'static str,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) monitor: Monitor,
 }
 
 /// How a delivery ends.
@@ -65,6 +73,27 @@ impl Dispatcher {
         self.bus.get().and_then(Weak::upgrade).map(Bus::from_inner)
     }
 
+    fn labels(&self) -> Labels<'_> {
+        Labels {
+            system: self.system,
+            service: &self.service,
+            topic: &self.topic,
+            subscription: Some(&self.subscription),
+        }
+    }
+
+    /// The process span of one handler run of `env`.
+    fn span(&self, env: &Envelope, attempt: u32) -> Span {
+        telemetry::process_span(&Processing {
+            system: self.system,
+            service: &self.service,
+            subscription: &self.subscription,
+            topic: &self.topic,
+            envelope: env,
+            attempt,
+        })
+    }
+
     fn dead_letter(&self, reason: String, attempts: u32) -> Outcome {
         Outcome::DeadLetter(DeadLetterInfo::new(
             reason,
@@ -75,13 +104,30 @@ impl Dispatcher {
         ))
     }
 
-    /// Run the handler for one delivery by the retry policy and say how to settle it.
+    /// Run the handler for one delivery by the retry policy and say how to settle it, with
+    /// the span of the last handler run (or of the delivery, when no handler ran).
     async fn handle(
         &self,
         env: &Arc<Envelope>,
         attempt: u32,
         redelivered: bool,
         shutdown: &CancellationToken,
+    ) -> (Outcome, Span) {
+        let mut span = None;
+        let outcome = self
+            .handle_runs(env, attempt, redelivered, shutdown, &mut span)
+            .await;
+        let span = span.unwrap_or_else(|| self.span(env, attempt));
+        (outcome, span)
+    }
+
+    async fn handle_runs(
+        &self,
+        env: &Arc<Envelope>,
+        attempt: u32,
+        redelivered: bool,
+        shutdown: &CancellationToken,
+        last_span: &mut Option<Span>,
     ) -> Outcome {
         let Some(entry) = self.handlers.iter().find(|h| h.name == env.event_type) else {
             tracing::debug!(
@@ -139,7 +185,23 @@ impl Dispatcher {
                     redelivered: redelivered || redelivery > 1,
                     bus: bus.clone(),
                 };
-                match entry.handler.call(call).await {
+                let span = self.span(env, runs_before + run);
+                let started = Instant::now();
+                let result = entry.handler.call(call).instrument(span.clone()).await;
+                let outcome = match &result {
+                    Ok(()) => "ack",
+                    Err(Failure::Handler(e)) if !e.is_permanent() => "retry",
+                    Err(_) => "dead_letter",
+                };
+                match &result {
+                    Ok(()) => {}
+                    Err(Failure::Handler(_)) => telemetry::record_failure(&span, "handler"),
+                    Err(Failure::Poison(e)) => telemetry::record_failure(&span, e.kind().as_str()),
+                }
+                self.metrics
+                    .processed(&self.labels(), &env.event_type, outcome, started.elapsed());
+                *last_span = Some(span);
+                match result {
                     Ok(()) => return Outcome::Ack,
                     Err(Failure::Poison(e)) => {
                         let reason = match e.kind() {
@@ -206,17 +268,51 @@ impl Dispatcher {
             undecodable,
             ..
         } = delivery;
-        let outcome = match undecodable {
-            Some(reason) => self.dead_letter(reason, 0),
+        let labels = self.labels();
+        self.monitor.started();
+        self.metrics.consumed(&labels);
+        self.metrics.in_flight(&labels, 1);
+        let (outcome, span) = match undecodable {
+            Some(reason) => (self.dead_letter(reason, 0), self.span(&envelope, attempt)),
             None => self.handle(&envelope, attempt, redelivered, shutdown).await,
         };
-        let mut envelope = envelope;
+        let (settled, name) = match &outcome {
+            Outcome::Ack => (Settled::Ack, "ack"),
+            Outcome::Retry { delay, .. } => (Settled::Retry(*delay), "retry"),
+            Outcome::DeadLetter(info) => (Settled::DeadLetter(&info.reason), "dead_letter"),
+        };
+        telemetry::record_settled(&span, settled);
         if let Outcome::DeadLetter(info) = &outcome {
-            tracing::warn!(
-                subscription = %self.subscription, event_type = %envelope.event_type,
-                id = %envelope.id, reason = %info.reason, "dead-lettering envelope"
-            );
+            // One line with the reason, never the payload.
+            span.in_scope(|| {
+                tracing::warn!(
+                    subscription = %self.subscription, event_type = %envelope.event_type,
+                    id = %envelope.id, reason = %info.reason, "dead-lettering envelope"
+                )
+            });
         }
+        let time = envelope.time;
+        let handled = envelope.clone();
+        self.settle(envelope, outcome, acker, shutdown)
+            .instrument(span)
+            .await;
+        let now = SystemTime::now();
+        self.monitor.finished(now);
+        self.metrics.in_flight(&labels, -1);
+        let lag = now.duration_since(time).unwrap_or_default();
+        self.metrics
+            .settled(&labels, &handled.event_type, name, lag);
+    }
+
+    /// Settle a delivery by `outcome`, trying a failed settle again.
+    async fn settle<A: Acker>(
+        &self,
+        envelope: Arc<Envelope>,
+        outcome: Outcome,
+        acker: A,
+        shutdown: &CancellationToken,
+    ) {
+        let mut envelope = envelope;
         let mut acker = acker;
         let mut backoff = settle_backoff();
         loop {
@@ -296,7 +392,13 @@ type Lanes<A> = Arc<Mutex<HashMap<String, VecDeque<Queued<A>>>>>;
 
 /// The consumer loop of one subscription; returns after shutdown, once every handler it
 /// started has finished.
-pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
+pub(crate) async fn run<S: Subscriber>(subscriber: S, worker: Worker) {
+    let dispatcher = worker.dispatcher.clone();
+    consume(subscriber, worker).await;
+    dispatcher.monitor.stopped();
+}
+
+async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
     let Worker {
         dispatcher,
         shutdown,
@@ -321,6 +423,7 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
             match next {
                 Some(Ok(delivery)) => {
                     failures = receive_backoff();
+                    dispatcher.monitor.consuming();
                     dispatcher.process(delivery, &shutdown).await;
                 }
                 Some(Err(error)) => {
@@ -354,6 +457,7 @@ pub(crate) async fn run<S: Subscriber>(mut subscriber: S, worker: Worker) {
         let delivery = match next {
             Some(Ok(d)) => {
                 failures = receive_backoff();
+                dispatcher.monitor.consuming();
                 d
             }
             Some(Err(error)) => {
@@ -415,6 +519,7 @@ async fn pause_after_error(
     shutdown: &CancellationToken,
 ) -> bool {
     let delay = failures.next().unwrap_or(Duration::from_secs(6));
+    dispatcher.monitor.reconnecting(error);
     tracing::warn!(
         subscription = %dispatcher.subscription, topic = %dispatcher.topic, %error,
         retry_in = ?delay, "receiving failed; trying again"

@@ -25,12 +25,12 @@ use crate::envelope::Envelope;
 use crate::error::Result;
 use crate::topology::{BrokerObject, DeadLetter, DeadLetterInfo, Replay};
 
+pub use self::url::ParsedUrl;
 use self::wire::WireMessage;
 pub use crate::consumer::Worker;
 pub use crate::envelope::attrs;
 pub use crate::redact::redact_url;
 pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
-pub use self::url::ParsedUrl;
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by
 /// it. Start from `Capabilities::default()` and set what differs.
@@ -53,6 +53,9 @@ pub struct Capabilities {
     /// as [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (see
     /// [`connect_within`]); `None` for a transport without a connection (memory).
     pub connect_timeout: Option<Duration>,
+    /// The broker, as OpenTelemetry's `messaging.system` names it (`rabbitmq`, `kafka`,
+    /// `servicebus`; `memory` for the in-memory hub), for spans and metrics.
+    pub system: &'static str,
 }
 
 impl Default for Capabilities {
@@ -64,6 +67,7 @@ impl Default for Capabilities {
             max_message_size: 1024 * 1024,
             reserved_header_prefixes: &[],
             connect_timeout: None,
+            system: "unknown",
         }
     }
 }

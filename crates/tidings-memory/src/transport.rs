@@ -212,6 +212,7 @@ impl Transport for Memory {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
+        c.system = "memory";
         c.delayed_redelivery = true;
         c.ordering_key = true;
         c.competing_consumers = true;

@@ -465,6 +465,7 @@ impl Transport for RabbitMq {
     fn capabilities(&self) -> Capabilities {
         let single_active = self.shared.config.single_active_consumer;
         let mut c = Capabilities::default();
+        c.system = "rabbitmq";
         c.delayed_redelivery = true;
         c.ordering_key = single_active;
         // With a single active consumer, instances stand by instead of sharing.

@@ -103,6 +103,7 @@ impl Transport for ServiceBus {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
+        c.system = "servicebus";
         c.delayed_redelivery = self.shared.config.scheduled_retries;
         c.ordering_key = false;
         c.competing_consumers = true;

@@ -274,9 +274,15 @@ mod tests {
     fn bad_urls_say_what_to_write_and_hide_the_password() {
         for (url, needle) in [
             ("nothing", "has no scheme"),
-            ("amqp://u:hunter2@h", "takes test:// or tests://, not amqp://"),
+            (
+                "amqp://u:hunter2@h",
+                "takes test:// or tests://, not amqp://",
+            ),
             ("test://u:hunter2@h:notaport", "invalid port"),
-            ("test://u:hunter2@h1:1,h 2:2", "the host \"h 2:2\" is invalid"),
+            (
+                "test://u:hunter2@h1:1,h 2:2",
+                "the host \"h 2:2\" is invalid",
+            ),
         ] {
             let err = parse(url).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
@@ -310,7 +316,10 @@ mod tests {
         let err = url.finish().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         let shown = err.to_string();
-        assert!(shown.contains("unknown Test URL option `colour`"), "{shown}");
+        assert!(
+            shown.contains("unknown Test URL option `colour`"),
+            "{shown}"
+        );
         assert!(shown.contains("the options are n, key"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
     }
@@ -319,7 +328,10 @@ mod tests {
     fn bad_values_name_the_option_and_what_it_takes() {
         let mut url = parse("test://h?n=many&on=maybe&wait=soon").unwrap();
         let err = url.parsed::<u32>("n", "a whole number").unwrap_err();
-        assert!(err.to_string().contains("n=\"many\" is not a whole number"), "{err}");
+        assert!(
+            err.to_string().contains("n=\"many\" is not a whole number"),
+            "{err}"
+        );
         let err = url.flag("on").unwrap_err();
         assert!(err.to_string().contains("is not true or false"), "{err}");
         let err = url.duration("wait").unwrap_err();

@@ -1,0 +1,160 @@
+//! Spans by the OpenTelemetry messaging semantic conventions, made through `tracing` in
+//! one place for every transport: a PRODUCER span `send {topic}` around each publish and a
+//! CONSUMER span `process {topic}` around each run of a handler.
+//!
+//! `tracing` spans cost a callsite check when nothing listens: their fields are computed
+//! only for an enabled span. With the `opentelemetry` feature and a
+//! `tracing_opentelemetry` layer installed, the spans become OpenTelemetry spans, the send
+//! span's context travels in the envelope as W3C `traceparent`/`tracestate`, and the
+//! process span continues the trace of the envelope it handles.
+
+pub(crate) mod metrics;
+mod propagation;
+
+use std::time::Duration;
+
+use tracing::field::Empty;
+use tracing::Span;
+
+use crate::envelope::Envelope;
+
+/// The PRODUCER span of one publish of `envelopes` to `topic` (one span for a batch, with
+/// `messaging.batch.message_count`).
+pub(crate) fn send_span(system: &str, service: &str, topic: &str, envelopes: &[Envelope]) -> Span {
+    let first = envelopes.first();
+    let span = tracing::info_span!(
+        "send",
+        otel.name = %format_args!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = Empty,
+        messaging.system = system,
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = Empty,
+        messaging.message.id = Empty,
+        messaging.message.conversation_id = Empty,
+        messaging.message.body.size = Empty,
+        error.type = Empty,
+        tidings.service = service,
+        tidings.wire_name = Empty,
+        tidings.version = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    match (envelopes.len(), first) {
+        (1, Some(env)) => {
+            span.record("messaging.message.id", tracing::field::display(env.id));
+            if let Some(id) = env.correlation_id {
+                span.record(
+                    "messaging.message.conversation_id",
+                    tracing::field::display(id),
+                );
+            }
+            span.record("messaging.message.body.size", env.payload.len());
+            span.record("tidings.wire_name", &*env.event_type);
+            span.record("tidings.version", env.version);
+        }
+        (n, _) => {
+            span.record("messaging.batch.message_count", n);
+        }
+    }
+    span
+}
+
+/// Stamp the trace context of `span` (the send span) into envelopes built for this
+/// publish, so their consumers continue the trace; envelopes that carry a context already
+/// (captured when the outbox stored them) keep theirs and are linked to the span.
+pub(crate) fn inject(span: &Span, envelopes: &mut [Envelope], fresh: bool) {
+    propagation::inject(span, envelopes, fresh);
+}
+
+/// Capture the current span's trace context into `env` (what the outbox stores with a
+/// row, so the relay's publish continues the trace of the request that enqueued it).
+pub(crate) fn capture_current(env: &mut Envelope) {
+    propagation::capture_current(env);
+}
+
+/// The facts of one delivery a process span carries.
+pub(crate) struct Processing<'a> {
+    pub(crate) system: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) subscription: &'a str,
+    pub(crate) topic: &'a str,
+    pub(crate) envelope: &'a Envelope,
+    pub(crate) attempt: u32,
+}
+
+/// The CONSUMER span of one handler run (or of a delivery dead-lettered without one),
+/// whose parent is the producer's context carried by the envelope.
+pub(crate) fn process_span(p: &Processing<'_>) -> Span {
+    let topic = p.topic;
+    let env = p.envelope;
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format_args!("process {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        messaging.system = p.system,
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = topic,
+        messaging.consumer.group.name = p.subscription,
+        messaging.destination.subscription.name = p.subscription,
+        messaging.message.id = %env.id,
+        messaging.message.conversation_id = Empty,
+        messaging.message.body.size = env.payload.len(),
+        error.type = Empty,
+        tidings.service = p.service,
+        tidings.wire_name = &*env.event_type,
+        tidings.version = env.version,
+        tidings.attempt = p.attempt,
+        tidings.outcome = Empty,
+        tidings.retry_delay_ms = Empty,
+        tidings.dead_letter.reason = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(id) = env.correlation_id {
+        span.record(
+            "messaging.message.conversation_id",
+            tracing::field::display(id),
+        );
+    }
+    propagation::set_parent(&span, env);
+    span
+}
+
+/// Record on a span that what it covers failed, with the low-cardinality `error.type`
+/// (an [`ErrorKind`](crate::ErrorKind) name, or `handler` for a handler's own error).
+pub(crate) fn record_failure(span: &Span, error_type: &'static str) {
+    span.record("error.type", error_type);
+    span.record("otel.status_code", "ERROR");
+}
+
+/// How a delivery was settled, recorded on the span of its last handler run.
+pub(crate) enum Settled<'a> {
+    Ack,
+    Retry(Duration),
+    DeadLetter(&'a str),
+}
+
+/// Record the settlement on `span` and log it there as an event.
+pub(crate) fn record_settled(span: &Span, settled: Settled<'_>) {
+    match settled {
+        Settled::Ack => {
+            span.record("tidings.outcome", "ack");
+        }
+        Settled::Retry(delay) => {
+            span.record("tidings.outcome", "retry");
+            span.record("tidings.retry_delay_ms", delay.as_millis() as u64);
+        }
+        Settled::DeadLetter(reason) => {
+            span.record("tidings.outcome", "dead_letter");
+            span.record("tidings.dead_letter.reason", reason);
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}

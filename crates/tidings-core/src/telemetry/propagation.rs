@@ -1,0 +1,84 @@
+//! W3C trace context between `tracing` spans and envelopes (feature `opentelemetry`): the
+//! envelope's `traceparent`/`tracestate` (CloudEvents distributed tracing) carry the send
+//! span's context to the consumer, whose process span continues it. Without the feature
+//! the envelope keeps the `traceparent` it was given, which handlers carry on.
+
+#[cfg(not(feature = "opentelemetry"))]
+use {crate::envelope::Envelope, tracing::Span};
+
+#[cfg(feature = "opentelemetry")]
+mod w3c {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry::Context;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing::Span;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use crate::envelope::Envelope;
+
+    const TRACEPARENT: &str = "traceparent";
+    const TRACESTATE: &str = "tracestate";
+
+    /// Write `cx` into `env` if it holds a valid span.
+    fn write(cx: &Context, env: &mut Envelope) {
+        let mut carrier = HashMap::with_capacity(2);
+        TraceContextPropagator::new().inject_context(cx, &mut carrier);
+        if let Some(parent) = carrier.remove(TRACEPARENT) {
+            env.traceparent = Some(parent);
+            env.tracestate = carrier.remove(TRACESTATE).filter(|s| !s.is_empty());
+        }
+    }
+
+    /// The context `env` carries, if it carries a valid one.
+    pub(in crate::telemetry) fn read(env: &Envelope) -> Option<Context> {
+        let mut carrier = HashMap::with_capacity(2);
+        carrier.insert(TRACEPARENT.to_string(), env.traceparent.clone()?);
+        if let Some(state) = &env.tracestate {
+            carrier.insert(TRACESTATE.to_string(), state.clone());
+        }
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        cx.span().span_context().is_valid().then_some(cx)
+    }
+
+    pub(in crate::telemetry) fn inject(span: &Span, envelopes: &mut [Envelope], fresh: bool) {
+        let cx = span.context();
+        if !cx.span().span_context().is_valid() {
+            return;
+        }
+        for env in envelopes {
+            match read(env).filter(|_| !fresh) {
+                Some(carried) => span.add_link(carried.span().span_context().clone()),
+                None => write(&cx, env),
+            }
+        }
+    }
+
+    pub(in crate::telemetry) fn capture_current(env: &mut Envelope) {
+        let cx = Span::current().context();
+        if cx.span().span_context().is_valid() {
+            write(&cx, env);
+        }
+    }
+
+    pub(in crate::telemetry) fn set_parent(span: &Span, env: &Envelope) {
+        if let Some(cx) = read(env) {
+            // Fails only for a span that already started, which a new span has not.
+            let _ = span.set_parent(cx);
+        }
+    }
+}
+
+#[cfg(feature = "opentelemetry")]
+pub(super) use w3c::{capture_current, inject, set_parent};
+
+#[cfg(not(feature = "opentelemetry"))]
+pub(super) fn inject(_span: &Span, _envelopes: &mut [Envelope], _fresh: bool) {}
+
+#[cfg(not(feature = "opentelemetry"))]
+pub(super) fn capture_current(_env: &mut Envelope) {}
+
+#[cfg(not(feature = "opentelemetry"))]
+pub(super) fn set_parent(_span: &Span, _env: &Envelope) {}
