@@ -1,45 +1,12 @@
 //! How to reach the brokers and how topics, producers and consumers are set up.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use tidings_core::{Error, Result};
-
-/// A secret string (SASL password, TLS key password): shown as `***` by `Debug`, never
-/// logged, never put into an error message.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret value, for handing to librdkafka.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret::new(value)
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret::new(value)
-    }
-}
+use tidings_core::transport::ParsedUrl;
+use tidings_core::{Error, Result, Secret};
 
 /// The SASL mechanism used to authenticate.
 #[non_exhaustive]
@@ -62,18 +29,26 @@ impl SaslMechanism {
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
+}
 
-    pub(crate) fn parse(value: &str) -> Result<Self> {
+impl FromStr for SaslMechanism {
+    type Err = Error;
+
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, in any case, `_` for `-`.
+    fn from_str(value: &str) -> Result<Self> {
         match value.to_ascii_uppercase().replace('_', "-").as_str() {
             "PLAIN" => Ok(SaslMechanism::Plain),
             "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
             "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
             _ => Err(Error::config(format!(
-                "unknown SASL mechanism {value:?}: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                "unknown SASL mechanism {value:?}: use {SASL_MECHANISMS}"
             ))),
         }
     }
 }
+
+/// The SASL mechanisms, for messages.
+const SASL_MECHANISMS: &str = "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512";
 
 /// SASL credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +115,21 @@ pub enum StartFrom {
     Earliest,
     /// Only records published after the group got its partitions (`latest`).
     Latest,
+}
+
+impl FromStr for StartFrom {
+    type Err = Error;
+
+    /// `earliest` or `latest`.
+    fn from_str(value: &str) -> Result<Self> {
+        match value {
+            "earliest" => Ok(StartFrom::Earliest),
+            "latest" => Ok(StartFrom::Latest),
+            _ => Err(Error::config(format!(
+                "unknown start position {value:?}: use earliest or latest"
+            ))),
+        }
+    }
 }
 
 /// Configuration of the Kafka transport.
@@ -388,6 +378,139 @@ impl KafkaConfig {
     }
 }
 
+/// How a Kafka URL is written, for error messages.
+const URL_FORM: &str = "kafka://[user:password@]host:port[,host:port]?partitions=3";
+
+/// A whole number above 0, for the `partitions` and `replication` URL options.
+struct Positive(i32);
+
+impl FromStr for Positive {
+    type Err = ();
+
+    fn from_str(value: &str) -> std::result::Result<Self, ()> {
+        value
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Positive)
+            .ok_or(())
+    }
+}
+
+impl KafkaConfig {
+    /// Parse `kafka://[user:password@]host:port[,host:port]?option=value&..`.
+    ///
+    /// `kafkas://` turns TLS on. A user and password in the URL authenticate with SASL
+    /// (`PLAIN` unless `sasl_mechanism` says otherwise). The options:
+    ///
+    /// | option | value | sets |
+    /// |---|---|---|
+    /// | `connect_timeout` | a duration: `10s`, `500ms` | [`connect_timeout`](Self::connect_timeout) |
+    /// | `partitions`, `replication` | a whole number above 0 | [`partitions`](Self::partitions), [`replication`](Self::replication) |
+    /// | `client_id` | text | [`client_id`](Self::client_id) |
+    /// | `idempotence` | `true` / `false` | [`idempotence`](Self::idempotence) |
+    /// | `linger_ms`, `message_timeout_ms` | milliseconds | [`linger`](Self::linger), [`message_timeout`](Self::message_timeout) |
+    /// | `max_message_size` | bytes | [`max_message_size`](Self::max_message_size) |
+    /// | `start_from` | `earliest` / `latest` | [`start_from`](Self::start_from) |
+    /// | `sasl_mechanism` | `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` | the mechanism of the URL's user and password |
+    /// | `tls` | `true` / `false` | TLS on or off |
+    /// | `ca_location`, `certificate_location`, `key_location` | PEM file paths | [`Tls`] (and TLS on) |
+    /// | any name with a dot | text | that librdkafka property, as it is ([`property`](Self::property)) |
+    ///
+    /// Any other option is refused, naming the options above.
+    ///
+    /// ```
+    /// use tidings_kafka::KafkaConfig;
+    /// let config = KafkaConfig::from_url("kafka://alice:s3cret@b1:9092,b2:9092?partitions=6&sasl_mechanism=SCRAM-SHA-256&tls=true").unwrap();
+    /// assert_eq!(config.brokers(), "b1:9092,b2:9092");
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// assert!(KafkaConfig::from_url("kafka://b1:9092?partitions=many").is_err());
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self> {
+        let mut url = ParsedUrl::parse("Kafka", url, &["kafka", "kafkas"], URL_FORM)?;
+        if url.hosts().is_empty() || url.hosts().iter().any(|h| h.trim().is_empty()) {
+            return Err(Error::config(format!(
+                "a Kafka URL names at least one broker, and no empty one: write {URL_FORM}"
+            )));
+        }
+        if !url.path().is_empty() {
+            return Err(Error::config(format!(
+                "a Kafka URL has no path (found /{}): write {URL_FORM}",
+                url.path()
+            )));
+        }
+        let mut config = KafkaConfig::new(url.hosts().join(","));
+        if url.scheme() == "kafkas" {
+            config.tls = Some(Tls::new());
+        }
+        if let Some(timeout) = url.duration("connect_timeout")? {
+            config.connect_timeout = timeout;
+        }
+        let positive = "a whole number above 0";
+        if let Some(Positive(n)) = url.parsed("partitions", positive)? {
+            config.partitions = n;
+        }
+        if let Some(Positive(n)) = url.parsed("replication", positive)? {
+            config.replication = n;
+        }
+        if let Some(id) = url.option("client_id") {
+            config.client_id = id;
+        }
+        if let Some(on) = url.flag("idempotence")? {
+            config.idempotence = on;
+        }
+        let millis = "a whole number of milliseconds";
+        if let Some(ms) = url.parsed("linger_ms", millis)? {
+            config.linger = Duration::from_millis(ms);
+        }
+        if let Some(ms) = url.parsed("message_timeout_ms", millis)? {
+            config.message_timeout = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = url.parsed("max_message_size", "a whole number of bytes")? {
+            config.max_message_size = bytes;
+        }
+        if let Some(start) = url.parsed("start_from", "earliest or latest")? {
+            config.start_from = start;
+        }
+        let mechanism: Option<SaslMechanism> = url.parsed("sasl_mechanism", SASL_MECHANISMS)?;
+        match url.flag("tls")? {
+            Some(true) => {
+                config.tls.get_or_insert_with(Tls::new);
+            }
+            Some(false) => config.tls = None,
+            None => {}
+        }
+        let locations = [
+            url.option("ca_location"),
+            url.option("certificate_location"),
+            url.option("key_location"),
+        ];
+        if locations.iter().any(Option::is_some) {
+            let tls = config.tls.get_or_insert_with(Tls::new);
+            [tls.ca_location, tls.certificate_location, tls.key_location] = locations;
+        }
+        config.extra = url.matching(
+            |name| name.contains('.'),
+            "librdkafka properties, whose names contain a dot",
+        );
+        config.sasl = match (url.username(), url.password(), mechanism) {
+            (None, None, None) => None,
+            (None, None, Some(_)) => {
+                return Err(Error::config(format!(
+                    "the Kafka URL option sasl_mechanism needs a user and password in the URL: write {URL_FORM}"
+                )))
+            }
+            (username, password, mechanism) => Some(Sasl {
+                mechanism: mechanism.unwrap_or(SaslMechanism::Plain),
+                username: username.unwrap_or_default(),
+                password: password.unwrap_or_default(),
+            }),
+        };
+        url.finish()?;
+        Ok(config)
+    }
+}
+
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaConfig")
@@ -419,18 +542,4 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_properties_are_hidden() {
-        let c = KafkaConfig::new("h:1").property("sasl.oauthbearer.client.secret", "hush");
-        assert_eq!(
-            c.redacted_extra(),
-            vec![(
-                "sasl.oauthbearer.client.secret".to_string(),
-                "***".to_string()
-            )]
-        );
-    }
-}
+mod tests;

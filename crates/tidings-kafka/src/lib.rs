@@ -7,9 +7,8 @@ mod publisher;
 mod subscriber;
 mod topology;
 mod transport;
-mod url;
 
-pub use config::{KafkaConfig, Sasl, SaslMechanism, Secret, StartFrom, Tls};
+pub use config::{KafkaConfig, Sasl, SaslMechanism, StartFrom, Tls};
 #[doc(hidden)]
 pub use subscriber::live_poll_threads;
 pub use subscriber::{
