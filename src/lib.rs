@@ -66,6 +66,8 @@ pub fn redact_url(url: &str) -> String {
 pub mod prelude {
     #[cfg(feature = "memory")]
     pub use crate::Memory;
+    #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+    pub use crate::outbox::BusBuilderExt;
     pub use crate::{
         Bus, Context, Event, HandlerError, PublishOptions, Replay, ResultExt, RetryPolicy,
         Subscription, Topic, TransportUrl,

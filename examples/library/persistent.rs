@@ -13,7 +13,7 @@ use std::time::Duration;
 use tidings::prelude::*;
 use tidings_outbox::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use tidings_outbox::sqlx::{self, Sqlite, SqlitePool};
-use tidings_outbox::{InboxContext, Outbox, Relay, RelayConfig, SqliteOutbox};
+use tidings_outbox::{BusBuilderExt, InboxContext, Outbox, RelayConfig, SqliteOutbox};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -237,7 +237,7 @@ pub async fn run(url: String, path: &Path) -> Result<(), Error> {
     let lending_bus = Bus::builder("lending")
         .transport_url(url)
         .publishes::<LendingEvents>()
-        .with_companion(Relay::companion(outbox.clone(), RelayConfig::default()))
+        .with_relay(outbox.clone(), RelayConfig::default())
         .build()
         .await?;
     let lending = SqlLending::new(pool.clone(), outbox.clone(), lending_bus.clone());

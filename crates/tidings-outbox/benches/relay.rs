@@ -12,8 +12,8 @@
 //! - `direct/publish_batch`: `bus.publish_batch` in chunks of the relay's batch size.
 //! - `relay/sqlite`, `relay/postgres`: the events are enqueued and committed beforehand
 //!   (not timed); the timing covers the relay reading them, publishing them in batches
-//!   of 256 and marking them published (`Relay::drain`). PostgreSQL runs when
-//!   `TIDINGS_POSTGRES_URL` is set.
+//!   of 256 and marking them published (`Outbox::relay_pending`, the relay's work done
+//!   once). PostgreSQL runs when `TIDINGS_POSTGRES_URL` is set.
 //!
 //! - `outbox_relay_rabbitmq/*`: the same against RabbitMQ (publisher confirms), when
 //!   `TIDINGS_RABBITMQ_URL` is set: `direct/publish_each` and `relay/sqlite`, 2 000 events
@@ -35,7 +35,7 @@ use tidings_memory::{Memory, MemoryConfig};
 use tidings_outbox::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use tidings_outbox::{Backend, Outbox, Relay, RelayConfig};
+use tidings_outbox::{Backend, Outbox, RelayConfig};
 use tidings_rabbitmq::RabbitMq;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ async fn fill<DB: Backend>(outbox: &Outbox<DB>, bus: &Bus, n: u64) {
     tx.commit().await.unwrap();
 }
 
-/// Time `Relay::drain` over `iters` fresh fills of the outbox (of `n` events each);
+/// Time `Outbox::relay_pending` over `iters` fresh fills of the outbox (of `n` events each);
 /// `settle` waits, untimed, until the consumer has caught up.
 async fn relay_iters<DB: Backend, F, Fut>(
     outbox: &Outbox<DB>,
@@ -123,7 +123,7 @@ where
     for _ in 0..iters {
         fill(outbox, bus, n).await;
         let start = Instant::now();
-        let published = Relay::drain(bus, outbox, &config).await.unwrap();
+        let published = outbox.relay_pending(bus, &config).await.unwrap();
         total += start.elapsed();
         assert_eq!(published, n);
         settle().await;

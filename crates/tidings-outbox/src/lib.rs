@@ -17,7 +17,7 @@ mod sqlite;
 pub use backend::Backend;
 pub use inbox::{Idempotent, Inbox, InboxContext, InboxHandler};
 pub use outbox::{Outbox, OutboxBuilder, OutboxCounts, ParkedRow, DEFAULT_TABLE_PREFIX};
-pub use relay::{Relay, RelayCompanion, RelayConfig, RelayHandle};
+pub use relay::{BusBuilderExt, RelayConfig};
 
 /// The sqlx this crate is built with: use it (or the same version) for the pool and your
 /// queries, so the transaction you pass to [`Outbox::enqueue`] is of the same type.

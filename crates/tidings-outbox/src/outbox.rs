@@ -21,7 +21,8 @@ pub const DEFAULT_TABLE_PREFIX: &str = "tidings_";
 /// Cheap to clone; clones share the pool and the relay's wake-up signal. Create it with
 /// [`Outbox::new`] (or [`Outbox::sqlite`], [`Outbox::postgres`]), which creates the tables
 /// on first use; write events with [`enqueue`](Outbox::enqueue) in your own transaction;
-/// run a [`Relay`](crate::Relay) to publish them.
+/// build the bus with [`.with_relay(outbox, config)`](crate::BusBuilderExt::with_relay) to
+/// publish them.
 pub struct Outbox<DB: Backend> {
     inner: Arc<Inner<DB>>,
 }
@@ -105,7 +106,8 @@ impl<DB: Backend> Outbox<DB> {
     /// Write `event` into the outbox inside the caller's transaction, as the envelope
     /// `bus` would publish (its service as the source, its codec), and return the
     /// envelope id. Nothing is published if the transaction rolls back; after it commits,
-    /// the [`Relay`](crate::Relay) of the same service publishes it.
+    /// the relay of the same service ([`with_relay`](crate::BusBuilderExt::with_relay))
+    /// publishes it.
     ///
     /// `conn` is usually `&mut tx` for a `sqlx::Transaction`. Fails with
     /// `ErrorKind::NotDeclared` if the bus does not publish the event's topic.

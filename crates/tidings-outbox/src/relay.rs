@@ -1,15 +1,13 @@
-//! The relay: publishes committed outbox rows through a bus, in order and in batches.
+//! The relay: publishes committed outbox rows through a bus, in order and in batches. It
+//! runs with a bus ([`BusBuilderExt::with_relay`]) or once ([`Outbox::relay_pending`]).
 
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use tidings_core::{Bus, Companion, Error, ErrorKind, Result, Shutdown};
-use tokio::task::JoinHandle;
+use tidings_core::{Bus, BusBuilder, Companion, Error, ErrorKind, Result, Shutdown};
 
 use crate::backend::{Backend, Claim};
 use crate::outbox::Outbox;
@@ -19,7 +17,8 @@ use crate::row::Pending;
 /// look again after 1, 2, 4 … 128 ms before falling back to the poll interval.
 const EAGER_LOOKS: u32 = 8;
 
-/// How a [`Relay`] runs.
+/// How the outbox relay runs: given to [`with_relay`](BusBuilderExt::with_relay) or
+/// [`Outbox::relay_pending`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -127,54 +126,84 @@ impl RelayConfig {
     }
 }
 
-/// Publishes the committed rows of an [`Outbox`] through a [`Bus`].
+/// Runs an outbox relay with a bus: `.with_relay(outbox, config)` on
+/// [`Bus::builder`](tidings_core::Bus::builder).
 ///
-/// `Relay::start(bus.clone(), outbox.clone(), RelayConfig::default())` spawns it on the
-/// tokio runtime. It publishes the rows enqueued with buses of the same service as `bus`,
-/// oldest first, one transport call per batch (per run of one topic), marks them
-/// published, backs off while the broker or database is unreachable, and deletes
-/// published rows after the retention period. Rows the transport refuses for a reason
-/// retrying cannot fix (too large, unknown topic) are parked with the error
-/// ([`Outbox::parked`]) so they do not block the rest.
+/// ```no_run
+/// # #[cfg(feature = "sqlite")] {
+/// use tidings_core::{transport::Transport, Bus, Result, Topic};
+/// use tidings_outbox::{sqlx::SqlitePool, BusBuilderExt, Outbox, RelayConfig};
 ///
-/// A crash between publishing and marking publishes those rows again on restart: the
-/// outbox delivers at least once, and the [inbox](crate::Inbox) makes handling idempotent.
-#[derive(Debug)]
-pub struct Relay;
+/// /// The lending service: publishes the events of `T` through the outbox in `pool`.
+/// async fn lending<T: Topic>(transport: impl Transport, pool: SqlitePool) -> Result<Bus> {
+///     let outbox = Outbox::sqlite(pool).await?;
+///     Bus::builder("lending")
+///         .transport(transport)
+///         .publishes::<T>()
+///         .with_relay(outbox, RelayConfig::default()) // started by build(), stopped by shutdown()
+///         .build()
+///         .await
+/// }
+/// # }
+/// ```
+pub trait BusBuilderExt: sealed::Sealed {
+    /// Run a relay for this bus's service, started by `build()` and stopped by
+    /// `shutdown()` (after the batch in flight is published and marked).
+    ///
+    /// The relay publishes the committed rows of `outbox` that were enqueued with buses of
+    /// the same service, oldest first, one transport call per batch (per run of one
+    /// topic), and marks them published. It wakes when this process enqueues (and, on
+    /// PostgreSQL, when any process commits), polls otherwise, backs off while the broker
+    /// or the database is unreachable, and deletes published rows after the retention
+    /// period ([`RelayConfig`]). Rows the transport refuses for a reason retrying cannot
+    /// fix (too large, unknown topic) are parked with the error ([`Outbox::parked`]) so
+    /// they do not block the rest; [`Outbox::counts`] tells how far it got.
+    ///
+    /// A crash between publishing and marking publishes those rows again on restart: the
+    /// outbox delivers at least once, and the [inbox](crate::Inbox) makes handling
+    /// idempotent.
+    ///
+    /// A process that only relays (no subscriptions of its own) builds a bus with
+    /// `.publishes::<T>()` for the topics of the rows and `.with_relay(..)`.
+    fn with_relay<DB: Backend>(self, outbox: Outbox<DB>, config: RelayConfig) -> Self;
+}
 
-impl Relay {
-    /// Spawn a relay for `bus`'s service. It runs until [`RelayHandle::shutdown`], until
-    /// the handle is dropped, or until the bus is shut down.
-    pub fn start<DB: Backend>(bus: Bus, outbox: Outbox<DB>, config: RelayConfig) -> RelayHandle {
-        let shutdown = Shutdown::new();
-        let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(run(bus, outbox, config, shutdown.clone(), stats.clone()));
-        RelayHandle {
-            shutdown,
-            task: Some(task),
-            stats,
-        }
+impl BusBuilderExt for BusBuilder {
+    fn with_relay<DB: Backend>(self, outbox: Outbox<DB>, config: RelayConfig) -> Self {
+        self.with_companion(RelayCompanion { outbox, config })
     }
+}
 
-    /// A relay that the bus runs itself: `Bus::builder(..).with_companion(Relay::companion(
-    /// outbox, config))` starts it with `build()` and stops it with `shutdown()`.
-    pub fn companion<DB: Backend>(outbox: Outbox<DB>, config: RelayConfig) -> RelayCompanion<DB> {
-        RelayCompanion { outbox, config }
+mod sealed {
+    /// Only the bus builder gets `with_relay`.
+    pub trait Sealed {}
+    impl Sealed for tidings_core::BusBuilder {}
+}
+
+/// The relay as a companion of its bus.
+struct RelayCompanion<DB: Backend> {
+    outbox: Outbox<DB>,
+    config: RelayConfig,
+}
+
+impl<DB: Backend> Companion for RelayCompanion<DB> {
+    fn run(self: Box<Self>, bus: Bus, shutdown: Shutdown) -> BoxFuture<'static, ()> {
+        let RelayCompanion { outbox, config } = *self;
+        Box::pin(run(bus, outbox, config, shutdown))
     }
+}
 
+impl<DB: Backend> Outbox<DB> {
     /// Publish every pending row of `bus`'s service now, in batches of
-    /// `config.batch_size`, and return how many were published; for tests, tools and
-    /// command-line programs that run without a background relay. Fails on the first
-    /// error (broker unreachable, bus closed).
-    pub async fn drain<DB: Backend>(
-        bus: &Bus,
-        outbox: &Outbox<DB>,
-        config: &RelayConfig,
-    ) -> Result<u64> {
+    /// `config.batch_size`, and return how many were published: the relay's work done
+    /// once, for tests, tools and command-line programs that run no bus with
+    /// [`with_relay`](BusBuilderExt::with_relay). Rows refused for good are parked as the
+    /// relay parks them. Fails on the first error (broker unreachable, bus closed).
+    pub async fn relay_pending(&self, bus: &Bus, config: &RelayConfig) -> Result<u64> {
         let mut total = 0u64;
         loop {
             let outcome =
-                DB::relay_batch(outbox.pool(), outbox.names(), claim(bus, config), bus).await?;
+                DB::relay_batch(self.pool(), self.names(), claim(bus, config), bus).await?;
             total += outcome.published as u64;
             if let Some(e) = outcome.error {
                 return Err(e);
@@ -190,26 +219,6 @@ impl Relay {
     }
 }
 
-/// A [`Relay`] run by its bus ([`Relay::companion`]).
-#[derive(Debug)]
-pub struct RelayCompanion<DB: Backend> {
-    outbox: Outbox<DB>,
-    config: RelayConfig,
-}
-
-impl<DB: Backend> Companion for RelayCompanion<DB> {
-    fn run(self: Box<Self>, bus: Bus, shutdown: Shutdown) -> BoxFuture<'static, ()> {
-        let RelayCompanion { outbox, config } = *self;
-        Box::pin(run(
-            bus,
-            outbox,
-            config,
-            shutdown,
-            Arc::new(Stats::default()),
-        ))
-    }
-}
-
 fn claim<'a>(bus: &'a Bus, config: &RelayConfig) -> Claim<'a> {
     Claim {
         service: bus.service(),
@@ -219,67 +228,7 @@ fn claim<'a>(bus: &'a Bus, config: &RelayConfig) -> Claim<'a> {
     }
 }
 
-#[derive(Debug, Default)]
-struct Stats {
-    published: AtomicU64,
-    parked: AtomicU64,
-}
-
-/// A running [`Relay`]. Dropping it stops the relay (after the batch in flight).
-pub struct RelayHandle {
-    shutdown: Shutdown,
-    task: Option<JoinHandle<()>>,
-    stats: Arc<Stats>,
-}
-
-impl RelayHandle {
-    /// Stop the relay and wait until the batch in flight is published and marked.
-    pub async fn shutdown(mut self) {
-        self.shutdown.request();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-
-    /// How many rows this relay has published so far.
-    pub fn published(&self) -> u64 {
-        self.stats.published.load(Ordering::Relaxed)
-    }
-
-    /// How many rows this relay has parked so far.
-    pub fn parked(&self) -> u64 {
-        self.stats.parked.load(Ordering::Relaxed)
-    }
-
-    /// Whether the relay has stopped (shut down, or its bus was shut down).
-    pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
-    }
-}
-
-impl Drop for RelayHandle {
-    fn drop(&mut self) {
-        self.shutdown.request();
-    }
-}
-
-impl fmt::Debug for RelayHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RelayHandle")
-            .field("published", &self.published())
-            .field("parked", &self.parked())
-            .field("finished", &self.is_finished())
-            .finish()
-    }
-}
-
-async fn run<DB: Backend>(
-    bus: Bus,
-    outbox: Outbox<DB>,
-    config: RelayConfig,
-    shutdown: Shutdown,
-    stats: Arc<Stats>,
-) {
+async fn run<DB: Backend>(bus: Bus, outbox: Outbox<DB>, config: RelayConfig, shutdown: Shutdown) {
     let service = bus.service().to_string();
     let mut commits: Option<BoxStream<'static, ()>> = if config.listen {
         DB::commits(outbox.pool(), outbox.names()).await
@@ -303,12 +252,6 @@ async fn run<DB: Backend>(
             }
             Err(e) => (Default::default(), Some(e)),
         };
-        stats
-            .published
-            .fetch_add(outcome.published as u64, Ordering::Relaxed);
-        stats
-            .parked
-            .fetch_add(outcome.parked as u64, Ordering::Relaxed);
         if let Some(error) = error {
             if error.kind() == ErrorKind::Closed {
                 tracing::info!(%service, %error, "outbox relay stops: the bus or the pool was closed");

@@ -29,10 +29,11 @@ use std::time::Duration;
 use common::*;
 use tidings_core::{
     transport::{Capabilities, SubscriptionSpec, Topology, Transport},
-    Bus, Context, DeadLetter, Envelope, Handler, HandlerError, Replay, Result, Subscription,
+    Bus, BusBuilder, Context, DeadLetter, Envelope, Handler, HandlerError, Replay, Result,
+    Subscription,
 };
 use tidings_memory::{Memory, MemorySubscriber};
-use tidings_outbox::{InboxContext, Outbox, Relay, RelayConfig};
+use tidings_outbox::{BusBuilderExt, InboxContext, Outbox, RelayConfig};
 use tidings_rabbitmq::RabbitMq;
 
 const ROLE: &str = "TIDINGS_CRASH_ROLE";
@@ -198,6 +199,17 @@ macro_rules! crash_suite {
                 Bus::builder("lending").transport(transport).publishes::<LendingEvents>().build().await.unwrap()
             }
 
+            /// Lending with its relay.
+            async fn relaying_lending(transport: impl Transport, outbox: &Outbox<Db>, config: RelayConfig) -> Bus {
+                Bus::builder("lending")
+                    .transport(transport)
+                    .publishes::<LendingEvents>()
+                    .with_relay(outbox.clone(), config)
+                    .build()
+                    .await
+                    .unwrap()
+            }
+
             async fn count(pool: &sqlx::Pool<Db>, sql: &str) -> i64 {
                 sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
             }
@@ -242,8 +254,7 @@ macro_rules! crash_suite {
                             .build()
                             .await
                             .unwrap();
-                        let bus = lending(hub).await;
-                        let _relay = Relay::start(bus, outbox, RelayConfig::default());
+                        let _lending = relaying_lending(hub, &outbox, RelayConfig::default()).await;
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         panic!("victim: the handler was never called");
                     }
@@ -253,10 +264,8 @@ macro_rules! crash_suite {
                         let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
                         let handler = KillAfter { inner: outbox.inbox().handler(apply), n: HANDLED_BEFORE_KILL, done: AtomicU32::new(0) };
                         // No audit consumer here: what it took would die with the victim.
-                        let (catalog, lending, _) = rabbit_buses(&url, &ns, handler, effects, None).await;
                         let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
-                        let _lending_relay = Relay::start(lending, outbox.clone(), config.clone());
-                        let _catalog_relay = Relay::start(catalog, outbox, config);
+                        let (_catalog, _lending, _) = rabbit_buses(&url, &ns, handler, effects, None, Some((&outbox, config))).await;
                         tokio::time::sleep(Duration::from_secs(120)).await;
                         panic!("victim: the handler was never called");
                     }
@@ -265,22 +274,20 @@ macro_rules! crash_suite {
             }
 
             /// Catalog (subscribing with `handler`), Lending and Audit (recording follow-ups)
-            /// on RabbitMQ under namespace `ns`.
+            /// on RabbitMQ under namespace `ns`; Catalog and Lending run relays with `relay`
+            /// (started once Audit subscribes).
             async fn rabbit_buses<H: Handler<BookBorrowed, Effects>>(
                 url: &str,
                 ns: &str,
                 handler: H,
                 effects: Arc<Effects>,
                 follow_ups: Option<Arc<Mutex<Vec<u32>>>>,
+                relay: Option<(&Outbox<Db>, RelayConfig)>,
             ) -> (Bus, Bus, Option<Bus>) {
-                let catalog = Bus::builder("catalog")
-                    .namespace(ns)
-                    .transport(RabbitMq::from_url(url).unwrap())
-                    .publishes::<CatalogEvents>()
-                    .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects).on(handler))
-                    .build()
-                    .await
-                    .unwrap();
+                let with_relay = |builder: BusBuilder| match &relay {
+                    Some((outbox, config)) => builder.with_relay((*outbox).clone(), config.clone()),
+                    None => builder,
+                };
                 let audit = match follow_ups {
                     None => None,
                     Some(follow_ups) => Some(Bus::builder("audit")
@@ -296,7 +303,15 @@ macro_rules! crash_suite {
                     .await
                     .unwrap()),
                 };
-                let lending = Bus::builder("lending")
+                let catalog = with_relay(Bus::builder("catalog"))
+                    .namespace(ns)
+                    .transport(RabbitMq::from_url(url).unwrap())
+                    .publishes::<CatalogEvents>()
+                    .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects).on(handler))
+                    .build()
+                    .await
+                    .unwrap();
+                let lending = with_relay(Bus::builder("lending"))
                     .namespace(ns)
                     .transport(RabbitMq::from_url(url).unwrap())
                     .publishes::<LendingEvents>()
@@ -313,7 +328,7 @@ macro_rules! crash_suite {
                 let outbox = create_tables(&pool, &prefix).await;
                 // Deploy: every queue exists before anything is published.
                 let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
-                let (catalog, lending, audit) = rabbit_buses(url, &ns, outbox.inbox().handler(apply), effects, Some(Arc::default())).await;
+                let (catalog, lending, audit) = rabbit_buses(url, &ns, outbox.inbox().handler(apply), effects, Some(Arc::default()), None).await;
                 catalog.shutdown().await;
                 audit.unwrap().shutdown().await;
                 for n in 0..EVENTS {
@@ -333,11 +348,9 @@ macro_rules! crash_suite {
                 let calls = Arc::new(AtomicU32::new(0));
                 let follow_ups = Arc::new(Mutex::new(Vec::<u32>::new()));
                 let handler = Count { inner: outbox.inbox().handler(apply), calls: calls.clone() };
-                let (catalog, lending, audit) = rabbit_buses(url, &ns, handler, effects.clone(), Some(follow_ups.clone())).await;
-                let audit = audit.unwrap();
                 let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
-                let lending_relay = Relay::start(lending.clone(), outbox.clone(), config.clone());
-                let catalog_relay = Relay::start(catalog.clone(), outbox.clone(), config);
+                let (catalog, lending, audit) = rabbit_buses(url, &ns, handler, effects.clone(), Some(follow_ups.clone()), Some((&outbox, config))).await;
+                let audit = audit.unwrap();
                 let distinct = |v: &Mutex<Vec<u32>>| {
                     let mut v = v.lock().unwrap().clone();
                     v.sort_unstable();
@@ -362,8 +375,6 @@ macro_rules! crash_suite {
                     calls > runs,
                     "the broker redelivered no event the victim had handled ({calls} deliveries, {runs} handler runs)"
                 );
-                lending_relay.shutdown().await;
-                catalog_relay.shutdown().await;
                 catalog.shutdown().await;
                 audit.shutdown().await;
                 lending.shutdown().await;
@@ -409,13 +420,9 @@ macro_rules! crash_suite {
                 let hub = Memory::new();
                 let effects = Arc::new(Effects { table: format!("{prefix}effects"), runs: AtomicU32::new(0) });
                 let follow_ups = Arc::new(Mutex::new(Vec::<u32>::new()));
-                let catalog = Bus::builder("catalog")
-                    .transport(hub.clone())
-                    .publishes::<CatalogEvents>()
-                    .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects.clone()).on(outbox.inbox().handler(apply)))
-                    .build()
-                    .await
-                    .unwrap();
+                let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
+                // Audit subscribes before the relays start: the memory transport drops what is
+                // published before a subscription exists.
                 let seen = follow_ups.clone();
                 let audit = Bus::builder("audit")
                     .transport(hub.clone())
@@ -428,10 +435,15 @@ macro_rules! crash_suite {
                     .build()
                     .await
                     .unwrap();
-                let lending = lending(hub.clone()).await;
-                let config = RelayConfig::default().poll_interval(Duration::from_millis(20));
-                let lending_relay = Relay::start(lending.clone(), outbox.clone(), config.clone());
-                let catalog_relay = Relay::start(catalog.clone(), outbox.clone(), config);
+                let catalog = Bus::builder("catalog")
+                    .transport(hub.clone())
+                    .publishes::<CatalogEvents>()
+                    .subscribe(Subscription::to::<LendingEvents>().with_shared_state(effects.clone()).on(outbox.inbox().handler(apply)))
+                    .with_relay(outbox.clone(), config.clone())
+                    .build()
+                    .await
+                    .unwrap();
+                let lending = relaying_lending(hub.clone(), &outbox, config).await;
 
                 eventually("every follow-up arrives", || async { follow_ups.lock().unwrap().len() >= EVENTS as usize }).await;
                 eventually("both outboxes are drained", || async { outbox.counts(None).await.unwrap().pending == 0 }).await;
@@ -449,8 +461,7 @@ macro_rules! crash_suite {
                 follow.sort_unstable();
                 assert_eq!(follow, (0..EVENTS).collect::<Vec<_>>(), "each follow-up event exactly once");
 
-                lending_relay.shutdown().await;
-                catalog_relay.shutdown().await;
+                lending.shutdown().await;
                 catalog.shutdown().await;
                 audit.shutdown().await;
                 effects.runs.load(Ordering::SeqCst)

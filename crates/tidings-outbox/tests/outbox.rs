@@ -14,7 +14,7 @@ use tidings_core::{
     Bus, Context, ErrorKind, HandlerError, PublishOptions, RetryPolicy, Subscription,
 };
 use tidings_memory::Memory;
-use tidings_outbox::{InboxContext, Outbox, Relay, RelayConfig};
+use tidings_outbox::{Backend, BusBuilderExt, InboxContext, Outbox, RelayConfig};
 use uuid::Uuid;
 
 /// What a plain subscriber saw of one event.
@@ -61,6 +61,21 @@ async fn lending_bus(transport: impl tidings_core::transport::Transport) -> Bus 
     Bus::builder("lending")
         .transport(transport)
         .publishes::<LendingEvents>()
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Lending with a relay run by the bus.
+async fn lending_with_relay<DB: Backend>(
+    transport: impl tidings_core::transport::Transport,
+    outbox: &Outbox<DB>,
+    config: RelayConfig,
+) -> Bus {
+    Bus::builder("lending")
+        .transport(transport)
+        .publishes::<LendingEvents>()
+        .with_relay(outbox.clone(), config)
         .build()
         .await
         .unwrap()
@@ -146,8 +161,7 @@ macro_rules! suite {
                 };
                 let hub = Memory::new();
                 let (observer, log) = recorder(&hub).await;
-                let lending = lending_bus(hub.clone()).await;
-                let relay = Relay::start(lending.clone(), outbox.clone(), fast());
+                let lending = lending_with_relay(hub.clone(), &outbox, fast()).await;
 
                 let mut tx = pool.begin().await.unwrap();
                 outbox
@@ -208,8 +222,7 @@ macro_rules! suite {
                 );
                 let counts = outbox.counts(Some("lending")).await.unwrap();
                 assert_eq!((counts.pending, counts.published, counts.parked), (0, 1, 0));
-                assert!(relay.published() >= 1);
-                relay.shutdown().await;
+                lending.shutdown().await;
                 observer.shutdown().await;
             }
 
@@ -222,13 +235,7 @@ macro_rules! suite {
                 };
                 let hub = Memory::new();
                 let (observer, log) = recorder(&hub).await;
-                let lending = Bus::builder("lending")
-                    .transport(hub.clone())
-                    .publishes::<LendingEvents>()
-                    .with_companion(Relay::companion(outbox.clone(), fast()))
-                    .build()
-                    .await
-                    .unwrap();
+                let lending = lending_with_relay(hub.clone(), &outbox, fast()).await;
                 let mut tx = pool.begin().await.unwrap();
                 outbox
                     .enqueue(
@@ -282,7 +289,7 @@ macro_rules! suite {
                 let (observer, log) = recorder(&hub).await;
                 let transport = Switchable::new(hub.clone());
                 let calls = transport.publish_calls.clone();
-                let lending = lending_bus(transport).await;
+                let lending = lending_bus(transport.clone()).await;
                 for chunk in 0..3u32 {
                     let mut tx = pool.begin().await.unwrap();
                     let events = (chunk * 100..chunk * 100 + 100).map(|n| BookBorrowed {
@@ -295,7 +302,7 @@ macro_rules! suite {
                         .unwrap();
                     tx.commit().await.unwrap();
                 }
-                let relay = Relay::start(lending.clone(), outbox.clone(), fast().batch_size(16));
+                let relay = lending_with_relay(transport, &outbox, fast().batch_size(16)).await;
                 eventually("300 events arrive", || async {
                     log.lock().unwrap().len() >= 300
                 })
@@ -324,7 +331,7 @@ macro_rules! suite {
                 let down = transport.down.clone();
                 let failed = transport.failed_calls.clone();
                 down.store(true, Ordering::SeqCst);
-                let lending = lending_bus(transport).await;
+                let lending = lending_bus(transport.clone()).await;
                 let mut tx = pool.begin().await.unwrap();
                 outbox
                     .enqueue_batch(
@@ -338,7 +345,7 @@ macro_rules! suite {
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                let relay = Relay::start(lending.clone(), outbox.clone(), fast());
+                let relay = lending_with_relay(transport, &outbox, fast()).await;
                 eventually("the relay tried a few times", || async {
                     failed.load(Ordering::SeqCst) >= 3
                 })
@@ -373,7 +380,8 @@ macro_rules! suite {
                 };
                 let hub = Memory::new();
                 let (observer, log) = recorder(&hub).await;
-                let lending = lending_bus(Switchable::new(hub.clone())).await;
+                let lending =
+                    lending_with_relay(Switchable::new(hub.clone()), &outbox, fast()).await;
                 let mut tx = pool.begin().await.unwrap();
                 outbox
                     .enqueue(
@@ -410,7 +418,6 @@ macro_rules! suite {
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                let relay = Relay::start(lending.clone(), outbox.clone(), fast());
                 eventually("the good rows arrive", || async {
                     log.lock().unwrap().len() >= 2
                 })
@@ -429,13 +436,15 @@ macro_rules! suite {
                     "{}",
                     parked[0].error
                 );
-                assert_eq!(relay.parked(), 1);
                 // Requeued, it is refused and parked again; nothing is lost or duplicated.
                 assert_eq!(outbox.requeue_parked("lending").await.unwrap(), 1);
-                eventually("the row is parked again", || async { relay.parked() == 2 }).await;
-                assert_eq!(outbox.counts(None).await.unwrap().parked, 1);
+                eventually("the row is parked again", || async {
+                    let c = outbox.counts(None).await.unwrap();
+                    (c.pending, c.published, c.parked) == (0, 2, 1)
+                })
+                .await;
                 assert_eq!(ns(&log), vec![1, 3]);
-                relay.shutdown().await;
+                lending.shutdown().await;
                 observer.shutdown().await;
             }
 
@@ -463,7 +472,7 @@ macro_rules! suite {
                     .unwrap();
                 tx.commit().await.unwrap();
                 // Kept for a day: marked, not deleted.
-                assert_eq!(Relay::drain(&lending, &outbox, &fast()).await.unwrap(), 4);
+                assert_eq!(outbox.relay_pending(&lending, &fast()).await.unwrap(), 4);
                 let counts = outbox.counts(None).await.unwrap();
                 assert_eq!((counts.pending, counts.published), (0, 4));
                 assert_eq!(
@@ -488,11 +497,9 @@ macro_rules! suite {
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                let relay = Relay::start(
-                    lending.clone(),
-                    outbox.clone(),
-                    fast().retention(Duration::ZERO),
-                );
+                let relay =
+                    lending_with_relay(hub.clone(), &outbox, fast().retention(Duration::ZERO))
+                        .await;
                 eventually("all six arrive", || async {
                     log.lock().unwrap().len() >= 6
                 })
@@ -559,6 +566,7 @@ macro_rules! suite {
                             .with_shared_state(effects)
                             .on(outbox.inbox().handler(apply)),
                     )
+                    .with_relay(outbox.clone(), fast())
                     .build()
                     .await
                     .unwrap()
@@ -600,7 +608,6 @@ macro_rules! suite {
                     fail_first: 0,
                 });
                 let catalog = catalog(&hub, &outbox, effects.clone()).await;
-                let relay = Relay::start(catalog.clone(), outbox.clone(), fast());
                 let (audit, seen) = auditor(&hub).await;
                 let lending = lending_bus(hub.clone()).await;
 
@@ -659,7 +666,6 @@ macro_rules! suite {
                     .was_handled("catalog", Uuid::new_v4())
                     .await
                     .unwrap());
-                relay.shutdown().await;
                 catalog.shutdown().await;
                 audit.shutdown().await;
             }
@@ -686,7 +692,6 @@ macro_rules! suite {
                     fail_first: 2,
                 });
                 let catalog = catalog(&hub, &outbox, effects.clone()).await;
-                let relay = Relay::start(catalog.clone(), outbox.clone(), fast());
                 let (audit, seen) = auditor(&hub).await;
                 let lending = lending_bus(hub.clone()).await;
                 let id = lending
@@ -719,7 +724,6 @@ macro_rules! suite {
                 );
                 assert_eq!(outbox.counts(None).await.unwrap().published, 1);
                 assert!(outbox.inbox().was_handled("catalog", id).await.unwrap());
-                relay.shutdown().await;
                 catalog.shutdown().await;
                 audit.shutdown().await;
             }
@@ -882,12 +886,15 @@ mod postgres_relays {
             .unwrap();
         let hub = Memory::new();
         let (observer, log) = recorder(&hub).await;
-        // Two instances of the lending service, each with its own pool and relay.
-        let lending_a = lending_bus(hub.clone()).await;
-        let lending_b = lending_bus(hub.clone()).await;
+        // Two instances of the lending service, each with its own pool and relay; their
+        // transports count what each relay published.
+        let (transport_a, transport_b) =
+            (Switchable::new(hub.clone()), Switchable::new(hub.clone()));
+        let (published_a, published_b) =
+            (transport_a.published.clone(), transport_b.published.clone());
         let config = fast().batch_size(8).exclusive(exclusive);
-        let relay_a = Relay::start(lending_a.clone(), outbox_a.clone(), config.clone());
-        let relay_b = Relay::start(lending_b.clone(), outbox_b.clone(), config);
+        let lending_a = lending_with_relay(transport_a, &outbox_a, config.clone()).await;
+        let lending_b = lending_with_relay(transport_b, &outbox_b, config).await;
         for chunk in 0..20u32 {
             let mut tx = pool_a.begin().await.unwrap();
             outbox_a
@@ -916,11 +923,15 @@ mod postgres_relays {
         let ids: HashSet<Uuid> = seen.iter().map(|s| s.id).collect();
         assert_eq!(seen.len(), 500, "a row was published twice");
         assert_eq!(ids.len(), 500);
+        let (published_a, published_b) = (
+            published_a.load(Ordering::SeqCst),
+            published_b.load(Ordering::SeqCst),
+        );
         assert!(
-            relay_a.published() > 0 && relay_b.published() > 0 || exclusive,
+            published_a > 0 && published_b > 0 || exclusive,
             "both relays worked"
         );
-        assert_eq!(relay_a.published() + relay_b.published(), 500);
+        assert_eq!(published_a + published_b, 500);
         if exclusive {
             assert_eq!(
                 ns(&log),
@@ -928,8 +939,8 @@ mod postgres_relays {
                 "exclusive relays keep the order"
             );
         }
-        relay_a.shutdown().await;
-        relay_b.shutdown().await;
+        lending_a.shutdown().await;
+        lending_b.shutdown().await;
         observer.shutdown().await;
     }
 
@@ -990,11 +1001,12 @@ mod postgres_relays {
         };
         enqueue(1).await;
         // Polls once an hour: only NOTIFY can bring the second event in time.
-        let relay = Relay::start(
-            lending.clone(),
-            outbox_a.clone(),
+        let relay = lending_with_relay(
+            hub.clone(),
+            &outbox_a,
             RelayConfig::default().poll_interval(Duration::from_secs(3600)),
-        );
+        )
+        .await;
         eventually("the first event arrives", || async {
             !log.lock().unwrap().is_empty()
         })

@@ -114,13 +114,15 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Memory behind a switch: while `down`, publishing fails as an unreachable broker does;
-/// envelopes with the header `poison` are refused for good.
+/// envelopes with the header `poison` are refused for good. Counts publish calls, failed
+/// calls and the envelopes it published.
 #[derive(Clone)]
 pub struct Switchable {
     pub inner: Memory,
     pub down: Arc<AtomicBool>,
     pub publish_calls: Arc<AtomicUsize>,
     pub failed_calls: Arc<AtomicUsize>,
+    pub published: Arc<AtomicUsize>,
 }
 
 impl Switchable {
@@ -130,6 +132,7 @@ impl Switchable {
             down: Arc::default(),
             publish_calls: Arc::default(),
             failed_calls: Arc::default(),
+            published: Arc::default(),
         }
     }
 }
@@ -154,7 +157,10 @@ impl Transport for Switchable {
                 "the test broker refuses poison",
             ));
         }
-        self.inner.publish(topic, envelopes).await
+        let n = envelopes.len();
+        self.inner.publish(topic, envelopes).await?;
+        self.published.fetch_add(n, Ordering::SeqCst);
+        Ok(())
     }
     async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<MemorySubscriber> {
         self.inner.subscribe(spec).await
