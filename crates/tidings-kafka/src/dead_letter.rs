@@ -16,13 +16,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use tidings_core::transport::wire::WireMessage;
 use tidings_core::{
     transport::{attrs, Delivery, SubscriptionSpec},
     DeadLetter, DeadLetterInfo, Envelope, Error, ErrorKind, Replay, Result,
@@ -30,22 +28,15 @@ use tidings_core::{
 
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
-use crate::publisher::{headers_of, send_all, Outgoing};
-use crate::subscriber::{DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
+use crate::publisher::{send_all, Outgoing};
 use crate::topology::SubscriptionTopics;
+use crate::wire::{self, headers_of, DUE_HEADER};
 
 /// The envelope of a record read back: the core decodes it like any delivery; a record
 /// that is not an envelope (written there by another producer) gets dead-letter details
 /// made up from why it is not.
 fn envelope_of(message: &BorrowedMessage<'_>, spec: &SubscriptionSpec) -> Envelope {
-    let mut wire = WireMessage::new(Bytes::copy_from_slice(
-        message.payload().unwrap_or_default(),
-    ));
-    if let Some(headers) = message.headers() {
-        for h in headers.iter() {
-            wire.push_bytes(h.key, h.value.unwrap_or_default());
-        }
-    }
+    let (wire, _) = wire::read(message, false);
     let read = Delivery::from_wire(wire, ());
     let mut envelope = Arc::unwrap_or_clone(read.envelope);
     if envelope.header(attrs::DLQ_REASON).is_none() || read.undecodable.is_some() {
@@ -255,20 +246,14 @@ pub(crate) async fn replay(
         .map(|(p, o, d)| {
             let mut env = d.envelope;
             DeadLetterInfo::clear(&mut env);
-            for h in [ORIGIN_PARTITION_HEADER, ORIGIN_OFFSET_HEADER, DUE_HEADER] {
-                env.remove_header(h);
-            }
+            wire::remove_transport_headers(&mut env);
             (p, o, env)
         })
         .collect();
     if selected.is_empty() {
         return Ok(0);
     }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-        .to_string();
+    let now = wire::unix_millis(SystemTime::now()).to_string();
     let records = selected
         .iter()
         .map(|(_, _, env)| Outgoing {
@@ -288,10 +273,7 @@ pub(crate) async fn replay(
         .iter()
         .map(|k| Outgoing {
             key: Some(k),
-            headers: OwnedHeaders::new().insert(Header {
-                key: "tidings-replayed-at",
-                value: Some(now.as_bytes()),
-            }),
+            headers: wire::marker_headers(&now),
             payload: now.as_bytes(),
         })
         .collect();

@@ -1,16 +1,17 @@
-//! Publishing: envelopes become records (key = ordering key, headers = CloudEvents `ce_`
-//! attributes, value = payload) sent by one idempotent producer with `acks=all`.
+//! Publishing: envelopes become records (key = ordering key, headers and value as
+//! `wire` writes them) sent by one idempotent producer with `acks=all`, and confirmed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tidings_core::{Envelope, Error, ErrorKind, Result};
 
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
+use crate::wire::headers_of;
 
 /// The producer shared by publishing, retries, dead-lettering and replay.
 pub(crate) fn create_producer(config: &KafkaConfig) -> Result<FutureProducer> {
@@ -35,25 +36,6 @@ pub(crate) fn create_producer(config: &KafkaConfig) -> Result<FutureProducer> {
         .set("queue.buffering.max.kbytes", "1048576");
     c.create()
         .map_err(|e| from_kafka("creating the Kafka producer", e))
-}
-
-/// The record headers of `envelope`: its CloudEvents attributes, then `extra`.
-pub(crate) fn headers_of(envelope: &Envelope, extra: &[(&str, String)]) -> OwnedHeaders {
-    let attributes = envelope.attributes();
-    let mut headers = OwnedHeaders::new_with_capacity(attributes.len() + extra.len());
-    for (name, value) in &attributes {
-        headers = headers.insert(Header {
-            key: name.as_ref(),
-            value: Some(value.as_bytes()),
-        });
-    }
-    for (name, value) in extra {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value.as_bytes()),
-        });
-    }
-    headers
 }
 
 /// One record to send.

@@ -4,21 +4,21 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tidings_core::transport::wire::WireMessage;
 use tidings_core::transport::Delivery;
 use tokio::sync::mpsc;
 
 use super::state::{Part, Shared, Slot, Source, Tp};
-use super::{Item, KafkaAcker, DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
+use super::Item;
+use crate::acker::KafkaAcker;
 use crate::config::KafkaConfig;
+use crate::wire;
 
 /// How long the poll thread waits for a bus that is behind before it pauses the
 /// partitions and goes on polling.
@@ -441,52 +441,22 @@ impl Poller {
         }
     }
 
-    /// Turn a record into an item, with the time it is due if that is still ahead. The
-    /// core decides from its headers and value whether it is an envelope; only the
-    /// retry topic's own headers (due time, original place) are read here.
+    /// Turn a record into an item, with the time it is due if that is still ahead (a
+    /// retry record's due time and first place come from its own headers).
     fn take(&self, message: &BorrowedMessage<'_>) -> Option<(Item, Option<SystemTime>)> {
         let source = self.shared.source_of(message.topic())?;
         let tp = (source, message.partition());
         let offset = message.offset();
         let epoch = self.shared.lock().epoch_of(tp);
         tracing::trace!(?tp, offset, epoch, "record read");
-        let mut wire = WireMessage::new(Bytes::copy_from_slice(
-            message.payload().unwrap_or_default(),
-        ))
-        .redelivered(source == Source::Retry);
-        let mut due = None;
-        let (mut origin_partition, mut origin_offset) = (None, None);
-        if let Some(headers) = message.headers() {
-            for header in headers.iter() {
-                let value = header.value.unwrap_or_default();
-                let text = || std::str::from_utf8(value).ok();
-                match (source, header.key) {
-                    (Source::Retry, DUE_HEADER) => {
-                        due = text()
-                            .and_then(|d| d.parse::<u64>().ok())
-                            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-                    }
-                    (Source::Retry, ORIGIN_PARTITION_HEADER) => {
-                        origin_partition = text().and_then(|p| p.parse().ok());
-                    }
-                    (Source::Retry, ORIGIN_OFFSET_HEADER) => {
-                        origin_offset = text().and_then(|o| o.parse().ok());
-                    }
-                    _ => wire.push_bytes(header.key, value),
-                }
-            }
-        }
-        let origin = match (origin_partition, origin_offset) {
-            (Some(p), Some(o)) => (p, o),
-            _ => (tp.1, offset),
-        };
+        let (wire, stamp) = wire::read(message, source == Source::Retry);
         let acker = KafkaAcker::new(
             self.shared.clone(),
             self.producer.clone(),
             tp,
             epoch,
             offset,
-            origin,
+            stamp.origin.unwrap_or((tp.1, offset)),
         );
         let item = Item {
             tp,
@@ -494,7 +464,7 @@ impl Poller {
             offset,
             delivery: Delivery::from_wire(wire, acker),
         };
-        Some((item, due.filter(|d| *d > SystemTime::now())))
+        Some((item, stamp.due.filter(|d| *d > SystemTime::now())))
     }
 
     /// Keep a retry until it is due, pausing its partition meanwhile.

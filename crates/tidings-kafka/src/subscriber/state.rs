@@ -14,15 +14,15 @@ use crate::topology::SubscriptionTopics;
 
 /// Which of the subscription's topics a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Source {
+pub(crate) enum Source {
     Main,
     Retry,
 }
 
-pub(super) type Tp = (Source, i32);
+pub(crate) type Tp = (Source, i32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Slot {
+pub(crate) enum Slot {
     InFlight,
     Done,
     Abandoned,
@@ -89,7 +89,7 @@ impl State {
 
 /// What the poll thread, the subscriber and the ackers share.
 pub(crate) struct Shared {
-    pub(super) names: SubscriptionTopics,
+    pub(crate) names: SubscriptionTopics,
     pub(super) subscription: Arc<str>,
     pub(super) state: Mutex<State>,
     pub(super) settled: Condvar,
@@ -123,7 +123,7 @@ impl Shared {
         }
     }
 
-    pub(super) fn topic_of(&self, source: Source) -> &str {
+    pub(crate) fn topic_of(&self, source: Source) -> &str {
         match source {
             Source::Main => &self.names.topic,
             Source::Retry => &self.names.retry,
@@ -151,7 +151,7 @@ impl Shared {
     }
 
     /// Record how a handed-out offset ended and move the commit point.
-    pub(super) fn settle(&self, tp: Tp, epoch: u64, offset: i64, how: Slot) {
+    pub(crate) fn settle(&self, tp: Tp, epoch: u64, offset: i64, how: Slot) {
         tracing::trace!(?tp, offset, epoch, ?how, "settled");
         let mut state = self.lock();
         if let Some(part) = state.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {

@@ -33,11 +33,10 @@
 //! retry with a longer delay. Keyed envelopes never go to the retry topic (that would let
 //! later events of the key overtake them): the bus waits in place for them.
 //!
-//! **Records.** Each record becomes a delivery through `Delivery::from_wire`: its headers
-//! (as bytes; a value that is not UTF-8 makes the record undecodable) and its value go to
-//! the core, which decides whether they are an envelope (the record key is not read: the
-//! ordering key travels in `ce_partitionkey`). A record that is not an envelope reaches
-//! the bus as a placeholder, and the bus dead-letters it like any other poison message.
+//! **Records.** Each record becomes a delivery through `Delivery::from_wire`: `wire` hands
+//! its headers and value to the core, which decides whether they are an envelope. A record
+//! that is not an envelope reaches the bus as a placeholder, and the bus dead-letters it
+//! like any other poison message.
 //!
 //! **Dead letters.** The last failure goes to `<topic>.<subscription>.dlq` with the
 //! dead-letter headers (`DeadLetterInfo::stamp`) and `tidings-kafka-partition` /
@@ -63,9 +62,8 @@
 //! Unkeyed events of one partition may then be handled in parallel; commits still follow
 //! offset order.
 
-mod acker;
 mod poller;
-mod state;
+pub(crate) mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,20 +79,13 @@ use tidings_core::{
 };
 use tokio::sync::mpsc;
 
-pub use acker::KafkaAcker;
 use poller::{Callbacks, Poller, Redeclare};
 use state::{Shared, State, Tp};
 
+use crate::acker::KafkaAcker;
 use crate::config::{KafkaConfig, StartFrom};
 use crate::error::from_kafka;
 use crate::topology::SubscriptionTopics;
-
-/// Header of retry records: when the record is due, in Unix milliseconds.
-pub const DUE_HEADER: &str = "tidings-due";
-/// Header of retry records and dead letters: the partition the record was first read from.
-pub const ORIGIN_PARTITION_HEADER: &str = "tidings-kafka-partition";
-/// Header of retry records and dead letters: the offset the record was first read from.
-pub const ORIGIN_OFFSET_HEADER: &str = "tidings-kafka-offset";
 
 /// One record, as the poll thread passes it to the subscriber: its place and the
 /// delivery made of it.

@@ -2,17 +2,14 @@
 //! topic, or writing it to the dead-letter topic.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rdkafka::producer::FutureProducer;
-use tidings_core::{
-    transport::{attrs, Acker},
-    DeadLetterInfo, Envelope, Error, Result,
-};
+use tidings_core::{transport::Acker, DeadLetterInfo, Envelope, Error, Result};
 
-use super::state::{Shared, Slot, Tp};
-use super::{DUE_HEADER, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER};
-use crate::publisher::{headers_of, send_all, Outgoing};
+use crate::publisher::{send_all, Outgoing};
+use crate::subscriber::state::{Shared, Slot, Tp};
+use crate::wire::{headers_of, origin_headers, retry_headers, Origin};
 
 /// Settles one Kafka delivery by moving its partition's commit point.
 pub struct KafkaAcker {
@@ -21,7 +18,7 @@ pub struct KafkaAcker {
     tp: Tp,
     epoch: u64,
     offset: i64,
-    origin: (i32, i64),
+    origin: Origin,
     settled: bool,
 }
 
@@ -37,13 +34,13 @@ impl std::fmt::Debug for KafkaAcker {
 
 impl KafkaAcker {
     /// An acker for the record at `offset` of `tp`, first read at `origin`.
-    pub(super) fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         producer: FutureProducer,
         tp: Tp,
         epoch: u64,
         offset: i64,
-        origin: (i32, i64),
+        origin: Origin,
     ) -> Self {
         KafkaAcker {
             shared,
@@ -58,7 +55,7 @@ impl KafkaAcker {
 
     /// Drop the acker of a record that was never handed out (a stale one), without
     /// marking anything.
-    pub(super) fn forget(mut self) {
+    pub(crate) fn forget(mut self) {
         self.settled = true;
     }
 
@@ -66,13 +63,6 @@ impl KafkaAcker {
         self.settled = true;
         self.shared
             .settle(self.tp, self.epoch, self.offset, Slot::Done);
-    }
-
-    fn origin_headers(&self) -> [(&'static str, String); 2] {
-        [
-            (ORIGIN_PARTITION_HEADER, self.origin.0.to_string()),
-            (ORIGIN_OFFSET_HEADER, self.origin.1.to_string()),
-        ]
     }
 }
 
@@ -83,12 +73,6 @@ impl Drop for KafkaAcker {
                 .settle(self.tp, self.epoch, self.offset, Slot::Abandoned);
         }
     }
-}
-
-fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Acker for KafkaAcker {
@@ -111,19 +95,10 @@ impl Acker for KafkaAcker {
                 .settle(self.tp, self.epoch, self.offset, Slot::Abandoned);
             return Ok(());
         }
-        let [p, o] = self.origin_headers();
-        let extra = [
-            (attrs::ATTEMPT, next_attempt.to_string()),
-            (
-                DUE_HEADER,
-                unix_millis(SystemTime::now() + delay).to_string(),
-            ),
-            p,
-            o,
-        ];
+        let due = SystemTime::now() + delay;
         let record = Outgoing {
             key: None,
-            headers: headers_of(&envelope, &extra),
+            headers: retry_headers(&envelope, next_attempt, due, self.origin),
             payload: &envelope.payload,
         };
         let retry_topic = self.shared.names.retry.clone();
@@ -145,9 +120,9 @@ impl Acker for KafkaAcker {
         info: DeadLetterInfo,
     ) -> Result<(), (Error, Self)> {
         let mut parked = info.stamped(&envelope);
-        let [p, o] = self.origin_headers();
-        parked.set_header(p.0, p.1);
-        parked.set_header(o.0, o.1);
+        for (name, value) in origin_headers(self.origin) {
+            parked.set_header(name, value);
+        }
         let record = Outgoing {
             key: parked.ordering_key.as_deref(),
             headers: headers_of(&parked, &[]),
