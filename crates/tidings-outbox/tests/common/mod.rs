@@ -1,5 +1,8 @@
-//! Shared test fixtures: events, databases, a transport that can be switched off.
+//! Shared test fixtures: events, databases, a transport that can be switched off; the
+//! suites' buses and setup in [`suite`].
 #![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod suite;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
