@@ -6,6 +6,7 @@
 //! cargo run --example library -- --transport memory://library   # any compiled-in URL
 //! cargo run --example library -- --persistent                   # SQLite, outbox and inbox
 //! cargo run --example library -- --persistent --db library.db   # ... and keep the database
+//! cargo run --example library --features opentelemetry -- --trace  # spans on the console
 //! ```
 
 // The modules stand for the contexts' crates (hence `pub`) and are shared with
@@ -16,10 +17,12 @@ mod catalog;
 mod contracts;
 mod lending;
 mod persistent;
+mod trace;
 
 use std::sync::Arc;
 
 use tidings::prelude::*;
+use tracing::Instrument;
 
 use catalog::Inventory;
 use contracts::{BookId, LendingEvents, PatronId};
@@ -28,6 +31,10 @@ use lending::{Lending, LendingStore};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = transport_from_args();
+    let _tracing = std::env::args()
+        .any(|a| a == "--trace")
+        .then(trace::install)
+        .flatten();
     println!(
         "library: Lending and Catalog on {}",
         tidings::redact_url(&url)
@@ -69,17 +76,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lending.store.seed_patron(diana, "Diana");
     lending.store.seed_patron(tomas, "Tomás");
 
-    let loan = lending.borrow_book(diana, dune).await?;
+    // Each command is a span of its own: with --trace, one trace runs from it through the
+    // broker into Catalog's handler.
+    let loan = lending
+        .borrow_book(diana, dune)
+        .instrument(tracing::info_span!("borrow", book = "Dune"))
+        .await?;
     println!(
         "lending: Diana borrowed Dune (loans: {})",
         loans(&lending, diana)
     );
-    lending.borrow_book(tomas, solaris).await?;
+    lending
+        .borrow_book(tomas, solaris)
+        .instrument(tracing::info_span!("borrow", book = "Solaris"))
+        .await?;
     println!(
         "lending: Tomás borrowed Solaris (loans: {})",
         loans(&lending, tomas)
     );
-    lending.return_book(loan).await?;
+    lending
+        .return_book(loan)
+        .instrument(tracing::info_span!("return", book = "Dune"))
+        .await?;
     println!(
         "lending: Diana returned Dune (loans: {})",
         loans(&lending, diana)
