@@ -1,14 +1,15 @@
 //! Listing and replaying dead letters.
 //!
-//! Dead letters are records of `<topic>.<subscription>.dlq`. Listing reads that topic from
-//! the beginning with a throwaway consumer that is assigned the partitions directly (no
-//! consumer group, nothing committed), up to the end of each partition.
+//! Dead letters are records of the subscription's dead-letter topic,
+//! `<subscription>.<topic>.dlq`. Listing reads that topic from the beginning with a
+//! throwaway consumer that is assigned the partitions directly (no consumer group, nothing
+//! committed), up to the end of each partition.
 //!
 //! Replaying writes the selected envelopes, with their dead-letter headers removed, to the
 //! subscription's retry topic, due at once, so only this subscription sees them again
 //! (publishing them to the topic would deliver them to every other subscription too). A
 //! Kafka topic cannot delete one record, so each replayed dead letter gets a marker record
-//! in `<topic>.<subscription>.dlq.replayed` (compacted, key `<partition>:<offset>` of the
+//! in `<subscription>.<topic>.dlq.replayed` (compacted, key `<partition>:<offset>` of the
 //! dead letter) and listing leaves out the dead letters that have one. A dead letter that
 //! fails again is a new record in the dead-letter topic and is listed again.
 

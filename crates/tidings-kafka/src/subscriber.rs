@@ -2,7 +2,8 @@
 //!
 //! # How it works
 //!
-//! One consumer, in the consumer group named after the subscription, reads the topic and
+//! One consumer, in the subscription's consumer group (`catalog.lending`: the subscription
+//! and the topic, `SubscriptionSpec::queue_name`), reads the topic and
 //! the subscription's retry topic on a dedicated thread (the *poll thread*), which owns
 //! the librdkafka consumer, serves its rebalance callbacks and commits offsets. Records
 //! go to the async [`KafkaSubscriber`] through a bounded channel (the subscription's
@@ -24,7 +25,7 @@
 //! the partitions go. A duplicate can only come from a handler still running after that.
 //!
 //! **Delayed retries.** A failed unkeyed delivery that the retry policy redelivers later
-//! is written to `<topic>.<subscription>.retry` with the headers `tidings-attempt` (the
+//! is written to `<subscription>.<topic>.retry` with the headers `tidings-attempt` (the
 //! next attempt) and `tidings-due` (Unix milliseconds when it is due), then its original
 //! offset is settled. The subscription's consumer reads the retry topic too: a record not
 //! yet due is held and its retry partition paused until the due time, then it is handed
@@ -38,7 +39,7 @@
 //! that is not an envelope reaches the bus as a placeholder, and the bus dead-letters it
 //! like any other poison message.
 //!
-//! **Dead letters.** The last failure goes to `<topic>.<subscription>.dlq` with the
+//! **Dead letters.** The last failure goes to `<subscription>.<topic>.dlq` with the
 //! dead-letter headers (`DeadLetterInfo::stamp`) and `tidings-kafka-partition` /
 //! `tidings-kafka-offset`, the record's original place in the topic. A dead letter the
 //! producer or broker refuses as too large fails with `ErrorKind::MessageTooLarge`; the

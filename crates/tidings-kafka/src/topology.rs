@@ -1,12 +1,16 @@
 //! Broker names derived from the tidings topology, and creating the topics.
 //!
+//! A subscription's own topics and its consumer group are named by the rule every
+//! transport follows (`SubscriptionSpec::object_name`): the subscription, the topic, and
+//! what the object is for.
+//!
 //! | tidings | Kafka |
 //! |---|---|
 //! | topic `lending` | topic `lending` |
-//! | subscription `catalog` to `lending` | consumer group `catalog` on `lending` and on `lending.catalog.retry` |
-//! | delayed retries of `catalog` | topic `lending.catalog.retry` |
-//! | dead letters of `catalog` | topic `lending.catalog.dlq` |
-//! | replayed dead letters of `catalog` | topic `lending.catalog.dlq.replayed` (markers) |
+//! | subscription `catalog` to `lending` | consumer group `catalog.lending` on `lending` and on `catalog.lending.retry` |
+//! | delayed retries of `catalog` | topic `catalog.lending.retry` |
+//! | dead letters of `catalog` | topic `catalog.lending.dlq` |
+//! | replayed dead letters of `catalog` | topic `catalog.lending.dlq.replayed` (markers) |
 
 use std::time::Duration;
 
@@ -23,18 +27,28 @@ use tidings_core::{
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
 
-/// The broker topics of one subscription.
+/// The broker names of one subscription.
+///
+/// ```
+/// use tidings_core::transport::SubscriptionSpec;
+/// use tidings_kafka::SubscriptionTopics;
+/// let names = SubscriptionTopics::of(&SubscriptionSpec::new("catalog", "catalog", "lending", vec![]));
+/// assert_eq!(names.group, "catalog.lending");
+/// assert_eq!(names.retry, "catalog.lending.retry");
+/// assert_eq!(names.dead_letter, "catalog.lending.dlq");
+/// assert_eq!(names.replayed, "catalog.lending.dlq.replayed");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionTopics {
     /// The topic the events are published to (`lending`).
     pub topic: String,
-    /// The consumer group (`catalog`): the subscription name.
+    /// The consumer group (`catalog.lending`): the subscription and the topic.
     pub group: String,
-    /// Delayed retries (`lending.catalog.retry`).
+    /// Delayed retries (`catalog.lending.retry`).
     pub retry: String,
-    /// Dead letters (`lending.catalog.dlq`).
+    /// Dead letters (`catalog.lending.dlq`).
     pub dead_letter: String,
-    /// Markers of replayed dead letters (`lending.catalog.dlq.replayed`).
+    /// Markers of replayed dead letters (`catalog.lending.dlq.replayed`).
     pub replayed: String,
 }
 
@@ -43,10 +57,10 @@ impl SubscriptionTopics {
     pub fn of(spec: &SubscriptionSpec) -> Self {
         SubscriptionTopics {
             topic: spec.topic.clone(),
-            group: spec.name.clone(),
-            retry: format!("{}.{}.retry", spec.topic, spec.name),
-            dead_letter: format!("{}.{}.dlq", spec.topic, spec.name),
-            replayed: format!("{}.{}.dlq.replayed", spec.topic, spec.name),
+            group: spec.queue_name(),
+            retry: spec.object_name("retry"),
+            dead_letter: spec.dead_letter_queue_name(),
+            replayed: spec.object_name("dlq.replayed"),
         }
     }
 }
@@ -250,13 +264,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_follow_the_design() {
-        let spec = SubscriptionSpec::new("catalog", "catalog", "lending", vec![]);
+    fn names_follow_the_naming_rule() {
+        let spec = SubscriptionSpec::new("catalog", "ns.catalog", "ns.lending", vec![]);
         let n = SubscriptionTopics::of(&spec);
-        assert_eq!(n.group, "catalog");
-        assert_eq!(n.retry, "lending.catalog.retry");
-        assert_eq!(n.dead_letter, "lending.catalog.dlq");
-        assert_eq!(n.replayed, "lending.catalog.dlq.replayed");
+        assert_eq!(n.topic, "ns.lending");
+        assert_eq!(n.group, spec.queue_name());
+        assert_eq!(n.group, "ns.catalog.ns.lending");
+        assert_eq!(n.retry, "ns.catalog.ns.lending.retry");
+        assert_eq!(n.dead_letter, spec.dead_letter_queue_name());
+        assert_eq!(n.dead_letter, "ns.catalog.ns.lending.dlq");
+        assert_eq!(n.replayed, "ns.catalog.ns.lending.dlq.replayed");
     }
 
     #[test]
@@ -279,9 +296,9 @@ mod tests {
             shown,
             [
                 "topic `lending`",
-                "topic `lending.catalog.retry`",
-                "topic `lending.catalog.dlq`",
-                "topic `lending.catalog.dlq.replayed`",
+                "topic `catalog.lending.retry`",
+                "topic `catalog.lending.dlq`",
+                "topic `catalog.lending.dlq.replayed`",
             ]
         );
     }

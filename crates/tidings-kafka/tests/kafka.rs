@@ -218,8 +218,8 @@ async fn dead_letters_carry_their_origin_and_replay_once() {
     assert_eq!(d.info.topic.as_ref(), format!("{ns}.lending"));
     assert!(d.envelope.header(ORIGIN_PARTITION_HEADER).is_some());
     assert!(d.envelope.header(ORIGIN_OFFSET_HEADER).is_some());
-    // The dead-letter topic is named after the topic and the subscription.
-    let raw = read_raw(&brokers, &format!("{ns}.lending.{ns}.catalog.dlq"), 1);
+    // The dead-letter topic is named after the subscription and the topic.
+    let raw = read_raw(&brokers, &format!("{ns}.catalog.{ns}.lending.dlq"), 1);
     assert_eq!(
         raw[0].header(attrs::DLQ_REASON),
         Some(d.info.reason.as_str())
@@ -299,7 +299,7 @@ async fn delayed_retries_go_through_the_retry_topic() {
         *attempts.lock().unwrap(),
         vec![(1, false), (2, true), (3, true)]
     );
-    let retries = read_raw(&brokers, &format!("{ns}.lending.{ns}.catalog.retry"), 2);
+    let retries = read_raw(&brokers, &format!("{ns}.catalog.{ns}.lending.retry"), 2);
     let mut next: Vec<&str> = retries
         .iter()
         .filter_map(|r| r.header(attrs::ATTEMPT))
@@ -368,7 +368,8 @@ async fn commits_never_pass_an_unhandled_record() {
         done.lock().unwrap().len() == 9
     })
     .await;
-    let group = format!("{ns}.catalog");
+    // The consumer group is named after the subscription and the topic.
+    let group = format!("{ns}.catalog.{ns}.lending");
     let topic = format!("{ns}.lending");
     // Several commit intervals pass; the commit point must stay at note 0 (offset 0).
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -100,11 +100,11 @@ async fn partitions_lost_while_paused_are_consumed_again_when_they_come_back() {
     let stop = Arc::new(AtomicBool::new(false));
     let member = other_member(
         &brokers,
-        &format!("{ns}.catalog"),
+        &format!("{ns}.catalog.{ns}.lending"),
         // The topics the subscription consumes: its topic and its retry topic.
         &[
             &format!("{ns}.lending"),
-            &format!("{ns}.lending.{ns}.catalog.retry"),
+            &format!("{ns}.catalog.{ns}.lending.retry"),
         ],
         assigned.clone(),
         stop.clone(),

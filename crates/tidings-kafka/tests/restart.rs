@@ -220,7 +220,10 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
             );
         }
         if Instant::now() >= deadline {
-            let (topic, group) = (format!("{ns}.lending"), format!("{ns}.catalog"));
+            let (topic, group) = (
+                format!("{ns}.lending"),
+                format!("{ns}.catalog.{ns}.lending"),
+            );
             let report = tokio::task::spawn_blocking(move || {
                 where_the_records_are(&address_for_report, &topic, &group)
             })

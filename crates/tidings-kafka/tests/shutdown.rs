@@ -21,7 +21,7 @@ async fn shutdown_closes_the_consumer_so_teardown_can_follow_at_once() {
     };
     for run in 0..5 {
         let ns = namespace("kt-shutdown");
-        let group = format!("{ns}.catalog");
+        let group = format!("{ns}.catalog.{ns}.lending");
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
         let catalog = Bus::builder("catalog")
@@ -109,9 +109,9 @@ async fn teardown_deletes_every_topic_the_bus_created_and_may_run_twice() {
         names,
         [
             format!("{ns}.lending"),
-            format!("{ns}.lending.{ns}.catalog.retry"),
-            format!("{ns}.lending.{ns}.catalog.dlq"),
-            format!("{ns}.lending.{ns}.catalog.dlq.replayed"),
+            format!("{ns}.catalog.{ns}.lending.retry"),
+            format!("{ns}.catalog.{ns}.lending.dlq"),
+            format!("{ns}.catalog.{ns}.lending.dlq.replayed"),
         ]
     );
     assert_eq!(existing(&brokers, &names).len(), 4, "build() created them");
