@@ -267,7 +267,7 @@ pub(crate) mod sealed {
             pool: &'a Pool<Self>,
             names: &'a Names,
             service: Option<&'a str>,
-        ) -> BoxFuture<'a, Result<(u64, u64, u64)>>;
+        ) -> BoxFuture<'a, Result<crate::OutboxCounts>>;
 
         /// Parked rows of a service, oldest first.
         fn parked<'a>(
@@ -488,7 +488,7 @@ where
         pool: &'a Pool<Self>,
         names: &'a Names,
         service: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(u64, u64, u64)>> {
+    ) -> BoxFuture<'a, Result<crate::OutboxCounts>> {
         Box::pin(async move {
             let row = sqlx::query(&names.sql.counts)
                 .bind(service)
@@ -496,7 +496,13 @@ where
                 .await
                 .map_err(|e| db_error("counting outbox rows", e))?;
             let get = |i: usize| row.get::<i64, _>(i) as u64;
-            Ok((get(0), get(1), get(2)))
+            let oldest = row.get::<Option<i64>, _>(3);
+            Ok(crate::OutboxCounts {
+                pending: get(0),
+                published: get(1),
+                parked: get(2),
+                oldest_pending: oldest.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            })
         })
     }
 

@@ -210,15 +210,17 @@ impl<DB: Backend> Outbox<DB> {
     }
 
     /// How many rows of `service` (every service when `None`) are pending, published (kept
-    /// for the retention period) and parked.
+    /// for the retention period) and parked, and how long the oldest pending row has
+    /// waited: the relay's backlog, for a health endpoint or an alert.
+    ///
+    /// ```no_run
+    /// # async fn probe(outbox: tidings_outbox::SqliteOutbox) -> tidings_core::Result<()> {
+    /// let counts = outbox.counts(Some("lending")).await?;
+    /// let stuck = counts.oldest_pending.is_some_and(|age| age.as_secs() > 60);
+    /// # Ok(()) }
+    /// ```
     pub async fn counts(&self, service: Option<&str>) -> Result<OutboxCounts> {
-        let (pending, published, parked) =
-            DB::counts(&self.inner.pool, &self.inner.names, service).await?;
-        Ok(OutboxCounts {
-            pending,
-            published,
-            parked,
-        })
+        DB::counts(&self.inner.pool, &self.inner.names, service).await
     }
 
     /// Rows of `service` the relay parked because the transport refused them for a reason
@@ -252,6 +254,10 @@ pub struct OutboxCounts {
     pub published: u64,
     /// Refused by the transport for good; see [`Outbox::parked`].
     pub parked: u64,
+    /// How long the oldest pending row has waited since it was enqueued; `None` when
+    /// nothing is pending. Growing while `pending` stays up means the relay is stuck (broker
+    /// down, relay not running).
+    pub oldest_pending: Option<Duration>,
 }
 
 /// A row the relay could not publish, from [`Outbox::parked`].

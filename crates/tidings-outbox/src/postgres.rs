@@ -32,6 +32,7 @@ impl Driver for Postgres {
         timestamp_default: " DEFAULT now()",
         now: "now()",
         age: "make_interval(secs => $1)",
+        oldest_age_ms: "CAST(EXTRACT(EPOCH FROM (now() - MIN(created_at))) * 1000 AS BIGINT)",
         seq_in: "= ANY($1)",
         claim_lock: " FOR UPDATE SKIP LOCKED",
         notify_insert: Some(notify_insert),

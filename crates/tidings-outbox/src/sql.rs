@@ -28,6 +28,9 @@ pub(crate) struct Dialect {
     pub(crate) now: &'static str,
     /// An age bound as `$1`, as a quantity to subtract from [`now`](Self::now).
     pub(crate) age: &'static str,
+    /// Milliseconds from the timestamp `MIN(created_at)` of the rows matched until now, as a
+    /// 64-bit integer (NULL when no row matched).
+    pub(crate) oldest_age_ms: &'static str,
     /// The condition on `seq` that matches the list of sequence numbers bound as `$1`.
     pub(crate) seq_in: &'static str,
     /// What follows the relay's claim query to lock the rows it claims.
@@ -112,6 +115,7 @@ impl Statements {
             age,
             seq_in,
             claim_lock,
+            oldest_age_ms: oldest,
             ..
         } = *dialect;
         let pending = "published_at IS NULL AND parked_at IS NULL";
@@ -178,7 +182,8 @@ impl Statements {
                 "SELECT
                     COUNT(*) FILTER (WHERE {pending}),
                     COUNT(*) FILTER (WHERE published_at IS NOT NULL),
-                    COUNT(*) FILTER (WHERE parked_at IS NOT NULL)
+                    COUNT(*) FILTER (WHERE parked_at IS NOT NULL),
+                    (SELECT {oldest} FROM {o} WHERE {pending} AND (CAST($1 AS TEXT) IS NULL OR service = $1))
                  FROM {o} WHERE CAST($1 AS TEXT) IS NULL OR service = $1"
             )),
             parked: sql(format!(
@@ -228,6 +233,7 @@ mod tests {
         timestamp_default: "",
         now: "NOW",
         age: "$1",
+        oldest_age_ms: "AGE(MIN(created_at))",
         seq_in: "= ANY($1)",
         claim_lock: " LOCK",
         notify_insert: None,

@@ -30,6 +30,9 @@ impl Driver for Sqlite {
         timestamp_default: "",
         now: NOW_MS,
         age: "$1",
+        // NOW_MS minus the oldest row's time (both Unix milliseconds).
+        oldest_age_ms:
+            "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) - MIN(created_at)",
         seq_in: "IN (SELECT value FROM json_each($1))",
         claim_lock: "",
         notify_insert: None,

@@ -104,6 +104,57 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_backlog_says_how_long_the_oldest_pending_row_has_waited() {
+                let Some((pool, outbox, _, _cleanup)) =
+                    setup("the_backlog_says_how_long_the_oldest_pending_row_has_waited").await
+                else {
+                    return;
+                };
+                let hub = Memory::new();
+                let (observer, log) = recorder(&hub).await;
+                // No relay yet: the rows wait.
+                let lending = lending_bus(hub.clone()).await;
+                let empty = outbox.counts(Some("lending")).await.unwrap();
+                assert_eq!((empty.pending, empty.oldest_pending), (0, None));
+                for n in 0..3 {
+                    let mut tx = pool.begin().await.unwrap();
+                    outbox
+                        .enqueue(
+                            &mut tx,
+                            &lending,
+                            BookBorrowed {
+                                book: "a".into(),
+                                n,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let waiting = outbox.counts(Some("lending")).await.unwrap();
+                assert_eq!(waiting.pending, 3);
+                let age = waiting.oldest_pending.expect("an oldest pending row");
+                assert!(
+                    age >= Duration::from_millis(250) && age < Duration::from_secs(60),
+                    "the oldest row waited {age:?}"
+                );
+                // Another service's backlog is its own.
+                let other = outbox.counts(Some("catalog")).await.unwrap();
+                assert_eq!((other.pending, other.oldest_pending), (0, None));
+
+                assert_eq!(outbox.relay_pending(&lending, &fast()).await.unwrap(), 3);
+                let drained = outbox.counts(Some("lending")).await.unwrap();
+                assert_eq!((drained.pending, drained.oldest_pending), (0, None));
+                eventually("the events arrive", || async {
+                    log.lock().unwrap().len() == 3
+                })
+                .await;
+                lending.shutdown().await;
+                observer.shutdown().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_relay_run_by_the_bus_starts_with_build_and_stops_with_shutdown() {
                 let Some((pool, outbox, _, _cleanup)) =
                     setup("a_relay_run_by_the_bus_starts_with_build_and_stops_with_shutdown").await
