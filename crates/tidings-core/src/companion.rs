@@ -42,7 +42,7 @@ pub trait Companion: Send + 'static {
 
 /// The signal a [`Companion`] watches: requested when its bus starts shutting down.
 /// Clones share the signal; [`Shutdown::new`] and [`Shutdown::request`] let code that
-/// runs the same work without a bus (a standalone outbox relay) stop it the same way.
+/// runs the same work outside a bus (a test driving a companion) stop it the same way.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown(CancellationToken);
 
