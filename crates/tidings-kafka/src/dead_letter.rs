@@ -31,6 +31,7 @@ use crate::config::KafkaConfig;
 use crate::error::from_kafka;
 use crate::publisher::{send_all, Outgoing};
 use crate::topology::SubscriptionTopics;
+use crate::transport::check_brokers;
 use crate::wire::{self, headers_of, DUE_HEADER};
 
 /// The envelope of a record read back: the core decodes it like any delivery; a record
@@ -215,7 +216,7 @@ async fn letters_of(
     config: &KafkaConfig,
     spec: &SubscriptionSpec,
 ) -> Result<Vec<(i32, i64, DeadLetter)>> {
-    crate::topology::connect(config).await?;
+    check_brokers(config).await?;
     let (config, spec) = (config.clone(), spec.clone());
     tokio::task::spawn_blocking(move || unreplayed(&config, &spec))
         .await

@@ -1,4 +1,4 @@
-//! Broker names derived from the tidings topology, and creating the topics.
+//! Broker names derived from the tidings topology, and creating and deleting the topics.
 //!
 //! A subscription's own topics and its consumer group are named by the rule every
 //! transport follows (`SubscriptionSpec::object_name`): the subscription, the topic, and
@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use tidings_core::transport::connect_within;
 use tidings_core::{
     transport::{SubscriptionSpec, Topology},
     BrokerObject, Error, ErrorKind, Result,
@@ -26,6 +24,7 @@ use tidings_core::{
 
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
+use crate::transport::check_brokers;
 
 /// The broker names of one subscription.
 ///
@@ -127,28 +126,6 @@ pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
     out
 }
 
-/// Reach the brokers within the connect timeout: one metadata request on a short-lived
-/// client. A broker that is down or does not answer in time is `Unavailable`, naming the
-/// brokers' address once (`tidings_core::transport::connect_within`).
-pub(crate) async fn connect(config: &KafkaConfig) -> Result<()> {
-    let timeout = config.connect_timeout;
-    let client_config = config.client_config();
-    let check = async move {
-        tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = client_config
-                .create()
-                .map_err(|e| from_kafka("creating a Kafka client", e))?;
-            client
-                .fetch_metadata(None, timeout)
-                .map(|_| ())
-                .map_err(|e| from_kafka("asking the Kafka brokers for their metadata", e))
-        })
-        .await
-        .map_err(|e| Error::backend("asking the Kafka brokers for their metadata", e))?
-    };
-    connect_within(&config.address(), timeout, check).await
-}
-
 fn admin(config: &KafkaConfig) -> Result<(AdminClient<DefaultClientContext>, AdminOptions)> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config()
@@ -170,7 +147,7 @@ pub(crate) async fn teardown(config: &KafkaConfig, topology: &Topology) -> Resul
     if topics.is_empty() {
         return Ok(());
     }
-    connect(config).await?;
+    check_brokers(config).await?;
     let (admin, options) = admin(config)?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let results = admin
@@ -201,7 +178,7 @@ pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Resu
     if topics.is_empty() {
         return Ok(());
     }
-    connect(config).await?;
+    check_brokers(config).await?;
     let (admin, options) = admin(config)?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()

@@ -3,13 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use tidings_core::{
-    transport::{Capabilities, SubscriptionSpec, TopicSpec, Topology, Transport},
-    BrokerObject, DeadLetter, Envelope, ErrorKind, Replay, Result,
+    transport::{connect_within, Capabilities, SubscriptionSpec, TopicSpec, Topology, Transport},
+    BrokerObject, DeadLetter, Envelope, Error, ErrorKind, Replay, Result,
 };
 
 use crate::config::KafkaConfig;
+use crate::error::from_kafka;
 use crate::subscriber::KafkaSubscriber;
 use crate::{dead_letter, publisher, topology};
 
@@ -21,7 +23,9 @@ use crate::{dead_letter, publisher, topology};
 /// ```no_run
 /// # async fn run() -> tidings_core::Result<()> {
 /// use tidings_kafka::{Kafka, KafkaConfig};
-/// let kafka = Kafka::new(KafkaConfig::new("127.0.0.1:9092").partitions(6))?;
+/// // Fails with `ErrorKind::Unavailable` unless the brokers answer within the connect timeout.
+/// let kafka = Kafka::connect(KafkaConfig::new("127.0.0.1:9092").partitions(6)).await?;
+/// // No I/O: the brokers are first asked by `build()`.
 /// let same = Kafka::from_url("kafka://127.0.0.1:9092?partitions=6")?;
 /// # Ok(()) }
 /// ```
@@ -37,12 +41,23 @@ struct Inner {
 
 impl Kafka {
     /// A transport with `config`. Creates the producer (it connects in the background);
-    /// fails only on invalid settings.
+    /// fails only on invalid settings. `Bus::builder(..).build()` is where the brokers are
+    /// first asked; [`Kafka::connect`] asks them at once.
     pub fn new(config: KafkaConfig) -> Result<Self> {
         let producer = publisher::create_producer(&config)?;
         Ok(Kafka {
             inner: Arc::new(Inner { config, producer }),
         })
+    }
+
+    /// A transport with `config` whose brokers answered: one metadata request, which
+    /// fails with `ErrorKind::Unavailable` (retryable), naming the brokers, when no broker
+    /// answers within [`KafkaConfig::connect_timeout`]. Refused credentials are
+    /// `ErrorKind::Unauthorized`.
+    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        let kafka = Kafka::new(config)?;
+        check_brokers(kafka.config()).await?;
+        Ok(kafka)
     }
 
     /// A transport from a `kafka://host:port[,host:port]?partitions=3` URL; see
@@ -132,4 +147,28 @@ impl Transport for Kafka {
     async fn teardown(&self, topology: &Topology) -> Result<()> {
         topology::teardown(&self.inner.config, topology).await
     }
+}
+
+/// Ask the brokers for their metadata, on a short-lived client, within the connect
+/// timeout: the first contact of [`Kafka::connect`], provisioning, teardown and dead-letter
+/// listing (librdkafka connects in the background, so nothing else would notice a broker
+/// that is away). A broker that is down or does not answer in time is `Unavailable`,
+/// naming the brokers' address once ([`connect_within`]).
+pub(crate) async fn check_brokers(config: &KafkaConfig) -> Result<()> {
+    let timeout = config.connect_timeout;
+    let client_config = config.client_config();
+    let check = async move {
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = client_config
+                .create()
+                .map_err(|e| from_kafka("creating a Kafka client", e))?;
+            client
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| from_kafka("asking the Kafka brokers for their metadata", e))
+        })
+        .await
+        .map_err(|e| Error::backend("asking the Kafka brokers for their metadata", e))?
+    };
+    connect_within(&config.address(), timeout, check).await
 }
