@@ -83,7 +83,7 @@ impl Dispatcher {
     }
 
     /// The process span of one handler run of `env`.
-    fn span(&self, env: &Envelope, attempt: u32) -> Span {
+    fn span(&self, env: &Envelope, attempt: u32, partition: Option<i32>) -> Span {
         telemetry::process_span(&Processing {
             system: self.system,
             service: &self.service,
@@ -91,6 +91,7 @@ impl Dispatcher {
             topic: &self.topic,
             envelope: env,
             attempt,
+            partition,
         })
     }
 
@@ -111,13 +112,14 @@ impl Dispatcher {
         env: &Arc<Envelope>,
         attempt: u32,
         redelivered: bool,
+        partition: Option<i32>,
         shutdown: &CancellationToken,
     ) -> (Outcome, Span) {
         let mut span = None;
         let outcome = self
-            .handle_runs(env, attempt, redelivered, shutdown, &mut span)
+            .handle_runs(env, attempt, redelivered, partition, shutdown, &mut span)
             .await;
-        let span = span.unwrap_or_else(|| self.span(env, attempt));
+        let span = span.unwrap_or_else(|| self.span(env, attempt, partition));
         (outcome, span)
     }
 
@@ -126,6 +128,7 @@ impl Dispatcher {
         env: &Arc<Envelope>,
         attempt: u32,
         redelivered: bool,
+        partition: Option<i32>,
         shutdown: &CancellationToken,
         last_span: &mut Option<Span>,
     ) -> Outcome {
@@ -185,7 +188,7 @@ impl Dispatcher {
                     redelivered: redelivered || redelivery > 1,
                     bus: bus.clone(),
                 };
-                let span = self.span(env, runs_before + run);
+                let span = self.span(env, runs_before + run, partition);
                 let started = Instant::now();
                 let result = entry.handler.call(call).instrument(span.clone()).await;
                 let outcome = match &result {
@@ -266,6 +269,7 @@ impl Dispatcher {
             redelivered,
             acker,
             undecodable,
+            partition,
             ..
         } = delivery;
         let labels = self.labels();
@@ -273,8 +277,14 @@ impl Dispatcher {
         self.metrics.consumed(&labels);
         self.metrics.in_flight(&labels, 1);
         let (outcome, span) = match undecodable {
-            Some(reason) => (self.dead_letter(reason, 0), self.span(&envelope, attempt)),
-            None => self.handle(&envelope, attempt, redelivered, shutdown).await,
+            Some(reason) => (
+                self.dead_letter(reason, 0),
+                self.span(&envelope, attempt, partition),
+            ),
+            None => {
+                self.handle(&envelope, attempt, redelivered, partition, shutdown)
+                    .await
+            }
         };
         let (settled, name) = match &outcome {
             Outcome::Ack => (Settled::Ack, "ack"),

@@ -166,6 +166,9 @@ pub struct Delivery<A> {
     /// placeholder in [`envelope`](Self::envelope) with this reason, without running a
     /// handler.
     pub undecodable: Option<String>,
+    /// The partition the message came from, on brokers that have them (Kafka), for the
+    /// `messaging.destination.partition.id` of its process span.
+    pub partition: Option<i32>,
 }
 
 impl<A> Delivery<A> {
@@ -177,6 +180,7 @@ impl<A> Delivery<A> {
             redelivered,
             acker,
             undecodable: None,
+            partition: None,
         }
     }
 
@@ -191,7 +195,14 @@ impl<A> Delivery<A> {
             redelivered: decoded.redelivered,
             acker,
             undecodable: decoded.undecodable,
+            partition: None,
         }
+    }
+
+    /// Say which partition the message came from.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
     }
 }
 

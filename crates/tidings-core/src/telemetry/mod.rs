@@ -84,6 +84,7 @@ pub(crate) struct Processing<'a> {
     pub(crate) topic: &'a str,
     pub(crate) envelope: &'a Envelope,
     pub(crate) attempt: u32,
+    pub(crate) partition: Option<i32>,
 }
 
 /// The CONSUMER span of one handler run (or of a delivery dead-lettered without one),
@@ -105,6 +106,7 @@ pub(crate) fn process_span(p: &Processing<'_>) -> Span {
         messaging.message.id = %env.id,
         messaging.message.conversation_id = Empty,
         messaging.message.body.size = env.payload.len(),
+        messaging.destination.partition.id = Empty,
         error.type = Empty,
         tidings.service = p.service,
         tidings.wire_name = &*env.event_type,
@@ -122,6 +124,9 @@ pub(crate) fn process_span(p: &Processing<'_>) -> Span {
             "messaging.message.conversation_id",
             tracing::field::display(id),
         );
+    }
+    if let Some(partition) = p.partition {
+        span.record("messaging.destination.partition.id", partition);
     }
     propagation::set_parent(&span, env);
     span
