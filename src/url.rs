@@ -82,6 +82,7 @@ pub trait TransportUrl {
 impl TransportUrl for BusBuilder {
     fn transport_url(self, url: impl Into<String>) -> Self {
         let url = url.into();
-        self.transport_from(async move { connect(&url).await })
+        self.describe_transport(&url)
+            .transport_from(async move { connect(&url).await })
     }
 }

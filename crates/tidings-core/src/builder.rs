@@ -58,6 +58,7 @@ pub struct BusBuilder {
     subscriptions: Vec<ErasedSubscription>,
     companions: Vec<Box<dyn Companion>>,
     problems: Vec<String>,
+    catalog_sources: crate::catalog::Sources,
 }
 
 impl BusBuilder {
@@ -73,19 +74,47 @@ impl BusBuilder {
             subscriptions: Vec::new(),
             companions: Vec::new(),
             problems: Vec::new(),
+            catalog_sources: Default::default(),
         }
     }
 
     /// The transport: `Memory::new()`, `RabbitMq::from_url(url)?`, ... — the one line that
     /// moves a service between backends.
-    pub fn transport(self, transport: impl Transport) -> Self {
-        self.transport_shared(Arc::new(transport))
+    pub fn transport<T: Transport>(self, transport: T) -> Self {
+        let mut builder = self.transport_shared(Arc::new(transport));
+        builder.catalog_sources.transport = crate::catalog::TransportInfo::from_type::<T>();
+        builder
     }
 
     /// A transport shared with other buses (several services in one process).
     pub fn transport_shared(mut self, transport: Arc<dyn DynTransport>) -> Self {
         self.transport = Some(TransportSource::Ready(transport));
+        self.catalog_sources.transport = Default::default();
         self
+    }
+
+    /// Record the transport's URL for the [catalog](Self::catalog), which shows it with
+    /// passwords and keys masked; `transport_url` calls it.
+    pub fn describe_transport(mut self, url: &str) -> Self {
+        self.catalog_sources.transport = crate::catalog::TransportInfo::from_url(url);
+        self
+    }
+
+    /// The service's [catalog](crate::catalog): what this bus will publish and handle,
+    /// with payload schemas, retry policies and the transport (redacted). Needs no broker,
+    /// so a test or a `--catalog` flag can write it without running anything;
+    /// [`Bus::catalog`] is the same for a built bus.
+    pub fn catalog(&self) -> crate::catalog::ServiceCatalog {
+        crate::catalog::BusParts {
+            service: &self.service,
+            namespace: self.namespace.as_deref(),
+            codec: self.codec.content_type(),
+            retry: &self.retry,
+            topics: &self.topics,
+            subscriptions: &self.subscriptions,
+            sources: &self.catalog_sources,
+        }
+        .catalog()
     }
 
     /// A transport that connects during `build()` (used by `transport_url`).
@@ -100,7 +129,11 @@ impl BusBuilder {
     /// Declare that this service publishes the events of topic `T`.
     pub fn publishes<T: Topic>(mut self) -> Self {
         match self.topics.iter().find(|(n, _)| *n == T::NAME) {
-            None => self.topics.push((T::NAME, T::events())),
+            None => {
+                self.topics.push((T::NAME, T::events()));
+                let schemas: crate::catalog::TopicSchemas = T::event_schema;
+                self.catalog_sources.topic_schemas.insert(T::NAME, schemas);
+            }
             Some((_, events)) if *events == T::events() => {}
             Some(_) => self.problems.push(format!(
                 "two different topic types are named `{}`: every topic needs its own #[topic(name = ..)]",
@@ -239,6 +272,7 @@ impl BusBuilder {
     /// the consumers.
     pub async fn build(mut self) -> Result<Bus> {
         self.validate()?;
+        let catalog = self.catalog();
         let transport = match self.transport.take().expect("validated") {
             TransportSource::Ready(t) => t,
             TransportSource::Pending(connect) => connect.await?,
@@ -310,6 +344,7 @@ impl BusBuilder {
             topics,
             subscriptions,
             topology,
+            catalog,
             reserved_header_prefixes: capabilities.reserved_header_prefixes,
             shutdown: CancellationToken::new(),
             consumers: TaskTracker::new(),

@@ -100,6 +100,8 @@ pub(crate) struct BusInner {
     pub(crate) subscriptions: Vec<(&'static str, SubscriptionSpec)>,
     /// What the bus provisioned, for `broker_objects` and `teardown`.
     pub(crate) topology: Topology,
+    /// What the bus publishes and handles, for [`Bus::catalog`].
+    pub(crate) catalog: crate::catalog::ServiceCatalog,
     /// Header prefixes the transport's broker keeps for itself.
     pub(crate) reserved_header_prefixes: &'static [&'static str],
     pub(crate) shutdown: CancellationToken,
@@ -386,6 +388,14 @@ impl Bus {
     /// What this bus provisioned: the topics it publishes to and its subscriptions.
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
+    }
+
+    /// The service's [catalog](crate::catalog): the topics it publishes, its
+    /// subscriptions with the events and versions they handle and upcast, payload
+    /// schemas, retry policies and the transport (redacted). `bus.catalog().to_json()` is
+    /// the file `tidings` reads.
+    pub fn catalog(&self) -> &crate::catalog::ServiceCatalog {
+        &self.inner.catalog
     }
 
     /// The names of what the transport created on the broker for this bus (exchanges,

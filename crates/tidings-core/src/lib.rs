@@ -12,6 +12,7 @@
 
 mod builder;
 mod bus;
+pub mod catalog;
 mod codec;
 mod companion;
 mod consumer;
@@ -51,3 +52,7 @@ pub use event::__private;
 pub mod __macro_support {
     pub use serde;
 }
+
+/// schemars, whose `JsonSchema` gives events their payload schema (feature `schema`).
+#[cfg(feature = "schema")]
+pub use schemars;

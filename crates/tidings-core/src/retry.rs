@@ -96,6 +96,18 @@ impl RetryPolicy {
         self.redeliveries
     }
 
+    /// The policy as the catalog shows it.
+    pub(crate) fn catalog(&self) -> crate::catalog::RetryInfo {
+        crate::catalog::RetryInfo {
+            immediate: self.immediate,
+            redeliveries: self.redeliveries,
+            first_delay_ms: self.min_delay.as_millis() as u64,
+            factor: self.factor,
+            max_delay_ms: self.max_delay.as_millis() as u64,
+            jitter: self.jitter,
+        }
+    }
+
     /// The most times a handler can run for one envelope.
     pub fn max_handler_runs(&self) -> u32 {
         self.immediate * (self.redeliveries + 1)

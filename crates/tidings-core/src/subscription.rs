@@ -51,6 +51,7 @@ pub struct Subscription<T, S = ()> {
     concurrency: usize,
     prefetch: Option<u16>,
     errors: Vec<String>,
+    upcast_sources: Vec<crate::catalog::UpcastSource>,
     _topic: PhantomData<fn() -> T>,
 }
 
@@ -66,6 +67,7 @@ impl Subscription<(), ()> {
             concurrency: 1,
             prefetch: None,
             errors: Vec::new(),
+            upcast_sources: Vec::new(),
             _topic: PhantomData,
         }
     }
@@ -91,6 +93,7 @@ impl<T: Topic, S: Send + Sync + 'static> Subscription<T, S> {
             concurrency: self.concurrency,
             prefetch: self.prefetch,
             errors: self.errors,
+            upcast_sources: self.upcast_sources,
             _topic: PhantomData,
         }
     }
@@ -154,6 +157,8 @@ impl<T: Topic, S: Send + Sync + 'static> Subscription<T, S> {
             |bytes, codec, limits| codec.decode::<Old>(bytes, limits).map(New::from);
         self.upcasters
             .insert((New::NAME, Old::VERSION), Box::new(f));
+        self.upcast_sources
+            .push(crate::catalog::UpcastSource::of::<Old>());
         self
     }
 
@@ -203,6 +208,9 @@ pub(crate) struct ErasedSubscription {
     pub(crate) concurrency: usize,
     pub(crate) prefetch: Option<u16>,
     pub(crate) errors: Vec<String>,
+    /// For the catalog: the topic's payload schemas and the upcasters' old shapes.
+    pub(crate) topic_schemas: crate::catalog::TopicSchemas,
+    pub(crate) upcast_sources: Vec<crate::catalog::UpcastSource>,
 }
 
 impl<T: Topic, S> From<Subscription<T, S>> for ErasedSubscription {
@@ -217,6 +225,8 @@ impl<T: Topic, S> From<Subscription<T, S>> for ErasedSubscription {
             concurrency: s.concurrency,
             prefetch: s.prefetch,
             errors: s.errors,
+            topic_schemas: T::event_schema,
+            upcast_sources: s.upcast_sources,
         }
     }
 }

@@ -60,6 +60,9 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
             #ordering_key
+            // The payload schema when `#ident` implements `schemars::JsonSchema` (found on
+            // the concrete type; see tidings_core::catalog), none otherwise.
+            #krate::__private::event_payload_schema!(#ident);
         }
     })
 }

@@ -72,6 +72,14 @@ pub(crate) fn expand(input: &DeriveInput) -> Result<TokenStream> {
                 }),*];
                 EVENTS
             }
+            fn event_schema(
+                event: &str,
+            ) -> ::core::option::Option<#krate::__private::serde_json::Value> {
+                #(if event == #events::NAME {
+                    return #events::payload_schema();
+                })*
+                ::core::option::Option::None
+            }
         }
 
         #(
