@@ -23,7 +23,7 @@ use tidings_core::{
 };
 
 use crate::config::KafkaConfig;
-use crate::error::from_kafka;
+use crate::error::{from_kafka, kind_of_code};
 use crate::transport::check_brokers;
 
 /// The broker names of one subscription.
@@ -163,13 +163,23 @@ pub(crate) async fn teardown(config: &KafkaConfig, topology: &Topology) -> Resul
             )) => {}
             Err((topic, code)) => {
                 return Err(Error::new(
-                    crate::error::kind_of_code(code),
+                    kind_of_code(code),
                     format!("deleting the Kafka topic {topic} failed: {code}"),
                 ))
             }
         }
     }
     Ok(())
+}
+
+/// The waits between tries to create topics, for a broker that may still be starting: four
+/// more tries, 0.4 s after the first and doubling (0.4, 0.8, 1.6, 3.2 s).
+fn provision_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(400))
+        .with_max_times(4)
+        .build()
 }
 
 /// Create the missing topics (existing ones are left as they are).
@@ -195,44 +205,33 @@ pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Resu
             }
         })
         .collect();
-    let mut attempt = 0u32;
+    let mut delays = provision_backoff();
     loop {
-        attempt += 1;
-        let result = admin.create_topics(new_topics.iter(), &options).await;
-        let failure = match result {
-            Ok(results) => {
-                let mut problem = None;
-                for r in results {
-                    match r {
-                        Ok(_) => {}
-                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((topic, code)) => {
-                            problem = Some(Error::new(
-                                crate::error::kind_of_code(code),
-                                format!("creating the Kafka topic {topic} failed: {code}"),
-                            ));
-                            break;
-                        }
-                    }
-                }
-                match problem {
-                    None => return Ok(()),
-                    Some(p) => p,
-                }
-            }
+        let failure = match admin.create_topics(new_topics.iter(), &options).await {
+            Ok(results) => match results
+                .into_iter()
+                .filter_map(|r| r.err())
+                .find(|(_, code)| *code != RDKafkaErrorCode::TopicAlreadyExists)
+            {
+                None => return Ok(()),
+                Some((topic, code)) => Error::new(
+                    kind_of_code(code),
+                    format!("creating the Kafka topic {topic} failed: {code}"),
+                ),
+            },
             Err(e) => from_kafka("creating the Kafka topics", e),
         };
-        // The broker may still be starting; give it a few tries.
-        if attempt >= 5
-            || !matches!(
-                failure.kind(),
-                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend
-            )
-        {
-            return Err(failure);
+        let transient = matches!(
+            failure.kind(),
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend
+        );
+        match delays.next().filter(|_| transient) {
+            Some(delay) => {
+                tracing::warn!(error = %failure, ?delay, "creating Kafka topics failed; trying again");
+                tokio::time::sleep(delay).await;
+            }
+            None => return Err(failure),
         }
-        tracing::warn!(error = %failure, attempt, "creating Kafka topics failed; trying again");
-        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
     }
 }
 
@@ -278,6 +277,12 @@ mod tests {
                 "topic `catalog.lending.dlq.replayed`",
             ]
         );
+    }
+
+    #[test]
+    fn provisioning_tries_four_more_times_doubling_the_wait() {
+        let waits: Vec<u64> = provision_backoff().map(|d| d.as_millis() as u64).collect();
+        assert_eq!(waits, [400, 800, 1600, 3200]);
     }
 
     #[test]
