@@ -1,18 +1,25 @@
 //! The Library's shared contracts: ids and the integration events Lending publishes.
 //! Defined once, imported by the publisher (Lending) and the subscribers (Catalog).
+//! `JsonSchema` gives each event its payload schema in the services' catalogs
+//! (`examples/library/catalog/`), which `tidings validate` checks against `tidings.lock`.
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tidings::{Event, Topic};
 use uuid::Uuid;
 
 /// A book of the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct BookId(pub Uuid);
 
 /// A patron of the library.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct PatronId(pub Uuid);
 
 impl BookId {
@@ -42,7 +49,7 @@ impl fmt::Display for PatronId {
 }
 
 /// A patron borrowed a book. Events of one book are handled in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Event)]
 #[event(name = "lending.book-borrowed", version = 1, key = book_id)]
 pub struct BookBorrowed {
     /// The book.
@@ -52,7 +59,7 @@ pub struct BookBorrowed {
 }
 
 /// A patron returned a book.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Event)]
 #[event(name = "lending.book-returned", version = 1, key = book_id)]
 pub struct BookReturned {
     /// The book.

@@ -7,6 +7,7 @@
 //! cargo run --example library -- --persistent                   # SQLite, outbox and inbox
 //! cargo run --example library -- --persistent --db library.db   # ... and keep the database
 //! cargo run --example library --features opentelemetry -- --trace  # spans on the console
+//! cargo run --example library -- --catalog DIR   # write the services' catalogs for `tidings`
 //! ```
 
 // The modules stand for the contexts' crates (hence `pub`) and are shared with
@@ -17,20 +18,27 @@ mod catalog;
 mod contracts;
 mod lending;
 mod persistent;
+mod services;
 mod trace;
 
 use std::sync::Arc;
 
-use tidings::prelude::*;
 use tracing::Instrument;
 
 use catalog::Inventory;
-use contracts::{BookId, LendingEvents, PatronId};
+use contracts::{BookId, PatronId};
 use lending::{Lending, LendingStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = transport_from_args();
+    if let Some(dir) = arg_value("--catalog") {
+        // The services' catalogs, as `tidings` (list, validate, asyncapi, graph) reads them.
+        for path in services::write_catalogs(&url, std::path::Path::new(&dir))? {
+            println!("library: wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let _tracing = std::env::args()
         .any(|a| a == "--trace")
         .then(trace::install)
@@ -59,18 +67,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (dune, solaris) = (BookId::new(), BookId::new());
     inventory.add_book(dune, "Dune", 2);
     inventory.add_book(solaris, "Solaris", 1);
-    let catalog = Bus::builder("catalog")
-        .transport_url(url.clone())
-        .subscribe(catalog::subscription(inventory.clone()))
+    let catalog = services::catalog_bus(&url, inventory.clone())
         .build()
         .await?;
 
     // Lending: publishes its topic.
-    let lending_bus = Bus::builder("lending")
-        .transport_url(url.clone())
-        .publishes::<LendingEvents>()
-        .build()
-        .await?;
+    let lending_bus = services::lending_bus(&url).build().await?;
     let lending = Lending::new(lending_bus.clone(), Arc::new(LendingStore::default()));
     let (diana, tomas) = (PatronId::new(), PatronId::new());
     lending.store.seed_patron(diana, "Diana");
