@@ -32,10 +32,31 @@ mod w3c {
         }
     }
 
+    /// Whether `value` is a `traceparent` as W3C Trace Context writes it:
+    /// `vv-<32 hex>-<16 hex>-<2 hex>` in lower case, version `00` exactly so, a later one
+    /// (never `ff`) at least so and then `-`. The SDK's parser also takes ids too short,
+    /// which a message from another client may carry: those start a new trace instead.
+    fn well_formed(value: &str) -> bool {
+        const LEN: usize = 55;
+        let b = value.as_bytes();
+        let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        b.len() >= LEN
+            && hex(&b[..2])
+            && &b[..2] != b"ff"
+            && (b.len() == LEN || (&b[..2] != b"00" && b[LEN] == b'-'))
+            && b[2] == b'-'
+            && b[35] == b'-'
+            && b[52] == b'-'
+            && hex(&b[3..35])
+            && hex(&b[36..52])
+            && hex(&b[53..LEN])
+    }
+
     /// The context `env` carries, if it carries a valid one.
     pub(in crate::telemetry) fn read(env: &Envelope) -> Option<Context> {
+        let traceparent = env.traceparent.as_deref().filter(|t| well_formed(t))?;
         let mut carrier = HashMap::with_capacity(2);
-        carrier.insert(TRACEPARENT.to_string(), env.traceparent.clone()?);
+        carrier.insert(TRACEPARENT.to_string(), traceparent.to_string());
         if let Some(state) = &env.tracestate {
             carrier.insert(TRACESTATE.to_string(), state.clone());
         }
@@ -67,6 +88,34 @@ mod w3c {
         if let Some(cx) = read(env) {
             // Fails only for a span that already started, which a new span has not.
             let _ = span.set_parent(cx);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::well_formed;
+
+        #[test]
+        fn traceparent_well_formed() {
+            let valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            assert!(well_formed(valid));
+            assert!(well_formed(
+                "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-later"
+            ));
+            for bad in [
+                "",
+                "not-a-traceparent",
+                "00-0af7651916cd43dd-b7ad6b71-01",
+                "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",
+                "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+                "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+                "00_0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331_01",
+                "0g-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0ä",
+            ] {
+                assert!(!well_formed(bad), "{bad:?}");
+            }
         }
     }
 }
