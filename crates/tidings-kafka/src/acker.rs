@@ -59,6 +59,24 @@ impl KafkaAcker {
         self.settled = true;
     }
 
+    /// Write `record` to `topic` and, once the broker confirmed it, settle the delivery;
+    /// a failure (`doing` `envelope`) hands the acker back.
+    async fn send_then_settle(
+        mut self,
+        topic: &str,
+        record: Outgoing<'_>,
+        doing: &str,
+        envelope: &Envelope,
+    ) -> Result<(), (Error, Self)> {
+        match send_all(&self.producer, topic, vec![record]).await {
+            Ok(()) => {
+                self.done();
+                Ok(())
+            }
+            Err(e) => Err((e.context(format_args!("{doing} {}", envelope.id)), self)),
+        }
+    }
+
     fn done(&mut self) {
         self.settled = true;
         self.shared
@@ -101,21 +119,13 @@ impl Acker for KafkaAcker {
             headers: retry_headers(&envelope, next_attempt, due, self.origin),
             payload: &envelope.payload,
         };
-        let retry_topic = self.shared.names.retry.clone();
-        match send_all(&self.producer, &retry_topic, vec![record]).await {
-            Ok(()) => {
-                self.done();
-                Ok(())
-            }
-            Err(e) => Err((
-                e.context(format_args!("scheduling a retry of {}", envelope.id)),
-                self,
-            )),
-        }
+        let topic = self.shared.names.retry.clone();
+        self.send_then_settle(&topic, record, "scheduling a retry of", &envelope)
+            .await
     }
 
     async fn dead_letter(
-        mut self,
+        self,
         envelope: Arc<Envelope>,
         info: DeadLetterInfo,
     ) -> Result<(), (Error, Self)> {
@@ -128,16 +138,8 @@ impl Acker for KafkaAcker {
             headers: headers_of(&parked, &[]),
             payload: &parked.payload,
         };
-        let dlq = self.shared.names.dead_letter.clone();
-        match send_all(&self.producer, &dlq, vec![record]).await {
-            Ok(()) => {
-                self.done();
-                Ok(())
-            }
-            Err(e) => Err((
-                e.context(format_args!("dead-lettering {}", envelope.id)),
-                self,
-            )),
-        }
+        let topic = self.shared.names.dead_letter.clone();
+        self.send_then_settle(&topic, record, "dead-lettering", &envelope)
+            .await
     }
 }
