@@ -85,6 +85,7 @@ impl Transport for Kafka {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
+        c.system = "kafka";
         c.delayed_redelivery = true;
         c.ordering_key = true;
         c.competing_consumers = true;

@@ -462,7 +462,7 @@ impl Poller {
             tp,
             epoch,
             offset,
-            delivery: Delivery::from_wire(wire, acker),
+            delivery: Delivery::from_wire(wire, acker).with_partition(tp.1),
         };
         Some((item, stamp.due.filter(|d| *d > SystemTime::now())))
     }
