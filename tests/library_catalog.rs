@@ -99,3 +99,26 @@ fn a_breaking_change_without_a_version_bump_fails_the_lock_check() {
     let message = panic.downcast_ref::<String>().unwrap();
     assert!(message.contains("field `patron_id` removed"), "{message}");
 }
+
+#[test]
+fn a_subscriber_reading_a_locked_version_with_another_schema_fails_the_lock_check() {
+    // Catalog alone, as its own test would check it: its copy of BookReturned lost a field.
+    let mut catalogs = services::catalogs("memory://");
+    catalogs.truncate(1);
+    let handled = &mut catalogs[0].subscriptions[0].handles[1];
+    assert_eq!(handled.name, "lending.book-returned");
+    handled.schema.as_mut().unwrap()["required"] = serde_json::json!(["book_id"]);
+    let problems =
+        tidings::catalog::check_lock_file(&catalogs, Path::new(DIR).join("tidings.lock")).unwrap();
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        ["error[duplicate-definition]: `catalog` reads `lending.book-returned` v1 as `BookReturned` with another schema than tidings.lock records (field `patron_id` became optional): use the contract type of the shared contracts crate, or bump the version where the event is defined"]
+    );
+    let missing = tidings::catalog::check_lock_file(&catalogs, "no/such/tidings.lock").unwrap_err();
+    assert!(
+        missing.starts_with("cannot read the lock file no/such/tidings.lock: ")
+            && missing.ends_with("; create it with `tidings validate --update`"),
+        "{missing}"
+    );
+}

@@ -160,7 +160,9 @@ fn bad_input_is_one_line_and_exit_status_2() {
     edit_manifest(d, |m| {
         m.replace("[services.lending]", "[services.lending]\npublish = []")
     });
-    fails(d, &["validate"], "tidings: tidings.toml (line 14): unknown field `publish`, expected one of `description`, `publishes`, `subscribes`");
+    let manifest = std::fs::read_to_string(d.join("tidings.toml")).unwrap();
+    let line = manifest.lines().position(|l| l == "publish = []").unwrap() + 1;
+    fails(d, &["validate"], &format!("tidings: tidings.toml (line {line}): unknown field `publish`, expected one of `description`, `publishes`, `subscribes`; the manifest has [workspace]"));
     edit_manifest(d, |_| "[workspace\n".into());
     fails(d, &["list"], "tidings: tidings.toml (line 1): ");
 
