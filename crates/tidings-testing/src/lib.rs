@@ -6,6 +6,9 @@
 //!   [`published`](TestBus::published), [`assert_not_published`](TestBus::assert_not_published))
 //!   and [`settle`](TestBus::settle) until every queue is drained and every handler done.
 //! - [`conformance`]: the transport conformance suite that every transport runs.
+//! - `telemetry` (feature `opentelemetry`): the OpenTelemetry SDK with in-memory
+//!   exporters behind a `tracing` subscriber, to check the spans and metrics a test's
+//!   buses record.
 //!
 //! ```
 //! # use tidings_core::*;
@@ -37,6 +40,8 @@
 pub mod conformance;
 mod harness;
 mod recording;
+#[cfg(feature = "opentelemetry")]
+pub mod telemetry;
 
 pub use harness::{TestBus, DEFAULT_SETTLE_TIMEOUT};
 pub use recording::Recording;

@@ -49,6 +49,12 @@ enum Flaw {
     UnreachableAsBackend,
     /// Connecting to a broker that never answers waits for ever.
     UnreachableHangs,
+    /// `publish` drops the envelope's trace context (`ce_traceparent`, `ce_tracestate`).
+    DropsTraceContext,
+    /// A delivery retried later comes back without its trace context.
+    RetryDropsTraceContext,
+    /// `Capabilities::system` is left at its default instead of naming the broker.
+    UnnamedSystem,
 }
 
 struct Flawed {
@@ -111,6 +117,8 @@ enum FlawedAcker {
     ),
     /// Dead-lettering through it redelivers the envelope.
     Redelivering(<<Memory as Transport>::Subscriber as Subscriber>::Acker),
+    /// Retrying through it drops the envelope's trace context.
+    Forgetting(<<Memory as Transport>::Subscriber as Subscriber>::Acker),
     Settled,
 }
 
@@ -139,6 +147,9 @@ impl Transport for Flawed {
             // Pretends to have a broker connection, so the unreachable case runs.
             c.connect_timeout = Some(UNREACHABLE_CONNECT_TIMEOUT);
         }
+        if self.flaw == Flaw::UnnamedSystem {
+            c.system = Capabilities::default().system;
+        }
         c
     }
 
@@ -163,6 +174,10 @@ impl Transport for Flawed {
                 });
             }
             Flaw::DropsHeaders => envelopes.iter_mut().for_each(|e| e.headers.clear()),
+            Flaw::DropsTraceContext => envelopes.iter_mut().for_each(|e| {
+                e.traceparent = None;
+                e.tracestate = None;
+            }),
             Flaw::LosesAfterReconnect if self.disconnected.load(Ordering::SeqCst) => return Ok(()),
             _ => {}
         }
@@ -251,6 +266,16 @@ impl Subscriber for FlawedSubscriber {
                 d.undecodable = first.undecodable;
                 Some(Ok(d))
             }
+            Flaw::RetryDropsTraceContext => {
+                let mut d = Delivery::new(
+                    first.envelope,
+                    first.attempt,
+                    first.redelivered,
+                    FlawedAcker::Forgetting(first.acker),
+                );
+                d.undecodable = first.undecodable;
+                Some(Ok(d))
+            }
             Flaw::AcksOnReceipt => {
                 let Delivery {
                     envelope,
@@ -296,6 +321,10 @@ impl Acker for FlawedAcker {
                 .ack()
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Stopping(a, stop))),
+            FlawedAcker::Forgetting(a) => a
+                .ack()
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Forgetting(a))),
             FlawedAcker::Settled => Ok(()),
         }
     }
@@ -319,6 +348,14 @@ impl Acker for FlawedAcker {
                 .retry(envelope, next_attempt, delay)
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Stopping(a, stop))),
+            FlawedAcker::Forgetting(a) => {
+                let mut forgotten = (*envelope).clone();
+                forgotten.traceparent = None;
+                forgotten.tracestate = None;
+                a.retry(Arc::new(forgotten), next_attempt, delay)
+                    .await
+                    .map_err(|(e, a)| (e, FlawedAcker::Forgetting(a)))
+            }
             FlawedAcker::Settled => Ok(()),
         }
     }
@@ -341,6 +378,10 @@ impl Acker for FlawedAcker {
                 )
                 .await
                 .map_err(|(e, a)| (e, FlawedAcker::Redelivering(a))),
+            FlawedAcker::Forgetting(a) => a
+                .dead_letter(envelope, info)
+                .await
+                .map_err(|(e, a)| (e, FlawedAcker::Forgetting(a))),
             FlawedAcker::Stopping(a, stop) => {
                 stop.store(true, Ordering::SeqCst);
                 a.dead_letter(envelope, info)
@@ -383,9 +424,32 @@ fn must_fail<'a, F>(
 ) where
     F: Future<Output = ()> + 'a,
 {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        conformance::run(factory, name, case(factory))
-    }));
+    must_fail_with(conformance::run, factory, name, case, says)
+}
+
+/// [`must_fail`] with the runner of the trace cases.
+#[cfg(feature = "opentelemetry")]
+fn must_fail_traced<'a, F>(
+    factory: &'a Factory,
+    name: &str,
+    case: impl FnOnce(&'a dyn TransportFactory) -> F,
+    says: &str,
+) where
+    F: Future<Output = ()> + 'a,
+{
+    must_fail_with(conformance::run_traced, factory, name, case, says)
+}
+
+fn must_fail_with<'a, F>(
+    runner: fn(&dyn TransportFactory, &str, F),
+    factory: &'a Factory,
+    name: &str,
+    case: impl FnOnce(&'a dyn TransportFactory) -> F,
+    says: &str,
+) where
+    F: Future<Output = ()> + 'a,
+{
+    let outcome = catch_unwind(AssertUnwindSafe(|| runner(factory, name, case(factory))));
     let panic = outcome.expect_err(&format!(
         "{name} passed on {}: the suite misses that flaw",
         factory.name()
@@ -549,5 +613,38 @@ fn permanent_failure_catches_dead_letters_delivered_again() {
         "permanent_failure",
         conformance::permanent_failure,
         "runs the handler once",
+    );
+}
+
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn trace_publish_to_process_catches_a_transport_that_drops_the_trace_context() {
+    must_fail_traced(
+        &flawed(Flaw::DropsTraceContext),
+        "trace_publish_to_process",
+        conformance::trace_publish_to_process,
+        "in the request's trace",
+    );
+}
+
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn trace_retries_and_dead_letters_catches_a_retry_that_drops_the_trace_context() {
+    must_fail_traced(
+        &flawed(Flaw::RetryDropsTraceContext),
+        "trace_retries_and_dead_letters",
+        conformance::trace_retries_and_dead_letters,
+        "process spans in the trace",
+    );
+}
+
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn trace_publish_to_process_catches_an_unnamed_system() {
+    must_fail_traced(
+        &flawed(Flaw::UnnamedSystem),
+        "trace_publish_to_process",
+        conformance::trace_publish_to_process,
+        "Capabilities::system",
     );
 }

@@ -25,7 +25,7 @@ type Headers = Vec<(String, String)>;
 /// The key every raw message and the valid event after them share.
 const KEY: &str = "adversarial";
 
-fn adversary(f: &dyn TransportFactory, case: &str) -> std::sync::Arc<dyn Adversary> {
+pub(super) fn adversary(f: &dyn TransportFactory, case: &str) -> std::sync::Arc<dyn Adversary> {
     f.adversary().unwrap_or_else(|| {
         panic!(
             "{case}: the {} factory provides no Adversary (raw injection with the broker's own client and a fault hook); every transport must",

@@ -58,6 +58,21 @@
 //! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
 //! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
+//!
+//! With the feature `opentelemetry`, the trace cases (their names contain `trace`, so
+//! `cargo test trace` runs them) check the spans and metrics of the core with the
+//! [`Telemetry`](crate::telemetry::Telemetry) kit. They run on runtimes whose threads
+//! record spans ([`run_traced`]) rather than with a global subscriber: with one, every
+//! envelope's trace context would change under the cases beside them.
+//!
+//! | case | guarantee |
+//! |---|---|
+//! | `trace_publish_to_process` | a publish inside a request span and its handling in another service form one trace: send span (PRODUCER, child of the request), process span (CONSUMER, child of the send span), with the messaging attributes and tidings' own; a batch is one send span |
+//! | `trace_continues_through_handler` | a handler that publishes continues the trace to a third service, span by span; two requests stay two traces |
+//! | `trace_retries_and_dead_letters` | one process span per handler run, each a child of the send span, with attempt, outcome (`retry`, `ack`, `dead_letter`), `error.type` and the dead-letter reason, for redelivered, in-place, permanent and exhausted failures |
+//! | `trace_malformed_context` | raw messages with a malformed `traceparent` are handled (or dead-lettered) as before and start new traces; a valid foreign one is continued |
+//! | `trace_metrics` | sent, consumed, handler runs by outcome, retries, dead letters, lag and in-flight count what the case did, with their labels |
+//!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::transport::Capabilities)
 //! (`competing_consumers`, `ordering_key`), printing `skipped: <case> needs <capability>`.
 //!
@@ -83,6 +98,8 @@ mod failure;
 mod lifecycle;
 mod ordering;
 mod support;
+#[cfg(feature = "opentelemetry")]
+mod traces;
 mod volatile;
 
 use std::fmt;
@@ -106,6 +123,11 @@ pub use lifecycle::{
     teardown_removes_topology,
 };
 pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
+#[cfg(feature = "opentelemetry")]
+pub use traces::{
+    trace_continues_through_handler, trace_malformed_context, trace_metrics,
+    trace_publish_to_process, trace_retries_and_dead_letters,
+};
 
 /// The names of every case, in the order the macro emits them.
 pub const CASES: &[&str] = &[
@@ -131,6 +153,16 @@ pub const CASES: &[&str] = &[
     "dropped_connection",
     "teardown_removes_topology",
     "unreachable_broker",
+];
+
+/// The names of the trace cases (feature `opentelemetry`), which the macro emits after
+/// [`CASES`] when tidings-testing is built with the feature.
+pub const TRACE_CASES: &[&str] = &[
+    "trace_publish_to_process",
+    "trace_continues_through_handler",
+    "trace_retries_and_dead_letters",
+    "trace_malformed_context",
+    "trace_metrics",
 ];
 
 /// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
@@ -372,6 +404,22 @@ pub fn run(factory: &dyn TransportFactory, case: &str, test: impl Future<Output 
     });
 }
 
+/// Run one trace case like [`run`], on a runtime whose threads (and the calling thread,
+/// while it runs) record spans into the [`Telemetry`](crate::telemetry::Telemetry) kit,
+/// without installing a global subscriber.
+#[cfg(feature = "opentelemetry")]
+pub fn run_traced(factory: &dyn TransportFactory, case: &str, test: impl Future<Output = ()>) {
+    if let Some(reason) = factory.unavailable() {
+        println!("skipped: {case} on {}: {reason}", factory.name());
+        return;
+    }
+    crate::telemetry::run_recorded(
+        factory.patience() * 10,
+        &format!("conformance case {case} on {}", factory.name()),
+        test,
+    );
+}
+
 /// Expand to one `#[test]` per conformance case, each running the case against the
 /// transports of `factory` (an expression of a type implementing
 /// [`TransportFactory`](crate::conformance::TransportFactory), evaluated once per case).
@@ -404,7 +452,48 @@ macro_rules! conformance_suite {
             teardown_removes_topology,
             unreachable_broker,
         );
+        $crate::__conformance_trace_cases!($factory);
     };
+}
+
+/// With the feature `opentelemetry`: one `#[test]` per trace case, run by
+/// [`run_traced`](crate::conformance::run_traced).
+#[cfg(feature = "opentelemetry")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_trace_cases {
+    ($factory:expr) => {
+        $crate::__conformance_trace_cases!(
+            @cases $factory;
+            trace_publish_to_process,
+            trace_continues_through_handler,
+            trace_retries_and_dead_letters,
+            trace_malformed_context,
+            trace_metrics,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let factory = $factory;
+                let factory: &dyn $crate::conformance::TransportFactory = &factory;
+                $crate::conformance::run_traced(
+                    factory,
+                    ::core::stringify!($case),
+                    $crate::conformance::$case(factory),
+                );
+            }
+        )*
+    };
+}
+
+/// Without the feature `opentelemetry`: no trace cases.
+#[cfg(not(feature = "opentelemetry"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_trace_cases {
+    ($factory:expr) => {};
 }
 
 #[doc(hidden)]
