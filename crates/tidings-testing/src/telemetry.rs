@@ -114,6 +114,8 @@ pub struct Telemetry {
     meter_provider: SdkMeterProvider,
     tracer_provider: SdkTracerProvider,
     dispatch: Dispatch,
+    /// A second registered dispatcher, which records nothing; see [`Telemetry::build`].
+    _bystander: Dispatch,
     /// Serialises metric collection: collecting exports into the shared exporter, which
     /// is read and emptied under this lock.
     collecting: Mutex<()>,
@@ -166,6 +168,12 @@ impl Telemetry {
             .with_threads(false)
             .with_tracked_inactivity(false);
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        // While only one dispatcher is registered, `tracing` decides whether a callsite is
+        // on by the default of the thread that reaches it first, once for all: a span
+        // first created on a thread without the kit's subscriber (a test beside a trace
+        // test) would stay off on the kit's threads too. With a second one registered,
+        // every callsite asks the current thread's subscriber.
+        let bystander = Dispatch::new(tracing::subscriber::NoSubscriber::default());
 
         let metrics = opentelemetry_sdk::metrics::InMemoryMetricExporterBuilder::new()
             .with_temporality(Temporality::Cumulative)
@@ -184,6 +192,7 @@ impl Telemetry {
             meter_provider,
             tracer_provider,
             dispatch,
+            _bystander: bystander,
             collecting: Mutex::new(()),
             global: OnceLock::new(),
         }
