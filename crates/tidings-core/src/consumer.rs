@@ -82,6 +82,12 @@ impl Dispatcher {
         }
     }
 
+    /// Count one handler run of `env` that ended in `outcome` after `took`.
+    fn processed(&self, env: &Envelope, outcome: &'static str, took: Duration) {
+        self.metrics
+            .processed(&self.labels(), &env.event_type, outcome, took);
+    }
+
     /// The process span of one handler run of `env`.
     fn span(&self, env: &Envelope, attempt: u32, partition: Option<i32>) -> Span {
         telemetry::process_span(&Processing {
@@ -178,6 +184,7 @@ impl Dispatcher {
         let mut runs_before = (attempt - 1) * immediate;
         loop {
             let mut last_error = None;
+            let mut last_run = None;
             for run in 1..=immediate {
                 let call = Call {
                     envelope: env,
@@ -191,18 +198,28 @@ impl Dispatcher {
                 let span = self.span(env, runs_before + run, partition);
                 let started = Instant::now();
                 let result = entry.handler.call(call).instrument(span.clone()).await;
-                let outcome = match &result {
-                    Ok(()) => "ack",
-                    Err(Failure::Handler(e)) if !e.is_permanent() => "retry",
-                    Err(_) => "dead_letter",
-                };
+                let took = started.elapsed();
                 match &result {
                     Ok(()) => {}
                     Err(Failure::Handler(_)) => telemetry::record_failure(&span, "handler"),
                     Err(Failure::Poison(e)) => telemetry::record_failure(&span, e.kind().as_str()),
                 }
-                self.metrics
-                    .processed(&self.labels(), &env.event_type, outcome, started.elapsed());
+                // The outcome of a failed run is known once it is clear whether another
+                // run follows; a run retried at once is settled here, the last run of a
+                // delivery by `process`.
+                let retried_now = matches!(&result, Err(Failure::Handler(e)) if !e.is_permanent())
+                    && run < immediate;
+                if retried_now {
+                    telemetry::record_settled(&span, Settled::Retry(Duration::ZERO));
+                    self.processed(env, "retry", took);
+                } else if let Some(outcome) = match &result {
+                    Ok(()) => Some("ack"),
+                    Err(Failure::Handler(e)) if !e.is_permanent() => None,
+                    Err(_) => Some("dead_letter"),
+                } {
+                    self.processed(env, outcome, took);
+                }
+                last_run = Some(took);
                 *last_span = Some(span);
                 match result {
                     Ok(()) => return Outcome::Ack,
@@ -230,20 +247,27 @@ impl Dispatcher {
             }
             runs_before += immediate;
             let error = last_error.expect("at least one run");
+            let took = last_run.unwrap_or_default();
             match self.policy.redelivery_delay(redelivery) {
                 None => {
+                    self.processed(env, "dead_letter", took);
                     return self.dead_letter(
                         format!("handler failed after {runs_before} attempts: {error}"),
                         runs_before,
-                    )
+                    );
                 }
                 Some(delay) if self.delayed_redelivery && env.ordering_key.is_none() => {
+                    self.processed(env, "retry", took);
                     return Outcome::Retry {
                         next_attempt: redelivery + 1,
                         delay,
-                    }
+                    };
                 }
                 Some(delay) => {
+                    self.processed(env, "retry", took);
+                    if let Some(span) = last_span.as_ref() {
+                        telemetry::record_settled(span, Settled::Retry(delay));
+                    }
                     // Keyed envelopes wait in place so later events of the key can't
                     // overtake them; so do all envelopes on transports without delays.
                     tokio::select! {
