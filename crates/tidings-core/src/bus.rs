@@ -385,6 +385,37 @@ impl Bus {
             .await
     }
 
+    /// The dead letter with envelope id `id` of this service's subscription to `T`, without
+    /// removing it; `None` if there is none.
+    pub async fn dead_letter<T: Topic>(&self, id: uuid::Uuid) -> Result<Option<DeadLetter>> {
+        let spec = self.subscription_spec::<T>(None)?;
+        self.inner.transport.dead_letter_dyn(spec, id).await
+    }
+
+    /// Delete the selected dead letters of this service's subscription to `T` for good
+    /// (nothing else: not the subscription's pending events, not other dead letters);
+    /// returns how many were deleted.
+    pub async fn purge_dead_letters<T: Topic>(&self, which: Replay) -> Result<usize> {
+        let spec = self.subscription_spec::<T>(None)?;
+        self.inner
+            .transport
+            .purge_dead_letters_dyn(spec, &which)
+            .await
+    }
+
+    /// Like [`purge_dead_letters`](Self::purge_dead_letters) for a named subscription.
+    pub async fn purge_dead_letters_named<T: Topic>(
+        &self,
+        name: &str,
+        which: Replay,
+    ) -> Result<usize> {
+        let spec = self.subscription_spec::<T>(Some(name))?;
+        self.inner
+            .transport
+            .purge_dead_letters_dyn(spec, &which)
+            .await
+    }
+
     /// What this bus provisioned: the topics it publishes to and its subscriptions.
     pub fn topology(&self) -> &Topology {
         &self.inner.topology

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use crate::consumer;
 use crate::envelope::Envelope;
@@ -121,6 +122,67 @@ pub trait Transport: Send + Sync + 'static {
         spec: &SubscriptionSpec,
         which: &Replay,
     ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The dead letter of a subscription whose envelope id is `id`, without removing it;
+    /// `None` when there is none (never replayed or purged, or an unknown id). An unknown
+    /// subscription is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    ///
+    /// The default lists every dead letter ([`dead_letters`](Self::dead_letters) with no
+    /// limit) and picks the one; a transport that can look one up directly may do better.
+    fn dead_letter(
+        &self,
+        spec: &SubscriptionSpec,
+        id: uuid::Uuid,
+    ) -> impl Future<Output = Result<Option<DeadLetter>>> + Send {
+        async move {
+            let all = self.dead_letters(spec, usize::MAX).await?;
+            Ok(all.into_iter().find(|d| d.envelope.id == id))
+        }
+    }
+
+    /// Delete the selected dead letters of a subscription for good, and return how many
+    /// were deleted: only those `which` selects, and none of them is listed, replayed or
+    /// delivered again afterwards. An unknown subscription is
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    ///
+    /// The default refuses as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// every transport of this workspace implements it, and a wrapper should forward it.
+    fn purge_dead_letters(
+        &self,
+        spec: &SubscriptionSpec,
+        which: &Replay,
+    ) -> impl Future<Output = Result<usize>> + Send {
+        let _ = which;
+        let subscription = spec.name.clone();
+        async move {
+            Err(crate::Error::new(
+                crate::ErrorKind::Unsupported,
+                format!(
+                    "this transport cannot purge the dead letters of `{subscription}`; replay them or delete them with the broker's own tools"
+                ),
+            ))
+        }
+    }
+
+    /// Delete what [`provision`](Self::provision) created for one subscription alone (its
+    /// queue, dead letters, retry objects), leaving its topic and every other subscription
+    /// as they are: for temporary subscriptions such as `tidings tail`'s. What is already
+    /// gone is not an error.
+    ///
+    /// The default refuses as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// every transport of this workspace implements it, and a wrapper should forward it.
+    fn remove_subscription(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let subscription = spec.name.clone();
+        async move {
+            Err(crate::Error::new(
+                crate::ErrorKind::Unsupported,
+                format!("this transport cannot remove the subscription `{subscription}` alone"),
+            ))
+        }
+    }
 
     /// The names of what [`provision`](Self::provision) creates on the broker for
     /// `topology` (exchanges, queues, topics, subscriptions), without touching the broker.
@@ -257,6 +319,15 @@ pub trait DynTransport: Send + Sync + 'static {
         spec: &'a SubscriptionSpec,
         worker: Worker,
     ) -> BoxFuture<'a, Result<BoxFuture<'static, ()>>>;
+    /// Subscribe to a subscription provisioned before and hand out what it receives as a
+    /// stream, each delivery acknowledged once read (for tools that watch a topic,
+    /// `tidings tail`, through a temporary subscription of their own that they tear down
+    /// afterwards). Nothing is dead-lettered or retried; a failed acknowledgement means the
+    /// message may be read again.
+    fn watch_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<Watched>>>>;
     /// See [`Transport::dead_letters`].
     fn dead_letters_dyn<'a>(
         &'a self,
@@ -269,6 +340,23 @@ pub trait DynTransport: Send + Sync + 'static {
         spec: &'a SubscriptionSpec,
         which: &'a Replay,
     ) -> BoxFuture<'a, Result<usize>>;
+    /// See [`Transport::dead_letter`].
+    fn dead_letter_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<Option<DeadLetter>>>;
+    /// See [`Transport::purge_dead_letters`].
+    fn purge_dead_letters_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        which: &'a Replay,
+    ) -> BoxFuture<'a, Result<usize>>;
+    /// See [`Transport::remove_subscription`].
+    fn remove_subscription_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+    ) -> BoxFuture<'a, Result<()>>;
     /// See [`Transport::broker_objects`].
     fn broker_objects_dyn(&self, topology: &Topology) -> Vec<BrokerObject>;
     /// See [`Transport::teardown`].
@@ -300,6 +388,33 @@ impl<T: Transport> DynTransport for T {
             Ok(run)
         })
     }
+    fn watch_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<Watched>>>> {
+        Box::pin(async move {
+            let subscriber = self.subscribe(spec).await?;
+            let stream = futures::stream::unfold(subscriber, |mut subscriber| async move {
+                let next = match subscriber.next().await? {
+                    Err(e) => Err(e),
+                    Ok(delivery) => {
+                        let watched = Watched {
+                            envelope: delivery.envelope,
+                            attempt: delivery.attempt,
+                            undecodable: delivery.undecodable,
+                        };
+                        if let Err((e, _)) = delivery.acker.ack().await {
+                            tracing::debug!(error = %e, "acknowledging a watched message failed; it may be read again");
+                        }
+                        Ok(watched)
+                    }
+                };
+                Some((next, subscriber))
+            });
+            let stream: BoxStream<'static, Result<Watched>> = Box::pin(stream);
+            Ok(stream)
+        })
+    }
     fn dead_letters_dyn<'a>(
         &'a self,
         spec: &'a SubscriptionSpec,
@@ -314,12 +429,44 @@ impl<T: Transport> DynTransport for T {
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(self.replay_dead_letters(spec, which))
     }
+    fn dead_letter_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<Option<DeadLetter>>> {
+        Box::pin(self.dead_letter(spec, id))
+    }
+    fn purge_dead_letters_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+        which: &'a Replay,
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(self.purge_dead_letters(spec, which))
+    }
+    fn remove_subscription_dyn<'a>(
+        &'a self,
+        spec: &'a SubscriptionSpec,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.remove_subscription(spec))
+    }
     fn broker_objects_dyn(&self, topology: &Topology) -> Vec<BrokerObject> {
         self.broker_objects(topology)
     }
     fn teardown_dyn<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.teardown(topology))
     }
+}
+
+/// One message read by [`DynTransport::watch_dyn`].
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The envelope (for a message that is not one, the placeholder that carries it).
+    pub envelope: Arc<Envelope>,
+    /// The delivery count of the message on the watching subscription, 1 the first time.
+    pub attempt: u32,
+    /// Why the message is not a valid envelope, when it is not.
+    pub undecodable: Option<String>,
 }
 
 /// Connect to a broker within `timeout`, the one rule every transport follows: a

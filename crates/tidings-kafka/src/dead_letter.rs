@@ -12,6 +12,11 @@
 //! in `<subscription>.<topic>.dlq.replayed` (compacted, key `<partition>:<offset>` of the
 //! dead letter) and listing leaves out the dead letters that have one. A dead letter that
 //! fails again is a new record in the dead-letter topic and is listed again.
+//!
+//! Purging writes the same markers without replaying: a purged dead letter is never listed,
+//! replayed or delivered again (its record stays in the topic until retention removes it).
+//! A subscription whose dead-letter topic does not exist was never provisioned: listing,
+//! replaying and purging it is `NotFound`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -86,6 +91,26 @@ fn read_all(
     spec: Option<&SubscriptionSpec>,
     topic: &str,
 ) -> Result<Vec<Read>> {
+    read_topic(config, spec, topic, false)
+}
+
+/// [`read_all`], where a missing topic is `NotFound` when `required`.
+fn read_topic(
+    config: &KafkaConfig,
+    spec: Option<&SubscriptionSpec>,
+    topic: &str,
+    required: bool,
+) -> Result<Vec<Read>> {
+    let missing = || {
+        if required {
+            Err(Error::new(
+                ErrorKind::NotFound,
+                format!("the dead-letter topic `{topic}` does not exist: is the subscription name right, and was it provisioned (a bus with it built once)?"),
+            ))
+        } else {
+            Ok(Vec::new())
+        }
+    };
     let mut c = config.client_config();
     // librdkafka needs a group id even for assigned partitions; nothing joins it.
     c.set(
@@ -106,7 +131,7 @@ fn read_all(
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| from_kafka(format_args!("reading the metadata of {topic}"), e))?;
     let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Ok(Vec::new());
+        return missing();
     };
     if let Some(err) = meta.error() {
         let code = RDKafkaErrorCode::from(err);
@@ -114,7 +139,7 @@ fn read_all(
             code,
             RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
         ) {
-            return Ok(Vec::new());
+            return missing();
         }
         return Err(from_kafka(
             format_args!("reading the metadata of {topic}"),
@@ -194,7 +219,7 @@ fn unreplayed(
         .filter_map(|r| r.key)
         .collect();
     let mut letters: Vec<(i32, i64, DeadLetter)> =
-        read_all(config, Some(spec), &names.dead_letter)?
+        read_topic(config, Some(spec), &names.dead_letter, true)?
             .into_iter()
             .filter(|r| !replayed.contains(&marker_key(r.partition, r.offset)))
             .filter_map(|r| {
@@ -285,4 +310,50 @@ pub(crate) async fn replay(
             e.context("marking replayed dead letters (they were replayed, and may be listed again)")
         })?;
     Ok(selected.len())
+}
+
+/// The dead letter of `spec` with envelope id `id`, unless replayed or purged.
+pub(crate) async fn find(
+    config: &KafkaConfig,
+    spec: &SubscriptionSpec,
+    id: uuid::Uuid,
+) -> Result<Option<DeadLetter>> {
+    let letters = letters_of(config, spec).await?;
+    Ok(letters
+        .into_iter()
+        .map(|(_, _, d)| d)
+        .find(|d| d.envelope.id == id))
+}
+
+/// Purge the selected dead letters of `spec`: a marker each in the replayed-markers topic,
+/// so that they are never listed or replayed again; how many.
+pub(crate) async fn purge(
+    config: &KafkaConfig,
+    producer: &FutureProducer,
+    spec: &SubscriptionSpec,
+    which: &Replay,
+) -> Result<usize> {
+    let names = SubscriptionTopics::of(spec);
+    let letters = letters_of(config, spec).await?;
+    let keys: Vec<String> = letters
+        .iter()
+        .filter(|(_, _, d)| which.selects(&d.envelope.id))
+        .map(|(p, o, _)| marker_key(*p, *o))
+        .collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let now = wire::unix_millis(SystemTime::now()).to_string();
+    let markers = keys
+        .iter()
+        .map(|k| Outgoing {
+            key: Some(k),
+            headers: wire::marker_headers(&now),
+            payload: now.as_bytes(),
+        })
+        .collect();
+    send_all(producer, &names.replayed, markers)
+        .await
+        .map_err(|e| e.context("purging dead letters (none of those not confirmed is purged)"))?;
+    Ok(keys.len())
 }

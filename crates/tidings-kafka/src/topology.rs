@@ -144,6 +144,35 @@ pub(crate) async fn teardown(config: &KafkaConfig, topology: &Topology) -> Resul
         .into_iter()
         .map(|o| o.name)
         .collect();
+    delete_topics(config, topics).await
+}
+
+/// Delete the retry, dead-letter and replay-marker topics of `spec` and its consumer group
+/// (a broker that cannot delete groups keeps the empty group), not the topic; what is
+/// already gone is not an error.
+pub(crate) async fn remove_subscription(
+    config: &KafkaConfig,
+    spec: &SubscriptionSpec,
+) -> Result<()> {
+    let names = SubscriptionTopics::of(spec);
+    delete_topics(config, vec![names.retry, names.dead_letter, names.replayed]).await?;
+    let (admin, options) = admin(config)?;
+    let group = spec.queue_name();
+    match admin.delete_groups(&[group.as_str()], &options).await {
+        Ok(results) => {
+            for r in results {
+                if let Err((group, code)) = r {
+                    tracing::debug!(%group, %code, "the consumer group was not deleted");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, %group, "the consumer group was not deleted"),
+    }
+    Ok(())
+}
+
+/// Delete `topics`; topics already gone are fine.
+async fn delete_topics(config: &KafkaConfig, topics: Vec<String>) -> Result<()> {
     if topics.is_empty() {
         return Ok(());
     }

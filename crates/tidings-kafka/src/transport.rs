@@ -141,6 +141,22 @@ impl Transport for Kafka {
         dead_letter::replay(&self.inner.config, &self.inner.producer, spec, which).await
     }
 
+    async fn dead_letter(
+        &self,
+        spec: &SubscriptionSpec,
+        id: uuid::Uuid,
+    ) -> Result<Option<DeadLetter>> {
+        dead_letter::find(&self.inner.config, spec, id).await
+    }
+
+    async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        dead_letter::purge(&self.inner.config, &self.inner.producer, spec, which).await
+    }
+
+    async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
+        topology::remove_subscription(&self.inner.config, spec).await
+    }
+
     fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
         topology::broker_objects(topology)
     }

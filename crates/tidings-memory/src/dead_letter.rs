@@ -1,5 +1,5 @@
-//! Dead letters on a memory hub: kept per subscription in a bounded list, listed and
-//! replayed into the subscription's queue.
+//! Dead letters on a memory hub: kept per subscription in a bounded list, listed, looked up
+//! by id, replayed into the subscription's queue, and purged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,6 +17,23 @@ pub(crate) fn list(queue: &Queue, limit: usize) -> Vec<DeadLetter> {
         .take(limit)
         .filter_map(|env| DeadLetter::from_envelope(env.clone()))
         .collect()
+}
+
+/// The dead letter of `queue` with envelope id `id`.
+pub(crate) fn find(queue: &Queue, id: uuid::Uuid) -> Option<DeadLetter> {
+    let dead = lock(&queue.dead);
+    dead.iter()
+        .find(|env| env.id == id)
+        .and_then(|env| DeadLetter::from_envelope(env.clone()))
+}
+
+/// Delete the dead letters `which` selects from `queue`, in one step under the list's
+/// lock (a replay running meanwhile has already taken its own out); how many.
+pub(crate) fn purge(queue: &Queue, which: &Replay) -> usize {
+    let mut dead = lock(&queue.dead);
+    let before = dead.len();
+    dead.retain(|env| !which.selects(&env.id));
+    before - dead.len()
 }
 
 /// Move the dead letters `which` selects back into `queue`, cleared of their dead-letter

@@ -91,6 +91,34 @@ impl Hub {
         }
     }
 
+    /// Remove the queue of `spec` alone (with its envelopes and dead letters) and unbind
+    /// it from its topic; the topic and the other queues stay.
+    pub(crate) fn remove_subscription(&self, spec: &SubscriptionSpec) {
+        let removed = {
+            let mut queues = lock(&self.queues);
+            let removed = queues.remove(&(spec.name.clone(), spec.topic.clone()));
+            if let Some(queue) = &removed {
+                // Lock order: queues, then topics.
+                let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+                if let Some(bindings) = topics.get(&spec.topic) {
+                    let kept: Bindings = bindings
+                        .iter()
+                        .filter(|b| !Arc::ptr_eq(&b.queue, queue))
+                        .map(|b| Binding {
+                            queue: b.queue.clone(),
+                            filter: b.filter.clone(),
+                        })
+                        .collect();
+                    topics.insert(spec.topic.clone(), kept);
+                }
+            }
+            removed
+        };
+        if let Some(queue) = removed {
+            queue.close();
+        }
+    }
+
     /// The queue of a provisioned subscription.
     pub(crate) fn queue(&self, spec: &SubscriptionSpec) -> Result<Arc<Queue>> {
         lock(&self.queues)

@@ -248,6 +248,25 @@ impl Transport for Memory {
         dead_letter::replay(&*self.hub.queue(spec)?, which).await
     }
 
+    async fn dead_letter(
+        &self,
+        spec: &SubscriptionSpec,
+        id: uuid::Uuid,
+    ) -> Result<Option<DeadLetter>> {
+        Ok(dead_letter::find(&*self.hub.queue(spec)?, id))
+    }
+
+    async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        Ok(dead_letter::purge(&*self.hub.queue(spec)?, which))
+    }
+
+    /// Remove the subscription's queue with its envelopes and dead letters, and unbind it;
+    /// its subscribers end.
+    async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
+        self.hub.remove_subscription(spec);
+        Ok(())
+    }
+
     /// Every object provisioning `topology` made on the hub: its topics, and per
     /// subscription a `queue` named `<subscription>.<topic>` and a `dead-letter list`
     /// named `<subscription>.<topic>.dlq`.

@@ -1,5 +1,6 @@
 //! Dead letters: listing the dead-letter queue of a subscription without removing
-//! anything, and moving selected dead letters back to its work queue.
+//! anything, moving selected dead letters back to its work queue, and purging selected
+//! ones (acknowledged on a channel of their own; the others go back when it closes).
 
 use std::sync::Arc;
 
@@ -79,23 +80,7 @@ pub(crate) async fn replay_dead_letters(
     let result = async {
         // Only what is there now, so that a letter dead-lettered again meanwhile is not
         // taken twice.
-        let count = channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                from_lapin(
-                    e,
-                    format_args!("looking up the dead-letter queue `{queue}`"),
-                )
-            })?
-            .message_count() as usize;
+        let count = ready_count(&channel, queue).await?;
         let mut moved = 0;
         for delivery in peek(&channel, queue, count).await? {
             let letter = dead_letter_of(&delivery, &sub);
@@ -119,5 +104,59 @@ pub(crate) async fn replay_dead_letters(
     }
     .await;
     let _ = channel.close(200, "replayed".into()).await;
+    result
+}
+
+/// How many messages `queue` holds ready now; a queue that does not exist is `NotFound`
+/// (the subscription was never provisioned).
+async fn ready_count(channel: &Channel, queue: &str) -> Result<usize> {
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            from_lapin(
+                e,
+                format_args!(
+                    "looking up the dead-letter queue `{queue}` (is the subscription provisioned?)"
+                ),
+            )
+        })?;
+    Ok(declared.message_count() as usize)
+}
+
+pub(crate) async fn purge_dead_letters(
+    shared: &Shared,
+    spec: &SubscriptionSpec,
+    which: &Replay,
+) -> Result<usize> {
+    let sub = SubInfo::new(spec);
+    let (channel, _) = shared.channel(shared.deadline()).await?;
+    let queue = &sub.names.dead_letter;
+    let result = async {
+        // Only what is there now: a letter dead-lettered meanwhile was not selected.
+        let count = ready_count(&channel, queue).await?;
+        let mut purged = 0;
+        for delivery in peek(&channel, queue, count).await? {
+            let letter = dead_letter_of(&delivery, &sub);
+            if !which.selects(&letter.envelope.id) {
+                continue; // put back when the channel closes
+            }
+            channel
+                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: false })
+                .await
+                .map_err(|e| from_lapin(e, "deleting a purged dead letter"))?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+    .await;
+    let _ = channel.close(200, "purged".into()).await;
     result
 }

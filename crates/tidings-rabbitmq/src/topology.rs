@@ -114,7 +114,7 @@ pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
 /// letters included; what is already gone is not an error.
 pub(crate) async fn teardown(shared: &Shared, topology: &Topology) -> Result<()> {
     let deadline = shared.deadline();
-    let (mut channel, _) = shared.channel(deadline).await?;
+    let (channel, _) = shared.channel(deadline).await?;
     let mut queues = Vec::new();
     let mut exchanges = Vec::new();
     for spec in &topology.subscriptions {
@@ -126,9 +126,35 @@ pub(crate) async fn teardown(shared: &Shared, topology: &Topology) -> Result<()>
         exchanges.push(names.exchange.clone());
     }
     exchanges.extend(topology.publishes.iter().map(|t| t.name.clone()));
+    delete_all(shared, channel, &queues, exchanges).await
+}
+
+/// Delete the queues of `spec` (work, dead-letter, delay) and its dead-letter exchange,
+/// not the topic's exchange; what is already gone is not an error.
+pub(crate) async fn remove_subscription(shared: &Shared, spec: &SubscriptionSpec) -> Result<()> {
+    let (channel, _) = shared.channel(shared.deadline()).await?;
+    let names = QueueNames::of(spec);
+    let mut queues = vec![names.work.clone(), names.dead_letter.clone()];
+    queues.extend(names.every_delay());
+    delete_all(
+        shared,
+        channel,
+        &queues,
+        vec![names.dead_letter_exchange.clone()],
+    )
+    .await
+}
+
+/// Delete `queues`, then `exchanges` (without repeats), and close the channel.
+async fn delete_all(
+    shared: &Shared,
+    mut channel: Channel,
+    queues: &[String],
+    mut exchanges: Vec<String>,
+) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     exchanges.retain(|e| seen.insert(e.clone()));
-    for queue in &queues {
+    for queue in queues {
         let deleted = channel
             .queue_delete(short(queue)?, QueueDeleteOptions::default())
             .await

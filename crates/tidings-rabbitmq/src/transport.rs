@@ -497,6 +497,14 @@ impl Transport for RabbitMq {
         dead_letter::replay_dead_letters(&self.shared, spec, which).await
     }
 
+    async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        dead_letter::purge_dead_letters(&self.shared, spec, which).await
+    }
+
+    async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
+        topology::remove_subscription(&self.shared, spec).await
+    }
+
     fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
         topology::broker_objects(topology)
     }

@@ -1,9 +1,10 @@
 //! The dead-letter subqueue of a subscription (`$DeadLetterQueue`): listing and replay.
 //!
-//! The REST API has no browse, so both peek-lock the dead letters one by one (`timeout=0`)
-//! and hold their locks for the walk: listing unlocks them all again; replay re-sends the
-//! selected ones to the topic addressed to the subscription (`To`), completes them, and
-//! unlocks the rest.
+//! The REST API has no browse, so all of them peek-lock the dead letters one by one
+//! (`timeout=0`) and hold their locks for the walk: listing unlocks them all again; replay
+//! re-sends the selected ones to the topic addressed to the subscription (`To`), completes
+//! them, and unlocks the rest; purging completes the selected ones and unlocks the rest.
+//! A dead letter locked by another walk (a replay running) is not seen by this one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -76,6 +77,36 @@ pub(crate) async fn replay(rest: &Rest, spec: &SubscriptionSpec, which: &Replay)
     match failure {
         Some(e) => Err(e.context(format_args!("after replaying {moved}"))),
         None => Ok(moved),
+    }
+}
+
+/// Delete the dead letters of `spec`'s subscription that `which` selects (complete them)
+/// and unlock the rest; how many were deleted.
+pub(crate) async fn purge(rest: &Rest, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+    let held = lock_all(rest, spec, usize::MAX).await?;
+    let mut purged = 0usize;
+    let mut rest_of = held.into_iter();
+    let mut keep = Vec::new();
+    let mut failure = None;
+    for (m, lock_uri) in rest_of.by_ref() {
+        if !which.selects(&m.envelope().id) {
+            keep.push(lock_uri);
+            continue;
+        }
+        match acker::complete(rest, &lock_uri, "deleting a purged dead letter").await {
+            Ok(()) => purged += 1,
+            Err(e) => {
+                keep.push(lock_uri);
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    keep.extend(rest_of.map(|(_, l)| l));
+    unlock_all(rest, keep).await;
+    match failure {
+        Some(e) => Err(e.context(format_args!("after purging {purged}"))),
+        None => Ok(purged),
     }
 }
 

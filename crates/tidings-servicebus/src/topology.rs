@@ -142,6 +142,27 @@ pub(crate) async fn teardown(rest: &Rest, topology: &Topology) -> Result<()> {
     Ok(())
 }
 
+/// Delete the subscription of `spec` (its rule and dead-letter subqueue go with it), not
+/// its topic; a subscription already gone is fine.
+pub(crate) async fn remove_subscription(rest: &Rest, spec: &SubscriptionSpec) -> Result<()> {
+    let (topic, name) = (&spec.topic, &spec.name);
+    match rest
+        .expect(
+            Method::DELETE,
+            &format!("/{topic}/subscriptions/{name}?{API}"),
+            &[],
+            None,
+            &[200],
+            &format!("deleting subscription `{name}` of topic `{topic}`"),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) async fn provision(
     rest: &Rest,
     config: &ServiceBusConfig,

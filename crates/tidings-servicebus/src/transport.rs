@@ -148,6 +148,14 @@ impl Transport for ServiceBus {
         dead_letter::replay(&self.shared.rest, spec, which).await
     }
 
+    async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        dead_letter::purge(&self.shared.rest, spec, which).await
+    }
+
+    async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
+        crate::topology::remove_subscription(&self.shared.rest, spec).await
+    }
+
     /// Per topic a `topic`; per subscription a `subscription`
     /// (`<topic>/subscriptions/<name>`), its `rule` (`.../rules/tidings`) and its
     /// `dead-letter subqueue` (`.../$DeadLetterQueue`).

@@ -204,6 +204,22 @@ impl<T: Transport> Transport for Recording<T> {
         self.inner.replay_dead_letters(spec, which).await
     }
 
+    async fn dead_letter(
+        &self,
+        spec: &SubscriptionSpec,
+        id: uuid::Uuid,
+    ) -> Result<Option<DeadLetter>> {
+        self.inner.dead_letter(spec, id).await
+    }
+
+    async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
+        self.inner.purge_dead_letters(spec, which).await
+    }
+
+    async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
+        self.inner.remove_subscription(spec).await
+    }
+
     fn broker_objects(&self, topology: &Topology) -> Vec<BrokerObject> {
         self.inner.broker_objects(topology)
     }

@@ -56,6 +56,10 @@
 //! | [`panics_anywhere`] | a panic in `Deserialize`, an upcaster, the synchronous part of `handle` or its future is retried, then dead-lettered with the panic message; the key's later events are handled |
 //! | [`teardown_removes_topology`] | `Bus::teardown` deletes what `build()` created, an event left in a stopped subscription with it; a second teardown is no error; the same buses build and work again |
 //! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
+//! | [`dead_letter_purge`] | `dead_letter` finds a dead letter by id (`None` for an unknown one); `purge_dead_letters` deletes exactly the selected ones, never to come back; an empty purge deletes nothing; waiting events stay |
+//! | [`dead_letter_purge_during_replay`] | a purge and a replay at once: nothing left, nothing lost, exactly the replayed ones handled |
+//! | [`dead_letters_unknown_subscription`] | listing, looking up, replaying and purging the dead letters of an unknown subscription is `NotFound` |
+//! | [`temporary_subscription`] | a subscription watched with `watch_dyn` sees the topic's events without taking them from another; `remove_subscription` deletes it alone |
 //! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
 //!
@@ -96,6 +100,7 @@ mod cases;
 mod events;
 mod failure;
 mod lifecycle;
+mod operations;
 mod ordering;
 mod support;
 #[cfg(feature = "opentelemetry")]
@@ -121,6 +126,10 @@ pub use failure::{permanent_failure, poison_payloads, retry_then_dead_letter, re
 pub use lifecycle::{
     build_rejects_bad_registrations, publish_not_declared, shutdown_drains,
     teardown_removes_topology,
+};
+pub use operations::{
+    dead_letter_purge, dead_letter_purge_during_replay, dead_letters_unknown_subscription,
+    temporary_subscription,
 };
 pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
 #[cfg(feature = "opentelemetry")]
@@ -153,6 +162,10 @@ pub const CASES: &[&str] = &[
     "dropped_connection",
     "teardown_removes_topology",
     "unreachable_broker",
+    "dead_letter_purge",
+    "dead_letter_purge_during_replay",
+    "dead_letters_unknown_subscription",
+    "temporary_subscription",
 ];
 
 /// The names of the trace cases (feature `opentelemetry`), which the macro emits after
@@ -451,6 +464,10 @@ macro_rules! conformance_suite {
             dropped_connection,
             teardown_removes_topology,
             unreachable_broker,
+            dead_letter_purge,
+            dead_letter_purge_during_replay,
+            dead_letters_unknown_subscription,
+            temporary_subscription,
         );
         $crate::__conformance_trace_cases!($factory);
     };
