@@ -6,7 +6,15 @@
 //! tidings validate [--update]               the workspace rules; --update rewrites tidings.lock
 //! tidings asyncapi [--output FILE]          an AsyncAPI 3.0 document
 //! tidings graph [--format mermaid|dot]      the flow between services
+//!
+//! tidings tail <topic> --transport URL [--count N] [--timeout 10s] [--event NAME]
+//! tidings dead-letters list|show|replay|purge --transport URL --service S [--subscription N] --topic T
+//! tidings publish <wire-name> --json '{..}' --service S --transport URL
 //! ```
+//!
+//! The broker commands take the transport URL (`--transport` or `TIDINGS_TRANSPORT`):
+//! `amqp://`, `kafka://`, `servicebus://`; `memory://` is refused, since the memory hub
+//! lives inside one process.
 //!
 //! Every command takes `--manifest FILE` (default `./tidings.toml` when there is one),
 //! `--catalog DIR` (default: the manifest's `workspace.catalog`, else `catalog` beside it)
@@ -15,8 +23,12 @@
 //! errors.
 
 mod asyncapi;
+mod broker;
+mod dead_letters;
 mod graph;
 mod list;
+mod publish;
+mod tail;
 mod validate;
 mod workspace;
 
@@ -85,6 +97,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
+    /// Print a topic's events as they arrive, one JSON line each (attributes and payload),
+    /// through a temporary subscription of its own, removed on exit. Not for memory://
+    /// (in-process only).
+    Tail(tail::Tail),
+    /// The dead letters of a subscription: list, show one, replay, purge.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLetters),
+    /// Publish one event, checked against its schema in the publishing service's catalog.
+    Publish(publish::Publish),
 }
 
 /// Formats of `tidings graph`.
@@ -119,8 +140,35 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let ws = Workspace::load(&cli.files)?;
     let out = match cli.command {
+        Command::DeadLetters(command) => dead_letters::run(command)?,
+        Command::Tail(args) => {
+            // The catalogs only say which events the topic has; they are optional here.
+            let ws = if has_workspace(&cli.files) {
+                Some(Workspace::load(&cli.files)?)
+            } else {
+                None
+            };
+            tail::run(ws.as_ref(), args)?
+        }
+        Command::Publish(args) => publish::run(&Workspace::load(&cli.files)?, args)?,
+        command => return run_catalog(&cli.files, command),
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether catalogs were asked for or a manifest is here.
+fn has_workspace(files: &Files) -> bool {
+    files.catalog.is_some()
+        || files.manifest.is_some()
+        || std::path::Path::new("tidings.toml").is_file()
+}
+
+/// The commands over catalog files alone.
+fn run_catalog(files: &Files, command: Command) -> Result<ExitCode, Failure> {
+    let ws = Workspace::load(files)?;
+    let out = match command {
         Command::List { json, service } => list::run(&ws, json, service.as_deref())?,
         Command::Validate { update } => return validate::run(&ws, update),
         Command::Asyncapi { output } => {
@@ -140,6 +188,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             GraphFormat::Mermaid => graph::mermaid(&ws),
             GraphFormat::Dot => graph::dot(&ws),
         },
+        Command::Tail(_) | Command::DeadLetters(_) | Command::Publish(_) => {
+            unreachable!("broker commands are run by `run`")
+        }
     };
     print!("{out}");
     Ok(ExitCode::SUCCESS)
