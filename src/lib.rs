@@ -64,10 +64,10 @@ pub fn redact_url(url: &str) -> String {
 
 /// The names most services need: `use tidings::prelude::*;`.
 pub mod prelude {
-    #[cfg(feature = "memory")]
-    pub use crate::Memory;
     #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
     pub use crate::outbox::BusBuilderExt;
+    #[cfg(feature = "memory")]
+    pub use crate::Memory;
     pub use crate::{
         Bus, Context, Event, HandlerError, PublishOptions, Replay, ResultExt, RetryPolicy,
         Subscription, Topic, TransportUrl,
