@@ -46,6 +46,8 @@ pub(crate) fn run(ws: Option<&Workspace>, args: Tail) -> Result<String, Failure>
     let mut topology = Topology::new("tidings-tail");
     topology.subscriptions.push(spec.clone());
     broker::runtime()?.block_on(async move {
+        // Listen for Ctrl-C before anything is created, so that it always ends in cleanup.
+        let mut interrupted = Interrupt::listen()?;
         transport
             .provision_dyn(&topology)
             .await
@@ -53,11 +55,7 @@ pub(crate) fn run(ws: Option<&Workspace>, args: Tail) -> Result<String, Failure>
                 "creating a temporary subscription to topic `{}`",
                 args.topic
             )))?;
-        eprintln!(
-            "tidings: watching topic `{}` through the temporary subscription `{}` (removed on exit)",
-            args.topic, spec.name
-        );
-        let watched = watch(&*transport, &spec, &args).await;
+        let watched = watch(&*transport, &spec, &args, &mut interrupted).await;
         let removed = transport.remove_subscription_dyn(&spec).await;
         let seen = watched?;
         removed.map_err(broker::failed(format_args!(
@@ -81,6 +79,7 @@ async fn watch(
     transport: &dyn DynTransport,
     spec: &SubscriptionSpec,
     args: &Tail,
+    interrupted: &mut Interrupt,
 ) -> Result<usize, Failure> {
     let mut stream = transport
         .watch_dyn(spec)
@@ -89,6 +88,10 @@ async fn watch(
             "watching topic `{}`",
             args.topic
         )))?;
+    eprintln!(
+        "tidings: watching topic `{}` through the temporary subscription `{}` (removed on exit)",
+        args.topic, spec.name
+    );
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let until = async move {
         match deadline {
@@ -104,7 +107,7 @@ async fn watch(
         let next = tokio::select! {
             next = stream.next() => next,
             _ = &mut until => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupted.recv() => break,
         };
         match next {
             None => break,
@@ -173,4 +176,36 @@ fn events(ws: Option<&Workspace>, args: &Tail) -> Result<Vec<String>, Failure> {
         .into());
     }
     Ok(names)
+}
+
+/// Ctrl-C (SIGINT), listened for from creation on.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    /// Start listening.
+    fn listen() -> Result<Self, Failure> {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| Failure(format!("cannot listen for Ctrl-C: {e}")))?;
+            Ok(Interrupt { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupt {})
+    }
+
+    /// The next Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

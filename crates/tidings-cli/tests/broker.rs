@@ -1,5 +1,5 @@
-//! The `tidings` binary against real brokers: `dead-letters list|show|replay|purge`,
-//! `tail` and `publish`, on RabbitMQ (`TIDINGS_RABBITMQ_URL`), Kafka
+//! The `tidings` binary against real brokers: `dead-letters list|show|replay|purge` and
+//! `tail --count` (`publish` and Ctrl-C: publish.rs, tail.rs), on RabbitMQ (`TIDINGS_RABBITMQ_URL`), Kafka
 //! (`TIDINGS_KAFKA_BROKERS`) and the local Service Bus server (started in this process).
 //! A broker whose variable is unset is skipped with a line; one whose variable is set but
 //! that does not answer fails. Bad input gives one line on stderr and exit status 2.
@@ -10,11 +10,11 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::brokers::*;
 use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -23,25 +23,6 @@ use tidings_core::transport::{
 };
 use tidings_core::{Codec, DeadLetterInfo, Envelope, ErrorKind, Replay};
 use uuid::Uuid;
-
-/// A fresh name for this run's topics and subscriptions.
-fn fresh(prefix: &str) -> String {
-    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..10])
-}
-
-/// A runtime for the test's own broker work.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The `tidings` binary with `args` (run where no tidings.toml is).
-fn tidings_run(args: &[&str]) -> Run {
-    run(&std::env::temp_dir(), args)
-}
 
 /// Publish events with JSON payloads encoded as MessagePack; their ids.
 async fn publish(t: &dyn DynTransport, topic: &str, payloads: &[Value]) -> Vec<Uuid> {
@@ -67,17 +48,17 @@ async fn park<T: Transport>(
     t: &T,
     spec: &SubscriptionSpec,
     n: usize,
-    reason: impl Fn(usize) -> String,
+    reason: impl Fn(Uuid) -> String,
 ) {
     let mut sub = t.subscribe(spec).await.expect("subscribing");
-    for i in 0..n {
+    for _ in 0..n {
         let d = tokio::time::timeout(Duration::from_secs(30), sub.next())
             .await
             .expect("a delivery within 30 s")
             .expect("the subscription goes on")
             .expect("a delivery");
         let info = DeadLetterInfo::new(
-            reason(i),
+            reason(d.envelope.id),
             3,
             Arc::from(spec.service.as_str()),
             Arc::from(spec.name.as_str()),
@@ -145,11 +126,12 @@ fn scenario<T: Transport>(name: &str, url: &str, transport: T) {
     let ids = rt.block_on(async {
         dynt.provision_dyn(&topology).await.expect("provisioning");
         let ids = publish(&*dynt, &topic, &payloads).await;
-        park(&*t, &spec, 3, |i| {
-            if i == 2 {
+        let doomed_b = ids[2];
+        park(&*t, &spec, 3, |id| {
+            if id == doomed_b {
                 "boom-b: the second kind".into()
             } else {
-                format!("boom-a: number {i}")
+                format!("boom-a: {id}")
             }
         })
         .await;
@@ -414,27 +396,6 @@ fn kafka() {
     scenario("kafka", &url, tidings_kafka::Kafka::from_url(&url).unwrap());
 }
 
-/// The local Service Bus server, in this process, for every test here.
-fn servicebus_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = runtime();
-            rt.block_on(async move {
-                let config = tidings_servicebus_server::ServerConfig::new("cli", "RootManageSharedAccessKey", "cli-test-key");
-                let server = tidings_servicebus_server::Server::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                    .await
-                    .expect("the local Service Bus server starts");
-                tx.send(server.endpoint()).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        let endpoint = rx.recv().unwrap();
-        format!("servicebus://cli?key_name=RootManageSharedAccessKey&key=cli-test-key&endpoint={endpoint}")
-    })
-}
-
 #[test]
 fn servicebus() {
     let url = servicebus_url();
@@ -482,131 +443,4 @@ fn unreachable_broker_and_memory_are_one_line_errors() {
         "t",
     ]);
     assert_eq!(r.code, 2, "{r:?}");
-}
-
-/// `publish` with the Library's catalog: a payload valid against the schema of
-/// `lending.book-borrowed` arrives on a subscription of `lending`, encoded with the
-/// service's codec (MessagePack) and stamped with its version and source.
-fn publish_on(name: &str, url: &str, t: Arc<dyn DynTransport>) {
-    let rt = runtime();
-    let spec = SubscriptionSpec::new(
-        "cli-publish",
-        fresh("cli-publish"),
-        "lending",
-        vec!["lending.book-borrowed".into()],
-    );
-    let mut topology = Topology::new("cli-publish");
-    topology
-        .publishes
-        .push(TopicSpec::new("lending", Vec::new()));
-    topology.subscriptions.push(spec.clone());
-    let mut watched = rt.block_on(async {
-        t.provision_dyn(&topology).await.expect("provisioning");
-        t.watch_dyn(&spec).await.expect("watching")
-    });
-    let payload = json!({
-        "book_id": "0b0f1c1e-8d57-4c4e-9a57-0d6f3c0e6c11",
-        "patron_id": "4a7e2f9c-61b5-4a8e-bb0e-54f0b5a0d2f3"
-    });
-    let text = payload.to_string();
-    let sent = run(
-        &library(),
-        &[
-            "publish",
-            "lending.book-borrowed",
-            "--json",
-            &text,
-            "--service",
-            "lending",
-            "--transport",
-            url,
-        ],
-    );
-    assert_eq!(sent.code, 0, "{name}: {sent:?}");
-    let id: Uuid = sent
-        .stdout
-        .trim()
-        .parse()
-        .expect("publish prints the envelope id");
-    rt.block_on(async {
-        let got = tokio::time::timeout(Duration::from_secs(30), watched.next())
-            .await
-            .expect("the published event within 30 s")
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.envelope.id, id, "{name}");
-        assert_eq!(got.envelope.source.as_ref(), "lending", "{name}");
-        assert_eq!(got.envelope.version, 1, "{name}");
-        assert_eq!(got.envelope.content_type, tidings_core::MSGPACK, "{name}");
-        let decoded: Value = Codec::MessagePack
-            .decode(&got.envelope.payload, Default::default())
-            .unwrap();
-        assert_eq!(decoded, payload, "{name}");
-        drop(watched);
-        t.remove_subscription_dyn(&spec).await.expect("removing");
-    });
-}
-
-#[test]
-fn publish_to_rabbitmq_and_servicebus() {
-    let url = servicebus_url();
-    let sb = tidings_servicebus::ServiceBus::from_url(url).unwrap();
-    publish_on("servicebus", url, Arc::new(sb));
-    match std::env::var("TIDINGS_RABBITMQ_URL") {
-        Ok(url) => publish_on(
-            "rabbitmq",
-            &url,
-            Arc::new(tidings_rabbitmq::RabbitMq::from_url(&url).unwrap()),
-        ),
-        Err(_) => println!("skipped on rabbitmq: TIDINGS_RABBITMQ_URL is not set"),
-    }
-}
-
-/// A payload that breaks the schema, malformed JSON, an unknown event or service: one
-/// line, exit 2, and nothing is sent (the broker address is never contacted).
-#[test]
-fn publish_refuses_what_the_schema_refuses() {
-    let nowhere = "amqp://guest:guest@127.0.0.1:1/%2f";
-    let cases: [(&[&str], &str); 5] = [
-        (
-            &["--json", r#"{"book_id": "b"}"#, "--service", "lending"],
-            "\"patron_id\" is a required property",
-        ),
-        (
-            &[
-                "--json",
-                r#"{"book_id": 7, "patron_id": "p"}"#,
-                "--service",
-                "lending",
-            ],
-            "at /book_id",
-        ),
-        (
-            &["--json", "{book_id", "--service", "lending"],
-            "not valid JSON",
-        ),
-        (
-            &["--json", "{}", "--service", "catalog"],
-            "does not publish",
-        ),
-        (
-            &["--json", "{}", "--service", "nobody"],
-            "no catalog for service `nobody`",
-        ),
-    ];
-    for (extra, says) in cases {
-        let mut args = vec!["publish", "lending.book-borrowed", "--transport", nowhere];
-        args.extend(extra);
-        let r = run(&library(), &args);
-        assert_eq!(r.code, 2, "{args:?}: {r:?}");
-        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {r:?}");
-        assert!(
-            r.stderr.contains(says),
-            "{args:?} should say {says:?}: {r:?}"
-        );
-        assert!(
-            !r.stderr.contains("connect"),
-            "{args:?} contacted the broker: {r:?}"
-        );
-    }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod brokers;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
