@@ -108,7 +108,9 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Subscriber>> + Send;
 
     /// List up to `limit` dead letters of a subscription, oldest first, without removing
-    /// them.
+    /// them. A subscription that was never provisioned is
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound), like in every dead-letter
+    /// operation.
     fn dead_letters(
         &self,
         spec: &SubscriptionSpec,
