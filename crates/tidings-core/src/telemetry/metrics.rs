@@ -96,21 +96,6 @@ mod otel {
             }
         }
 
-        fn attributes(labels: &Labels<'_>) -> Vec<KeyValue> {
-            let mut out = vec![
-                KeyValue::new("messaging.system", labels.system.to_string()),
-                KeyValue::new("messaging.destination.name", labels.topic.to_string()),
-                KeyValue::new("tidings.service", labels.service.to_string()),
-            ];
-            if let Some(subscription) = labels.subscription {
-                out.push(KeyValue::new(
-                    "messaging.destination.subscription.name",
-                    subscription.to_string(),
-                ));
-            }
-            out
-        }
-
         pub(crate) fn sent(
             &self,
             labels: &Labels<'_>,
@@ -118,21 +103,22 @@ mod otel {
             took: Duration,
             error: Option<&Error>,
         ) {
-            let mut attributes = Self::attributes(labels);
-            if let Some(error) = error {
-                attributes.push(KeyValue::new("error.type", error.kind().as_str()));
-            }
-            self.sent.add(count as u64, &attributes);
-            attributes.push(KeyValue::new("messaging.operation.name", "send"));
-            self.operation.record(took.as_secs_f64(), &attributes);
+            let error = error.map(|e| ("error.type", e.kind().as_str()));
+            with_set(labels, None, [error, None], |a| {
+                self.sent.add(count as u64, a)
+            });
+            let operation = Some(("messaging.operation.name", "send"));
+            with_set(labels, None, [error, operation], |a| {
+                self.operation.record(took.as_secs_f64(), a)
+            });
         }
 
         pub(crate) fn consumed(&self, labels: &Labels<'_>) {
-            self.consumed.add(1, &Self::attributes(labels));
+            with_set(labels, None, NO_TAGS, |a| self.consumed.add(1, a));
         }
 
         pub(crate) fn in_flight(&self, labels: &Labels<'_>, delta: i64) {
-            self.in_flight.add(delta, &Self::attributes(labels));
+            with_set(labels, None, NO_TAGS, |a| self.in_flight.add(delta, a));
         }
 
         pub(crate) fn processed(
@@ -142,13 +128,12 @@ mod otel {
             outcome: &'static str,
             took: Duration,
         ) {
-            let mut attributes = Self::attributes(labels);
-            attributes.push(KeyValue::new("tidings.wire_name", wire_name.to_string()));
-            attributes.push(KeyValue::new("tidings.outcome", outcome));
-            self.process.record(took.as_secs_f64(), &attributes);
+            let tags = [Some(("tidings.outcome", outcome)), None];
+            with_set(labels, Some(wire_name), tags, |a| {
+                self.process.record(took.as_secs_f64(), a)
+            });
             if outcome == "retry" {
-                attributes.pop();
-                self.retries.add(1, &attributes);
+                with_set(labels, Some(wire_name), NO_TAGS, |a| self.retries.add(1, a));
             }
         }
 
@@ -159,12 +144,170 @@ mod otel {
             outcome: &'static str,
             lag: Duration,
         ) {
-            let mut attributes = Self::attributes(labels);
-            attributes.push(KeyValue::new("tidings.wire_name", wire_name.to_string()));
-            if outcome == "dead_letter" {
-                self.dead_letters.add(1, &attributes);
+            with_set(labels, Some(wire_name), NO_TAGS, |a| {
+                if outcome == "dead_letter" {
+                    self.dead_letters.add(1, a);
+                }
+                self.lag.record(lag.as_secs_f64(), a);
+            });
+        }
+    }
+
+    /// A low-cardinality attribute of a measurement, beyond the labels and wire name.
+    type Tag = Option<(&'static str, &'static str)>;
+
+    const NO_TAGS: [Tag; 2] = [None, None];
+
+    /// How many attribute sets a thread keeps; beyond, the oldest make way.
+    const CACHED: usize = 64;
+
+    /// One attribute set and what it was made of.
+    struct Cached {
+        system: Box<str>,
+        service: Box<str>,
+        topic: Box<str>,
+        subscription: Option<Box<str>>,
+        wire_name: Option<Box<str>>,
+        tags: [Tag; 2],
+        set: Box<[KeyValue]>,
+    }
+
+    impl Cached {
+        fn is(&self, labels: &Labels<'_>, wire_name: Option<&str>, tags: &[Tag; 2]) -> bool {
+            // Tags are `'static`: the same text at the same address. What tells the sets of
+            // one subscription apart first, then the rest.
+            let tag = |a: &Tag, b: &Tag| match (a, b) {
+                (Some((k, v)), Some((l, w))) => std::ptr::eq(*k, *l) && std::ptr::eq(*v, *w),
+                (None, None) => true,
+                _ => false,
+            };
+            tag(&self.tags[0], &tags[0])
+                && tag(&self.tags[1], &tags[1])
+                && self.wire_name.as_deref() == wire_name
+                && *self.topic == *labels.topic
+                && self.subscription.as_deref() == labels.subscription
+                && *self.service == *labels.service
+                && *self.system == *labels.system
+        }
+    }
+
+    thread_local! {
+        /// The attribute sets this thread recorded with. Building a set allocates a string
+        /// per attribute, which every event would pay otherwise (even with a no-op meter
+        /// provider); the sets in use are few (per bus, topic, subscription, wire name,
+        /// outcome), so they are made once per thread and found by a linear search.
+        static SETS: std::cell::RefCell<Vec<Cached>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn build(labels: &Labels<'_>, wire_name: Option<&str>, tags: &[Tag; 2]) -> Vec<KeyValue> {
+        let mut out = Vec::with_capacity(7);
+        out.push(KeyValue::new("messaging.system", labels.system.to_string()));
+        out.push(KeyValue::new(
+            "messaging.destination.name",
+            labels.topic.to_string(),
+        ));
+        out.push(KeyValue::new("tidings.service", labels.service.to_string()));
+        if let Some(subscription) = labels.subscription {
+            out.push(KeyValue::new(
+                "messaging.destination.subscription.name",
+                subscription.to_string(),
+            ));
+        }
+        if let Some(wire_name) = wire_name {
+            out.push(KeyValue::new("tidings.wire_name", wire_name.to_string()));
+        }
+        for (key, value) in tags.iter().flatten() {
+            out.push(KeyValue::new(*key, *value));
+        }
+        out
+    }
+
+    /// Call `f` with the attributes of `labels`, `wire_name` and `tags`, made once per
+    /// thread.
+    fn with_set<R>(
+        labels: &Labels<'_>,
+        wire_name: Option<&str>,
+        tags: [Tag; 2],
+        f: impl FnOnce(&[KeyValue]) -> R,
+    ) -> R {
+        let mut f = Some(f);
+        let cached = SETS.try_with(|sets| {
+            let Ok(mut sets) = sets.try_borrow_mut() else {
+                return None;
+            };
+            let i = match sets.iter().position(|c| c.is(labels, wire_name, &tags)) {
+                Some(i) => i,
+                None => {
+                    if sets.len() >= CACHED {
+                        sets.remove(0);
+                    }
+                    sets.push(Cached {
+                        system: labels.system.into(),
+                        service: labels.service.into(),
+                        topic: labels.topic.into(),
+                        subscription: labels.subscription.map(Into::into),
+                        wire_name: wire_name.map(Into::into),
+                        tags,
+                        set: build(labels, wire_name, &tags).into(),
+                    });
+                    sets.len() - 1
+                }
+            };
+            let f = f.take().expect("called once");
+            Some(f(&sets[i].set))
+        });
+        match cached {
+            Ok(Some(out)) => out,
+            // Re-entered from `f`, or the thread is going away: build the set afresh.
+            _ => (f.take().expect("not called yet"))(&build(labels, wire_name, &tags)),
+        }
+    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn labels<'a>(topic: &'a str, subscription: Option<&'a str>) -> Labels<'a> {
+            Labels {
+                system: "memory",
+                service: "catalog",
+                topic,
+                subscription,
             }
-            self.lag.record(lag.as_secs_f64(), &attributes);
+        }
+
+        fn set(labels: &Labels<'_>, wire_name: Option<&str>, tags: [Tag; 2]) -> Vec<String> {
+            with_set(labels, wire_name, tags, |a| {
+                a.iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect()
+            })
+        }
+
+        /// Each set is what it would be built afresh, whatever was cached before it, and
+        /// more sets than a thread keeps are still right.
+        #[test]
+        fn cached_sets_are_the_sets() {
+            let outcome = |o: &'static str| [Some(("tidings.outcome", o)), None];
+            let topics: Vec<String> = (0..CACHED + 10).map(|i| format!("t{i}")).collect();
+            for round in 0..2 {
+                for topic in &topics {
+                    for (subscription, wire_name, tags) in [
+                        (None, None, NO_TAGS),
+                        (Some("catalog.t"), None, NO_TAGS),
+                        (Some("catalog.t"), Some("a.b"), NO_TAGS),
+                        (Some("catalog.t"), Some("a.b"), outcome("ack")),
+                        (Some("catalog.t"), Some("a.b"), outcome("retry")),
+                        (Some("catalog.u"), Some("a.b"), outcome("retry")),
+                    ] {
+                        let labels = labels(topic, subscription);
+                        let want: Vec<String> = build(&labels, wire_name, &tags)
+                            .iter()
+                            .map(|kv| format!("{}={}", kv.key, kv.value))
+                            .collect();
+                        assert_eq!(set(&labels, wire_name, tags), want, "round {round}");
+                    }
+                }
+            }
         }
     }
 }

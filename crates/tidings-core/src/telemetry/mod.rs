@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tracing::field::Empty;
 use tracing::Span;
+use uuid::Uuid;
 
 use crate::envelope::Envelope;
 
@@ -41,16 +42,16 @@ pub(crate) fn send_span(system: &str, service: &str, topic: &str, envelopes: &[E
         tidings.version = Empty,
     );
     if span.is_disabled() {
-        return span;
+        // No callsite metadata: entering, recording and dropping it then cost nothing
+        // (a disabled span still looks its fields up by name and offers them to `log`).
+        return Span::none();
     }
     match (envelopes.len(), first) {
         (1, Some(env)) => {
-            span.record("messaging.message.id", tracing::field::display(env.id));
+            let mut buf = Uuid::encode_buffer();
+            span.record("messaging.message.id", text(&env.id, &mut buf));
             if let Some(id) = env.correlation_id {
-                span.record(
-                    "messaging.message.conversation_id",
-                    tracing::field::display(id),
-                );
+                span.record("messaging.message.conversation_id", text(&id, &mut buf));
             }
             span.record("messaging.message.body.size", env.payload.len());
             span.record("tidings.wire_name", &*env.event_type);
@@ -61,6 +62,12 @@ pub(crate) fn send_span(system: &str, service: &str, topic: &str, envelopes: &[E
         }
     }
     span
+}
+
+/// `id` as text, without the formatting machinery of `Display` (a `str` field is handed
+/// to the layers as it is).
+fn text<'b>(id: &Uuid, buf: &'b mut [u8; 45]) -> &'b str {
+    id.hyphenated().encode_lower(buf)
 }
 
 /// Stamp the trace context of `span` (the send span) into envelopes built for this
@@ -103,7 +110,7 @@ pub(crate) fn process_span(p: &Processing<'_>) -> Span {
         messaging.destination.name = topic,
         messaging.consumer.group.name = p.subscription,
         messaging.destination.subscription.name = p.subscription,
-        messaging.message.id = %env.id,
+        messaging.message.id = text(&env.id, &mut Uuid::encode_buffer()),
         messaging.message.conversation_id = Empty,
         messaging.message.body.size = env.payload.len(),
         messaging.destination.partition.id = Empty,
@@ -117,13 +124,13 @@ pub(crate) fn process_span(p: &Processing<'_>) -> Span {
         tidings.dead_letter.reason = Empty,
     );
     if span.is_disabled() {
-        return span;
+        // No callsite metadata: entering, recording and dropping it then cost nothing
+        // (a disabled span still looks its fields up by name and offers them to `log`).
+        return Span::none();
     }
     if let Some(id) = env.correlation_id {
-        span.record(
-            "messaging.message.conversation_id",
-            tracing::field::display(id),
-        );
+        let mut buf = Uuid::encode_buffer();
+        span.record("messaging.message.conversation_id", text(&id, &mut buf));
     }
     if let Some(partition) = p.partition {
         span.record("messaging.destination.partition.id", partition);
@@ -135,6 +142,9 @@ pub(crate) fn process_span(p: &Processing<'_>) -> Span {
 /// Record on a span that what it covers failed, with the low-cardinality `error.type`
 /// (an [`ErrorKind`](crate::ErrorKind) name, or `handler` for a handler's own error).
 pub(crate) fn record_failure(span: &Span, error_type: &'static str) {
+    if span.is_none() {
+        return;
+    }
     span.record("error.type", error_type);
     span.record("otel.status_code", "ERROR");
 }
@@ -148,6 +158,9 @@ pub(crate) enum Settled<'a> {
 
 /// Record the settlement on `span` and log it there as an event.
 pub(crate) fn record_settled(span: &Span, settled: Settled<'_>) {
+    if span.is_none() {
+        return;
+    }
     match settled {
         Settled::Ack => {
             span.record("tidings.outcome", "ack");

@@ -8,9 +8,7 @@ use {crate::envelope::Envelope, tracing::Span};
 
 #[cfg(feature = "opentelemetry")]
 mod w3c {
-    use std::collections::HashMap;
-
-    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
     use opentelemetry::trace::TraceContextExt;
     use opentelemetry::Context;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -22,14 +20,40 @@ mod w3c {
     const TRACEPARENT: &str = "traceparent";
     const TRACESTATE: &str = "tracestate";
 
-    /// Write `cx` into `env` if it holds a valid span.
-    fn write(cx: &Context, env: &mut Envelope) {
-        let mut carrier = HashMap::with_capacity(2);
-        TraceContextPropagator::new().inject_context(cx, &mut carrier);
-        if let Some(parent) = carrier.remove(TRACEPARENT) {
-            env.traceparent = Some(parent);
-            env.tracestate = carrier.remove(TRACESTATE).filter(|s| !s.is_empty());
+    /// The envelope as the propagator's carrier, read and written in place (no map of
+    /// copied headers per message).
+    struct Carrier<'a>(&'a Envelope);
+
+    impl Extractor for Carrier<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                TRACEPARENT => self.0.traceparent.as_deref(),
+                TRACESTATE => self.0.tracestate.as_deref(),
+                _ => None,
+            }
         }
+
+        fn keys(&self) -> Vec<&str> {
+            vec![TRACEPARENT, TRACESTATE]
+        }
+    }
+
+    struct CarrierMut<'a>(&'a mut Envelope);
+
+    impl Injector for CarrierMut<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            match key {
+                TRACEPARENT => self.0.traceparent = Some(value),
+                TRACESTATE => self.0.tracestate = Some(value).filter(|s| !s.is_empty()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Write `cx` into `env` if it holds a valid span (the propagator writes nothing
+    /// otherwise).
+    fn write(cx: &Context, env: &mut Envelope) {
+        TraceContextPropagator::new().inject_context(cx, &mut CarrierMut(env));
     }
 
     /// Whether `value` is a `traceparent` as W3C Trace Context writes it:
@@ -54,13 +78,10 @@ mod w3c {
 
     /// The context `env` carries, if it carries a valid one.
     pub(in crate::telemetry) fn read(env: &Envelope) -> Option<Context> {
-        let traceparent = env.traceparent.as_deref().filter(|t| well_formed(t))?;
-        let mut carrier = HashMap::with_capacity(2);
-        carrier.insert(TRACEPARENT.to_string(), traceparent.to_string());
-        if let Some(state) = &env.tracestate {
-            carrier.insert(TRACESTATE.to_string(), state.clone());
+        if !well_formed(env.traceparent.as_deref()?) {
+            return None;
         }
-        let cx = TraceContextPropagator::new().extract(&carrier);
+        let cx = TraceContextPropagator::new().extract(&Carrier(env));
         cx.span().span_context().is_valid().then_some(cx)
     }
 
