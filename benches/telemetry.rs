@@ -1,0 +1,240 @@
+//! What tidings' telemetry costs on the memory transport, end to end (publish 100 000
+//! events one by one, until the handler has run for each), in one run:
+//!
+//! ```text
+//! cargo bench --bench telemetry --features opentelemetry
+//! ```
+//!
+//! - `telemetry/no_subscriber`: nothing listens (no `tracing` subscriber, no meter
+//!   provider), as in a service that installs neither. Measured first, before anything is
+//!   registered with `tracing`, so every span callsite is off as it is in such a service.
+//! - `telemetry/tracing_spans`: a `tracing` registry with a layer that accepts every span
+//!   and does nothing with it: the spans are created, entered and their fields recorded.
+//! - `telemetry/otel_bridge`: the full bridge, as a service would run it: a
+//!   `tracing_opentelemetry` layer over the OpenTelemetry SDK (always sampled, a batch span
+//!   processor exporting to an exporter that discards), the W3C context injected into and
+//!   extracted from every envelope, and the metrics recorded by an SDK meter provider (the
+//!   global one) whose periodic reader exports to an exporter that discards.
+//!
+//! Each configuration has its own publisher and subscriber on a fresh memory hub, and its
+//! own 2-worker tokio runtime whose threads (and the bench thread, while it runs) have the
+//! configuration's subscriber as their default; a configuration's subscriber is dropped
+//! before the next one is made, so only one is ever registered with `tracing`. The buses of
+//! the first two are built before the meter provider is installed: their instruments are
+//! no-ops.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use serde::{Deserialize, Serialize};
+use tidings::prelude::*;
+use tokio::sync::Notify;
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[derive(Debug, Clone, Serialize, Deserialize, tidings::Event)]
+#[event(name = "bench.book-borrowed", version = 1)]
+struct BookBorrowed {
+    book_id: u64,
+    patron_id: u64,
+    title: String,
+}
+
+#[derive(tidings::Topic)]
+#[topic(name = "bench")]
+enum BenchEvents {
+    BookBorrowed(BookBorrowed),
+}
+
+fn event(i: u64) -> BookBorrowed {
+    BookBorrowed {
+        book_id: i,
+        patron_id: i ^ 0x5a5a,
+        title: "The Left Hand of Darkness".to_string(),
+    }
+}
+
+/// Events per iteration: 100 000, or `TIDINGS_BENCH_EVENTS` (fewer, to profile under
+/// callgrind).
+fn events() -> u64 {
+    std::env::var("TIDINGS_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
+
+struct Counter {
+    seen: AtomicU64,
+    target: AtomicU64,
+    done: Notify,
+}
+
+async fn count(e: BookBorrowed, cx: Context<Counter>) -> Result<(), HandlerError> {
+    std::hint::black_box(e);
+    let c = cx.state();
+    if c.seen.fetch_add(1, Ordering::Relaxed) + 1 == c.target.load(Ordering::Relaxed) {
+        c.done.notify_one();
+    }
+    Ok(())
+}
+
+/// A publisher and a subscriber service on one memory hub, and the handler's counter.
+struct Pair {
+    publisher: Bus,
+    _consumer: Bus,
+    counter: Arc<Counter>,
+}
+
+impl Pair {
+    async fn new() -> Pair {
+        let counter = Arc::new(Counter {
+            seen: AtomicU64::new(0),
+            target: AtomicU64::new(0),
+            done: Notify::new(),
+        });
+        let memory = Memory::new();
+        let consumer = Bus::builder("catalog")
+            .transport(memory.clone())
+            .subscribe(
+                Subscription::to::<BenchEvents>()
+                    .with_shared_state(counter.clone())
+                    .on(count),
+            )
+            .build()
+            .await
+            .unwrap();
+        let publisher = Bus::builder("lending")
+            .transport(memory)
+            .publishes::<BenchEvents>()
+            .build()
+            .await
+            .unwrap();
+        Pair {
+            publisher,
+            _consumer: consumer,
+            counter,
+        }
+    }
+
+    /// Publish `n` events and wait until the handler has run for each.
+    async fn round(&self, n: u64) {
+        self.counter.seen.store(0, Ordering::Relaxed);
+        self.counter.target.store(n, Ordering::Relaxed);
+        let done = self.counter.done.notified();
+        for i in 0..n {
+            self.publisher.publish(event(i)).await.unwrap();
+        }
+        done.await;
+    }
+}
+
+/// A 2-worker runtime whose threads have `dispatch` (if any) as their default subscriber.
+fn runtime(dispatch: Option<Dispatch>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    if let Some(dispatch) = dispatch {
+        builder.on_thread_start(move || {
+            // For the thread's life; the runtime is shut down before the next
+            // configuration, which drops it.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+        });
+    }
+    builder.build().unwrap()
+}
+
+/// A layer that accepts every span and event and does nothing with them.
+struct AcceptAll;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AcceptAll {}
+
+/// A span exporter that discards what it is given.
+#[derive(Debug)]
+struct DiscardSpans;
+
+impl SpanExporter for DiscardSpans {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+/// A metric exporter that discards what it is given.
+struct DiscardMetrics;
+
+impl PushMetricExporter for DiscardMetrics {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        std::hint::black_box(metrics);
+        Ok(())
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// Measure [`events`] end to end with `dispatch` as the default subscriber of the
+/// runtime's threads and of the bench thread.
+fn measure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    dispatch: Option<Dispatch>,
+    before_build: impl FnOnce(),
+) {
+    let rt = runtime(dispatch.clone());
+    let _default = dispatch.as_ref().map(tracing::dispatcher::set_default);
+    before_build();
+    let pair = rt.block_on(Pair::new());
+    let n = events();
+    group.bench_function(BenchmarkId::new(name, n), |b| {
+        b.to_async(&rt).iter(|| pair.round(n))
+    });
+    rt.block_on(async {
+        pair.publisher.shutdown().await;
+        pair._consumer.shutdown().await;
+    });
+    drop(pair);
+    rt.shutdown_timeout(Duration::from_secs(10));
+}
+
+fn overhead(c: &mut Criterion) {
+    let mut group = c.benchmark_group("telemetry");
+    group.throughput(Throughput::Elements(events()));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+
+    measure(&mut group, "no_subscriber", None, || {});
+
+    let spans = Dispatch::new(tracing_subscriber::registry().with(AcceptAll));
+    measure(&mut group, "tracing_spans", Some(spans), || {});
+
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_batch_exporter(DiscardSpans)
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("bench"));
+    let bridge = Dispatch::new(tracing_subscriber::registry().with(layer));
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(DiscardMetrics).build())
+        .build();
+    measure(&mut group, "otel_bridge", Some(bridge), || {
+        opentelemetry::global::set_meter_provider(meter_provider.clone())
+    });
+    group.finish();
+    let _ = tracer_provider.shutdown();
+    let _ = meter_provider.shutdown();
+}
+
+criterion_group!(benches, overhead);
+criterion_main!(benches);
