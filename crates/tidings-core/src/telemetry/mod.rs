@@ -72,7 +72,9 @@ fn text<'b>(id: &Uuid, buf: &'b mut [u8; 45]) -> &'b str {
 
 /// Stamp the trace context of `span` (the send span) into envelopes built for this
 /// publish, so their consumers continue the trace; envelopes that carry a context already
-/// (captured when the outbox stored them) keep theirs and are linked to the span.
+/// (captured when the outbox stored them) keep theirs and are linked to the span. A
+/// publish outside any span whose envelope was given a context
+/// (`PublishOptions::traceparent`) makes the send span a child of it.
 pub(crate) fn inject(span: &Span, envelopes: &mut [Envelope], fresh: bool) {
     propagation::inject(span, envelopes, fresh);
 }

@@ -86,6 +86,14 @@ mod w3c {
     }
 
     pub(in crate::telemetry) fn inject(span: &Span, envelopes: &mut [Envelope], fresh: bool) {
+        // Published outside any span with a context handed over
+        // (`PublishOptions::traceparent`): the send span continues that trace.
+        if fresh && Span::current().is_none() {
+            if let Some(given) = envelopes.first().and_then(read) {
+                // Fails only for a span that already started, which this one has not.
+                let _ = span.set_parent(given);
+            }
+        }
         let cx = span.context();
         if !cx.span().span_context().is_valid() {
             return;
