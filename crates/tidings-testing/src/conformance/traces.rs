@@ -163,8 +163,9 @@ fn traceparent(trace: TraceId, span: SpanId) -> String {
 /// destination, operation, consumer group / subscription, partition (Kafka only), message
 /// id (the envelope id), conversation id (the correlation id, when one is set), body size,
 /// and tidings' service, wire name, version, attempt 1 and outcome `ack`; no attribute
-/// twice, no error. The
-/// envelope the handler gets carries the send span's `traceparent`.
+/// twice, no error. The envelope the handler gets carries the send span's `traceparent`.
+/// A publish outside any span given a `traceparent` (`PublishOptions::traceparent`)
+/// continues that trace: its send span is a child of the context handed over.
 pub async fn trace_publish_to_process(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "trace_publish_to_process");
     let kit = kit(scene.case);
@@ -353,8 +354,56 @@ pub async fn trace_publish_to_process(f: &dyn TransportFactory) {
             "ping {n}: the envelope should carry the send span's context"
         );
     }
+
+    // Outside any span, with a context handed over: the publish continues that trace.
+    let (given_trace, given_span) = random_context();
+    let handed = alpha
+        .publish_with(
+            Ping::unkeyed(4),
+            PublishOptions::new().traceparent(traceparent(given_trace, given_span)),
+        )
+        .await
+        .must("publishing ping 4 with a traceparent");
+    let spans = kit
+        .wait_for_trace(
+            given_trace,
+            scene.patience(),
+            "ping 4's send and process spans in the trace it was handed",
+            |spans| {
+                (of_kind(spans, given_trace, SpanKind::Producer).len() == 1
+                    && of_kind(spans, given_trace, SpanKind::Consumer).len() == 1)
+                    .then(|| spans.to_vec())
+            },
+        )
+        .await;
+    let send = &of_kind(&spans, given_trace, SpanKind::Producer)[0];
+    let process = &of_kind(&spans, given_trace, SpanKind::Consumer)[0];
+    assert_eq!(
+        send.parent_span_id, given_span,
+        "ping 4: the send span continues the context handed to publish_with"
+    );
+    has(
+        process,
+        "messaging.message.id",
+        handed,
+        "the process span of ping 4",
+    );
+    assert_eq!(
+        process.parent_span_id,
+        send.span_id(),
+        "ping 4: the process span is a child of its send span"
+    );
     alpha.shutdown().await;
     beta.shutdown().await;
+}
+
+/// A fresh trace id and span id, as another system would hand over.
+fn random_context() -> (TraceId, SpanId) {
+    let trace = TraceId::from(u128::from_be_bytes(*Uuid::new_v4().as_bytes()));
+    let span = SpanId::from(u64::from_be_bytes(
+        Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"),
+    ));
+    (trace, span)
 }
 
 /// A handler that publishes continues the trace: ping → `beta` answers with a pong from
@@ -715,10 +764,7 @@ pub async fn trace_malformed_context(f: &dyn TransportFactory) {
         env.ordering_key = Some(KEY.to_string());
         env
     };
-    let foreign_trace = TraceId::from(u128::from_be_bytes(*Uuid::new_v4().as_bytes()));
-    let foreign_span = SpanId::from(u64::from_be_bytes(
-        Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"),
-    ));
+    let (foreign_trace, foreign_span) = random_context();
     let malformed: Vec<String> = vec![
         "not-a-traceparent".into(),
         "00-00000000000000000000000000000000-b7ad6b7169203331-01".into(),
