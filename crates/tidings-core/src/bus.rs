@@ -4,7 +4,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -206,12 +205,13 @@ impl Bus {
         let span = telemetry::send_span(inner.system, &inner.service, topic, &envelopes);
         telemetry::inject(&span, &mut envelopes, fresh);
         let count = envelopes.len();
-        let started = Instant::now();
-        let result = inner
-            .transport
-            .publish_dyn(topic, envelopes)
-            .instrument(span.clone())
-            .await;
+        let started = Metrics::clock();
+        let publishing = inner.transport.publish_dyn(topic, envelopes);
+        let result = if span.is_none() {
+            publishing.await
+        } else {
+            publishing.instrument(span.clone()).await
+        };
         if let Err(e) = &result {
             telemetry::record_failure(&span, e.kind().as_str());
         }
@@ -221,9 +221,12 @@ impl Bus {
             topic,
             subscription: None,
         };
-        inner
-            .metrics
-            .sent(&labels, count, started.elapsed(), result.as_ref().err());
+        inner.metrics.sent(
+            &labels,
+            count,
+            started.map(|s| s.elapsed()).unwrap_or_default(),
+            result.as_ref().err(),
+        );
         result
     }
 

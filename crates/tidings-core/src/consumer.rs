@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -196,9 +196,13 @@ impl Dispatcher {
                     bus: bus.clone(),
                 };
                 let span = self.span(env, runs_before + run, partition);
-                let started = Instant::now();
-                let result = entry.handler.call(call).instrument(span.clone()).await;
-                let took = started.elapsed();
+                let started = Metrics::clock();
+                let result = if span.is_none() {
+                    entry.handler.call(call).await
+                } else {
+                    entry.handler.call(call).instrument(span.clone()).await
+                };
+                let took = started.map(|s| s.elapsed()).unwrap_or_default();
                 match &result {
                     Ok(()) => {}
                     Err(Failure::Handler(_)) => telemetry::record_failure(&span, "handler"),
@@ -327,13 +331,20 @@ impl Dispatcher {
         }
         let time = envelope.time;
         let handled = envelope.clone();
-        self.settle(envelope, outcome, acker, shutdown)
-            .instrument(span)
-            .await;
+        let settling = self.settle(envelope, outcome, acker, shutdown);
+        if span.is_none() {
+            settling.await
+        } else {
+            settling.instrument(span).await
+        }
         let now = SystemTime::now();
         self.monitor.finished(now);
         self.metrics.in_flight(&labels, -1);
-        let lag = now.duration_since(time).unwrap_or_default();
+        let lag = if Metrics::ENABLED {
+            now.duration_since(time).unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
         self.metrics
             .settled(&labels, &handled.event_type, name, lag);
     }

@@ -96,6 +96,14 @@ mod otel {
             }
         }
 
+        /// Whether measurements are recorded (the feature is on).
+        pub(crate) const ENABLED: bool = true;
+
+        /// The start of a measured duration.
+        pub(crate) fn clock() -> Option<std::time::Instant> {
+            Some(std::time::Instant::now())
+        }
+
         pub(crate) fn sent(
             &self,
             labels: &Labels<'_>,
@@ -323,6 +331,13 @@ pub(crate) struct Metrics;
 impl Metrics {
     pub(crate) fn new() -> Self {
         Metrics
+    }
+    /// Whether measurements are recorded (the feature is on).
+    pub(crate) const ENABLED: bool = false;
+    /// The start of a measured duration: none, nothing is measured.
+    #[inline]
+    pub(crate) fn clock() -> Option<std::time::Instant> {
+        None
     }
     #[inline]
     pub(crate) fn sent(&self, _: &Labels<'_>, _: usize, _: Duration, _: Option<&Error>) {}
