@@ -1,0 +1,200 @@
+//! The messaging metrics count what a case did.
+
+use super::*;
+
+/// The metrics count what the case did, for its own topic: `alpha` publishes 7 pings in 6
+/// publishes (one a batch of 2, one a garbage payload), `beta` (policy: 1 run per
+/// delivery, 2 redeliveries) handles 3 at once, one after two failures, fails one for
+/// good, fails one every time and dead-letters the garbage. Sent 7 with 6 send operations;
+/// consumed 11 deliveries; 11 handler runs (4 `ack`, 4 `retry`, 3 `dead_letter`);
+/// retries 4; dead letters 3; lag measured for each of the 11 deliveries; nothing left in
+/// flight. Every measurement carries system, destination and service; the consuming ones
+/// the subscription.
+pub async fn trace_metrics(f: &dyn TransportFactory) {
+    let scene = Scene::new(f, "trace_metrics");
+    let kit = kit(scene.case);
+    let system = system(&scene).await;
+    let probe = Probe::new();
+    let beta = scene
+        .build(
+            scene.builder("beta").subscribe(
+                Subscription::to::<ConfEvents>()
+                    .with_shared_state(probe.clone())
+                    .retry(quick(1, 2))
+                    .on(|e: Ping, cx: Context<Probe>| async move {
+                        cx.state()
+                            .record(Seen::of("run", Ping::NAME, e.n, &e.key, &cx));
+                        match e.n {
+                            4 if cx.attempt() <= 2 => Err(HandlerError::msg("flaky")),
+                            5 => {
+                                "not a number".parse::<u64>().permanent()?;
+                                Ok(())
+                            }
+                            6 => Err(HandlerError::msg("always fails")),
+                            _ => Ok(()),
+                        }
+                    }),
+            ),
+            "`beta` with failing handlers",
+        )
+        .await;
+    let alpha = scene.publisher().await;
+    let topic = scene.topic();
+    alpha
+        .publish(Ping::unkeyed(1))
+        .await
+        .must("publishing ping 1");
+    alpha
+        .publish_batch([Ping::unkeyed(2), Ping::unkeyed(3)])
+        .await
+        .must("publishing pings 2 and 3");
+    for n in 4..=6 {
+        alpha
+            .publish(Ping::unkeyed(n))
+            .await
+            .must("publishing a ping");
+    }
+    let codec = Codec::default();
+    let garbage = Envelope::new(
+        Ping::NAME,
+        Ping::VERSION,
+        "alpha",
+        codec.content_type(),
+        vec![0xc1u8, 0xc1, 0xc1],
+    );
+    alpha
+        .publish_envelopes_to(&topic, vec![garbage])
+        .await
+        .must("publishing a garbage payload");
+
+    let producing = [
+        ("tidings.service", "alpha"),
+        ("messaging.destination.name", topic.as_str()),
+    ];
+    let consuming = [
+        ("tidings.service", "beta"),
+        ("messaging.destination.name", topic.as_str()),
+    ];
+    kit.wait_for_metrics(
+        scene.patience(),
+        "11 deliveries settled, 3 dead letters",
+        |m| {
+            (m.count("tidings.lag", &consuming) >= 11
+                && m.sum("tidings.dead_letters", &consuming) >= 3)
+                .then_some(())
+        },
+    )
+    .await;
+    scene.quiet().await;
+    let m = kit.metrics();
+    let runs = probe.snapshot();
+    let context = || {
+        format!(
+            "handler runs: {}; measured:{}",
+            describe(&runs),
+            m.describe(&[consuming[1]])
+        )
+    };
+    let checks: [(&str, i64, i64); 12] = [
+        (
+            "messaging.client.sent.messages",
+            m.sum("messaging.client.sent.messages", &producing),
+            7,
+        ),
+        (
+            "messaging.client.operation.duration (count)",
+            m.count("messaging.client.operation.duration", &producing) as i64,
+            6,
+        ),
+        (
+            "messaging.client.consumed.messages",
+            m.sum("messaging.client.consumed.messages", &consuming),
+            11,
+        ),
+        (
+            "messaging.process.duration (count)",
+            m.count("messaging.process.duration", &consuming) as i64,
+            11,
+        ),
+        (
+            "messaging.process.duration, outcome ack",
+            m.count(
+                "messaging.process.duration",
+                &[consuming[0], consuming[1], ("tidings.outcome", "ack")],
+            ) as i64,
+            4,
+        ),
+        (
+            "messaging.process.duration, outcome retry",
+            m.count(
+                "messaging.process.duration",
+                &[consuming[0], consuming[1], ("tidings.outcome", "retry")],
+            ) as i64,
+            4,
+        ),
+        (
+            "messaging.process.duration, outcome dead_letter",
+            m.count(
+                "messaging.process.duration",
+                &[
+                    consuming[0],
+                    consuming[1],
+                    ("tidings.outcome", "dead_letter"),
+                ],
+            ) as i64,
+            3,
+        ),
+        ("tidings.retries", m.sum("tidings.retries", &consuming), 4),
+        (
+            "tidings.dead_letters",
+            m.sum("tidings.dead_letters", &consuming),
+            3,
+        ),
+        (
+            "tidings.lag (count)",
+            m.count("tidings.lag", &consuming) as i64,
+            11,
+        ),
+        (
+            "tidings.handlers.in_flight",
+            m.sum("tidings.handlers.in_flight", &consuming),
+            0,
+        ),
+        (
+            "messaging.client.sent.messages by beta",
+            m.sum("messaging.client.sent.messages", &consuming),
+            0,
+        ),
+    ];
+    for (what, got, want) in checks {
+        assert_eq!(got, want, "{what}; {}", context());
+    }
+    let subscription = scene.subscription("beta");
+    let expected_labels = [
+        format!("messaging.system={system}"),
+        format!("messaging.destination.name={topic}"),
+    ];
+    for (instrument, filter, consumer) in [
+        ("messaging.client.sent.messages", &producing, false),
+        ("messaging.client.consumed.messages", &consuming, true),
+        ("tidings.retries", &consuming, true),
+        ("tidings.dead_letters", &consuming, true),
+        ("messaging.process.duration", &consuming, true),
+    ] {
+        let sets = m.attribute_sets(instrument, filter);
+        assert!(!sets.is_empty(), "{instrument}: no data points");
+        for set in sets {
+            for label in &expected_labels {
+                assert!(set.contains(label), "{instrument}: {set:?} lacks {label}");
+            }
+            let sub = format!("messaging.destination.subscription.name={subscription}");
+            assert_eq!(
+                set.contains(&sub),
+                consumer,
+                "{instrument}: {set:?} and the subscription label"
+            );
+        }
+    }
+    alpha.shutdown().await;
+    beta.shutdown().await;
+}
