@@ -462,7 +462,7 @@ async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
             }
             let next = tokio::select! {
                 biased;
-                next = subscriber.next() => next,
+                next = receive(&mut subscriber, &dispatcher.monitor) => next,
                 _ = &mut cancelled => break,
             };
             match next {
@@ -496,7 +496,7 @@ async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
         }
         let next = tokio::select! {
             biased;
-            next = subscriber.next() => next,
+            next = receive(&mut subscriber, &dispatcher.monitor) => next,
             _ = &mut cancelled => break,
         };
         let delivery = match next {
@@ -554,6 +554,30 @@ async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
     tasks.close();
     tasks.wait().await;
     // Deliveries still waiting in lanes are dropped with `lanes`: redelivered later.
+}
+
+/// How long a consumer that failed to receive must wait on the broker without a new
+/// failure to count as consuming again: a reconnected subscription with no events to
+/// deliver gives no other sign.
+const BACK_AFTER: Duration = Duration::from_secs(1);
+
+/// The subscriber's next delivery; after a failure, a receive still pending after
+/// [`BACK_AFTER`] marks the subscription consuming again.
+async fn receive<S: Subscriber>(
+    subscriber: &mut S,
+    monitor: &Monitor,
+) -> Option<crate::error::Result<Delivery<S::Acker>>> {
+    let next = subscriber.next();
+    if !monitor.is_troubled() {
+        return next.await;
+    }
+    tokio::pin!(next);
+    tokio::select! {
+        biased;
+        received = &mut next => return received,
+        _ = tokio::time::sleep(BACK_AFTER) => monitor.consuming(),
+    }
+    next.await
 }
 
 /// Log a transient subscriber error and wait before asking again; false on shutdown.

@@ -125,7 +125,13 @@ impl Monitor {
         self.troubled.store(troubled, Relaxed);
     }
 
-    /// A delivery arrived.
+    /// Whether the consumer is not simply consuming (reconnecting or stopped).
+    #[inline]
+    pub(crate) fn is_troubled(&self) -> bool {
+        self.troubled.load(Relaxed)
+    }
+
+    /// A delivery arrived, or the consumer waits on the broker without failing.
     #[inline]
     pub(crate) fn consuming(&self) {
         if self.troubled.load(Relaxed) {

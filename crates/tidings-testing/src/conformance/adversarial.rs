@@ -436,13 +436,21 @@ pub async fn panics_anywhere(f: &dyn TransportFactory) {
 
 /// Connections dropped mid-stream (by the broker or the network): the publisher's errors
 /// are retryable and publishing again succeeds once the transport reconnected, and every
-/// confirmed event is handled, none lost.
+/// confirmed event is handled, none lost. `Bus::health` follows: ready before, live
+/// throughout, and ready again after the reconnect, also when connections drop while no
+/// event is flowing (a subscription waiting for events is consuming, not reconnecting).
 pub async fn dropped_connection(f: &dyn TransportFactory) {
     let scene = Scene::new(f, "dropped_connection");
     let adversary = adversary(f, scene.case);
     let probe = Probe::new();
     let beta = scene.subscriber("beta", &probe).await;
     let alpha = scene.publisher().await;
+    let health = beta.health();
+    assert!(
+        health.is_ready(),
+        "{}: a new subscription is ready: {health:?}",
+        scene.case
+    );
     const EVENTS: u64 = 40;
     for n in 1..=EVENTS {
         if n == EVENTS / 2 {
@@ -457,8 +465,58 @@ pub async fn dropped_connection(f: &dyn TransportFactory) {
         .wait_for_ns("beta", 1..=EVENTS, scene.patience() * 2)
         .await;
     assert!(seen.len() as u64 >= EVENTS);
+    ready_again(&scene, &beta, "after the connections dropped mid-stream").await;
+
+    // Dropped while idle: no delivery comes to say the consumer is back.
+    adversary
+        .drop_connections()
+        .await
+        .must("dropping the connections of an idle subscription");
+    ready_again(
+        &scene,
+        &beta,
+        "after the connections of an idle subscription dropped",
+    )
+    .await;
+    // Counted once settled, which may come just after the handler ran.
+    let deadline = tokio::time::Instant::now() + scene.patience();
+    while beta.health().subscriptions[0].handled < EVENTS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: health counts what was handled: {:?}",
+            scene.case,
+            beta.health()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     alpha.shutdown().await;
     beta.shutdown().await;
+    let health = beta.health();
+    assert!(
+        !health.is_live() && !health.is_ready(),
+        "{}: a shut-down bus is neither live nor ready: {health:?}",
+        scene.case
+    );
+}
+
+/// Wait until `bus` reports every subscription consuming again, checking that it stays
+/// live (reconnecting is live) meanwhile.
+async fn ready_again(scene: &Scene<'_>, bus: &Bus, when: &str) {
+    let deadline = tokio::time::Instant::now() + scene.patience();
+    loop {
+        let health = bus.health();
+        assert!(health.is_live(), "{}: live {when}: {health:?}", scene.case);
+        if health.is_ready() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: not ready {when} within {:?}: {health:?}",
+            scene.case,
+            scene.patience()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Publish ping `n`, trying again while the error is retryable (as an application would
