@@ -82,7 +82,9 @@ pub struct SubscriptionHealth {
 pub enum SubscriptionState {
     /// Taking deliveries from the broker.
     Consuming,
-    /// Receiving failed and the consumer is trying again with backoff.
+    /// Receiving failed and the consumer is trying again with backoff. It counts as
+    /// consuming again once a delivery arrives or its receive has waited on the broker for
+    /// a second without failing.
     Reconnecting {
         /// Since the first failure of this run of failures.
         #[serde(serialize_with = "rfc3339")]
