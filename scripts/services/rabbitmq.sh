@@ -148,12 +148,14 @@ start() {
         fi
         sleep 0.2
     done
-    if ! ctl wait --timeout "$START_TIMEOUT" "$RMQ_DIR/rabbit.pid" >"$RMQ_DIR/wait.out" 2>&1; then
+    # rabbitmqctl's own --timeout is not always kept (a boot stuck on Mnesia was seen to
+    # hang it for good), so coreutils' timeout bounds it too.
+    if ! rmq_env timeout -k 5 "$((START_TIMEOUT + 5))" runuser -u rabbitmq -- "$RMQ_BIN/rabbitmqctl" wait --timeout "$START_TIMEOUT" "$RMQ_DIR/rabbit.pid" >"$RMQ_DIR/wait.out" 2>&1; then
         cat "$RMQ_DIR/wait.out" >&2
         show_log_tail
         die "node did not boot within ${START_TIMEOUT}s"
     fi
-    if ! ctl await_startup --timeout "$START_TIMEOUT" >/dev/null 2>&1; then
+    if ! rmq_env timeout -k 5 "$((START_TIMEOUT + 5))" runuser -u rabbitmq -- "$RMQ_BIN/rabbitmqctl" await_startup --timeout "$START_TIMEOUT" >/dev/null 2>&1; then
         show_log_tail
         die "node did not finish booting within ${START_TIMEOUT}s"
     fi
@@ -192,6 +194,20 @@ stop() {
     log "stopped in $(elapsed "$t0")s"
 }
 
+# start, and once more if the boot got stuck: kill what is left of the node first.
+start_or_retry() {
+    if (start); then
+        return 0
+    fi
+    log "the node did not boot; killing it and starting it once more"
+    if [ -s "$RMQ_DIR/rabbit.pid" ]; then
+        kill -9 "$(cat "$RMQ_DIR/rabbit.pid")" 2>/dev/null || true
+        rm -f "$RMQ_DIR/rabbit.pid"
+    fi
+    sleep 1
+    start
+}
+
 print_vars() {
     print_env \
         TIDINGS_RABBITMQ_URL "amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f" \
@@ -204,12 +220,12 @@ case "${1:-}" in
 start | stop | restart) lock_service ;;
 esac
 case "${1:-}" in
-start) start ;;
+start) start_or_retry ;;
 stop) stop ;;
 restart)
     t0="$(now_s)"
     stop
-    start
+    start_or_retry
     log "restarted in $(elapsed "$t0")s"
     ;;
 status)
