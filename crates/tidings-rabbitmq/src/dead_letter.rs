@@ -75,35 +75,53 @@ pub(crate) async fn replay_dead_letters(
     which: &Replay,
 ) -> Result<usize> {
     let sub = SubInfo::new(spec);
+    take_selected(shared, &sub, which, "replayed", |mut envelope| async {
+        DeadLetterInfo::clear(&mut envelope);
+        let message = outgoing(envelope, "", &sub.names.work, true)?;
+        shared
+            .publisher
+            .send(shared, vec![message], shared.deadline())
+            .await
+    })
+    .await
+}
+
+/// Take the dead letters `which` selects out of the subscription's dead-letter queue, each
+/// once `act` succeeded with it, and return how many. Only what the queue holds now is
+/// looked at, so that a letter dead-lettered meanwhile is neither taken twice nor taken
+/// unselected; what is not taken goes back when the channel closes.
+async fn take_selected<F, Fut>(
+    shared: &Shared,
+    sub: &SubInfo,
+    which: &Replay,
+    done: &'static str,
+    mut act: F,
+) -> Result<usize>
+where
+    F: FnMut(tidings_core::Envelope) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let (channel, _) = shared.channel(shared.deadline()).await?;
     let queue = &sub.names.dead_letter;
     let result = async {
-        // Only what is there now, so that a letter dead-lettered again meanwhile is not
-        // taken twice.
         let count = ready_count(&channel, queue).await?;
-        let mut moved = 0;
+        let mut taken = 0;
         for delivery in peek(&channel, queue, count).await? {
-            let letter = dead_letter_of(&delivery, &sub);
+            let letter = dead_letter_of(&delivery, sub);
             if !which.selects(&letter.envelope.id) {
-                continue; // put back when the channel closes
+                continue;
             }
-            let mut envelope = letter.envelope;
-            DeadLetterInfo::clear(&mut envelope);
-            let message = outgoing(envelope, "", &sub.names.work, true)?;
-            shared
-                .publisher
-                .send(shared, vec![message], shared.deadline())
-                .await?;
+            act(letter.envelope).await?;
             channel
                 .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: false })
                 .await
-                .map_err(|e| from_lapin(e, "removing a replayed dead letter"))?;
-            moved += 1;
+                .map_err(|e| from_lapin(e, format_args!("removing a {done} dead letter")))?;
+            taken += 1;
         }
-        Ok(moved)
+        Ok(taken)
     }
     .await;
-    let _ = channel.close(200, "replayed".into()).await;
+    let _ = channel.close(200, done.into()).await;
     result
 }
 
@@ -137,26 +155,5 @@ pub(crate) async fn purge_dead_letters(
     which: &Replay,
 ) -> Result<usize> {
     let sub = SubInfo::new(spec);
-    let (channel, _) = shared.channel(shared.deadline()).await?;
-    let queue = &sub.names.dead_letter;
-    let result = async {
-        // Only what is there now: a letter dead-lettered meanwhile was not selected.
-        let count = ready_count(&channel, queue).await?;
-        let mut purged = 0;
-        for delivery in peek(&channel, queue, count).await? {
-            let letter = dead_letter_of(&delivery, &sub);
-            if !which.selects(&letter.envelope.id) {
-                continue; // put back when the channel closes
-            }
-            channel
-                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: false })
-                .await
-                .map_err(|e| from_lapin(e, "deleting a purged dead letter"))?;
-            purged += 1;
-        }
-        Ok(purged)
-    }
-    .await;
-    let _ = channel.close(200, "purged".into()).await;
-    result
+    take_selected(shared, &sub, which, "purged", |_| async { Ok(()) }).await
 }
