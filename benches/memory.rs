@@ -16,31 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use serde::{Deserialize, Serialize};
 use tidings::prelude::*;
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone, Serialize, Deserialize, tidings::Event)]
-#[event(name = "bench.book-borrowed", version = 1)]
-struct BookBorrowed {
-    book_id: u64,
-    patron_id: u64,
-    title: String,
-}
+mod common;
 
-#[derive(tidings::Topic)]
-#[topic(name = "bench")]
-enum BenchEvents {
-    BookBorrowed(BookBorrowed),
-}
-
-fn event(i: u64) -> BookBorrowed {
-    BookBorrowed {
-        book_id: i,
-        patron_id: i ^ 0x5a5a,
-        title: "The Left Hand of Darkness".to_string(),
-    }
-}
+use common::{event, BenchEvents, BookBorrowed};
 
 const N: u64 = 100_000;
 

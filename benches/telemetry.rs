@@ -34,33 +34,14 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use serde::{Deserialize, Serialize};
 use tidings::prelude::*;
 use tokio::sync::Notify;
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
-#[derive(Debug, Clone, Serialize, Deserialize, tidings::Event)]
-#[event(name = "bench.book-borrowed", version = 1)]
-struct BookBorrowed {
-    book_id: u64,
-    patron_id: u64,
-    title: String,
-}
+mod common;
 
-#[derive(tidings::Topic)]
-#[topic(name = "bench")]
-enum BenchEvents {
-    BookBorrowed(BookBorrowed),
-}
-
-fn event(i: u64) -> BookBorrowed {
-    BookBorrowed {
-        book_id: i,
-        patron_id: i ^ 0x5a5a,
-        title: "The Left Hand of Darkness".to_string(),
-    }
-}
+use common::{event, BenchEvents, BookBorrowed};
 
 /// Events per iteration: 100 000, or `TIDINGS_BENCH_EVENTS` (fewer, to profile under
 /// callgrind).
