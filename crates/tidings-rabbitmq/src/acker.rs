@@ -18,8 +18,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::Channel;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::{Channel, Consumer};
 use tidings_core::{
     transport::{attrs, Acker},
     DeadLetterInfo, Envelope, Error, Result,
@@ -211,6 +211,13 @@ struct AckState {
     outstanding: usize,
     /// The subscriber let go of the channel: close it once nothing is outstanding.
     retired: bool,
+    /// The retired subscriber's consumer, until the task cancels it.
+    to_cancel: Option<Consumer>,
+    /// The cancelled consumer, kept until the channel is closed: dropping it
+    /// earlier makes lapin cancel it from another task, and a `basic.cancel` that reaches
+    /// the broker after the channel's close is a connection error that fails everything
+    /// else on the connection.
+    cancelled: Option<Consumer>,
     /// The channel failed or was closed.
     closed: bool,
 }
@@ -226,6 +233,8 @@ impl AckState {
             armed: false,
             outstanding: 0,
             retired: false,
+            to_cancel: None,
+            cancelled: None,
             closed: false,
         }
     }
@@ -307,10 +316,13 @@ impl AckBatcher {
         self.wake.notify_one();
     }
 
-    pub(crate) fn retire(&self) {
+    /// The subscriber let go of the channel and its `consumer`: the task cancels the
+    /// consumer, sends what is settled and closes the channel once nothing is outstanding.
+    pub(crate) fn retire(&self, consumer: Consumer) {
         {
             let mut state = self.lock();
             state.retired = true;
+            state.to_cancel = Some(consumer);
             state.armed = true;
         }
         self.wake.notify_one();
@@ -322,8 +334,19 @@ impl AckBatcher {
         !state.requeue.is_empty() || state.retired || state.waiting() >= self.batch
     }
 
-    /// Send the requeues, then one multiple ack for what is settled.
+    /// Cancel a retired consumer, send the requeues, then one multiple ack for what is
+    /// settled.
     async fn flush(&self) -> lapin::Result<()> {
+        let to_cancel = self.lock().to_cancel.take();
+        if let Some(consumer) = to_cancel {
+            // The broker ignores a cancel of a consumer it already cancelled.
+            let cancelled = self
+                .channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+            self.lock().cancelled = Some(consumer);
+            cancelled?;
+        }
         let requeue = std::mem::take(&mut self.lock().requeue);
         for tag in requeue {
             let options = BasicNackOptions {

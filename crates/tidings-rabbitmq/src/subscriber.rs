@@ -135,7 +135,7 @@ impl RabbitMqSubscriber {
 
     fn retire(&mut self) {
         if let Some(active) = self.active.take() {
-            active.acks.retire();
+            active.acks.retire(active.consumer);
         }
     }
 

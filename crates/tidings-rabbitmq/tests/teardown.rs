@@ -167,3 +167,57 @@ async fn teardown_deletes_every_object_the_bus_created() {
     // Already gone is fine.
     catalog.teardown().await.expect("a second teardown");
 }
+
+/// What `tidings tail` does: watch through a temporary subscription, stop watching, and
+/// remove the subscription at once. Stopping must cancel the consumer before its channel
+/// closes: a `basic.cancel` that reaches the broker after the close is a connection error
+/// (`CHANNEL_ERROR - expected 'channel.open'`) that fails whatever else is on the
+/// connection, here the removal. Repeated, since it was a race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_removed_right_after_its_watcher_stops_leaves_the_connection_whole() {
+    use futures::StreamExt;
+    use tidings_core::transport::{DynTransport, SubscriptionSpec, Topology, Transport};
+    use tidings_core::Envelope;
+
+    let Some(url) = common::url() else { return };
+    let ns = namespace();
+    let rabbitmq = RabbitMq::from_url(&url).unwrap();
+    let topic = format!("{ns}.watched");
+    let mut publisher = Topology::new("watcher");
+    publisher
+        .publishes
+        .push(tidings_core::transport::TopicSpec::new(&topic, Vec::new()));
+    Transport::provision(&rabbitmq, &publisher).await.unwrap();
+    for round in 0..20 {
+        let spec = SubscriptionSpec::new(
+            "watcher",
+            format!("{ns}.tail-{round}"),
+            &topic,
+            vec!["watched.ping".into()],
+        );
+        let mut topology = Topology::new("watcher");
+        topology.subscriptions.push(spec.clone());
+        Transport::provision(&rabbitmq, &topology).await.unwrap();
+        let mut watched = rabbitmq.watch_dyn(&spec).await.unwrap();
+        let envelope = Envelope::new(
+            "watched.ping",
+            1,
+            "watcher",
+            "application/json",
+            bytes::Bytes::from_static(b"{}"),
+        );
+        Transport::publish(&rabbitmq, &topic, vec![envelope])
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(PATIENCE, watched.next())
+            .await
+            .expect("the ping arrives");
+        seen.expect("a delivery").expect("not an error");
+        drop(watched);
+        rabbitmq
+            .remove_subscription_dyn(&spec)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: removing the subscription failed: {e}"));
+    }
+    Transport::teardown(&rabbitmq, &publisher).await.unwrap();
+}
