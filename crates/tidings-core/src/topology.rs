@@ -225,15 +225,52 @@ impl DeadLetter {
     }
 }
 
-/// Which dead letters to replay.
+/// Which dead letters to replay (or purge), and what a replay sends for each.
+///
+/// A replay sends every selected dead letter back to its subscription as
+/// [`envelope_for`](Self::envelope_for) says: as it was parked, or, for
+/// [`Edited`](Self::Edited), the edited copy; in both cases without the dead-letter
+/// stamp. A purge deletes the selected dead letters and sends nothing.
+///
+/// ```
+/// use tidings_core::{Envelope, Replay};
+/// let parked = Envelope::new("lending.book-borrowed", 1, "lending", "application/json", &b"{\"book\":7}"[..]);
+/// // The payload fixed, sent under a new id (or keep `parked.id`).
+/// let mut fixed = parked.clone();
+/// fixed.payload = b"{\"book\":\"7\"}".to_vec().into();
+/// fixed.id = uuid::Uuid::now_v7();
+/// let which = Replay::Edited { id: parked.id, envelope: Box::new(fixed.clone()) };
+/// assert!(which.selects(&parked.id));
+/// assert!(!which.selects(&fixed.id));
+/// assert_eq!(which.envelope_for(parked), fixed);
+/// // bus.replay_dead_letters::<Lending>(which).await?;
+/// ```
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Replay {
     /// Every dead letter of the subscription.
     All,
     /// Only these envelope ids.
     Ids(Vec<uuid::Uuid>),
+    /// Only the dead letter with envelope id `id`, sent back as `envelope` (an edited copy:
+    /// its payload fixed, with the same id or a new one) instead of as it was parked.
+    ///
+    /// The parked dead letter is taken out as with [`Ids`](Self::Ids): a replay removes
+    /// it and sends `envelope` in its place (once per parked copy of `id`, should the
+    /// subscription hold several); an `id` that is not parked replays nothing. Purging with
+    /// `Edited` deletes the dead letter `id` (it selects it) and ignores `envelope`.
+    /// Dead-letter headers left in `envelope` (say, a listed [`DeadLetter`]'s envelope
+    /// edited in place) are removed before it is sent.
+    Edited {
+        /// The envelope id of the dead letter to replay.
+        id: uuid::Uuid,
+        /// What to send in its place.
+        envelope: Box<Envelope>,
+    },
 }
+
+// Every field of an envelope is `Eq`, so its derived `PartialEq` is an equivalence.
+impl Eq for Replay {}
 
 impl Replay {
     /// Whether `id` is selected.
@@ -241,7 +278,21 @@ impl Replay {
         match self {
             Replay::All => true,
             Replay::Ids(ids) => ids.contains(id),
+            Replay::Edited { id: edited, .. } => edited == id,
         }
+    }
+
+    /// The envelope a replay sends for the selected dead letter `parked` (as listed, its
+    /// headers carrying the dead-letter details): for [`Edited`](Self::Edited) the edited
+    /// envelope, otherwise `parked`; in both cases cleared of the dead-letter stamp
+    /// ([`DeadLetterInfo::clear`]). Every transport's replay sends what this returns.
+    pub fn envelope_for(&self, parked: Envelope) -> Envelope {
+        let mut envelope = match self {
+            Replay::Edited { envelope, .. } => Envelope::clone(envelope),
+            Replay::All | Replay::Ids(_) => parked,
+        };
+        DeadLetterInfo::clear(&mut envelope);
+        envelope
     }
 }
 
@@ -270,5 +321,61 @@ impl BrokerObject {
 impl std::fmt::Display for BrokerObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} `{}`", self.kind, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parked() -> Envelope {
+        let env = Envelope::new(
+            "lending.book-borrowed",
+            1,
+            "lending",
+            "application/json",
+            &b"{}"[..],
+        );
+        let info = DeadLetterInfo::new(
+            "broken",
+            3,
+            "catalog".into(),
+            "catalog".into(),
+            "lending".into(),
+        );
+        let mut parked = info.stamped(&env);
+        parked.set_header(attrs::ATTEMPT, "3");
+        parked
+    }
+
+    #[test]
+    fn a_replay_sends_the_parked_envelope_without_its_stamp() {
+        let parked = parked();
+        for which in [Replay::All, Replay::Ids(vec![parked.id])] {
+            assert!(which.selects(&parked.id));
+            let sent = which.envelope_for(parked.clone());
+            assert_eq!(sent.id, parked.id);
+            assert!(sent.headers.is_empty(), "stamp left: {:?}", sent.headers);
+            assert_eq!(sent.payload, parked.payload);
+        }
+    }
+
+    #[test]
+    fn an_edited_replay_sends_the_edited_envelope_without_a_stamp() {
+        let parked = parked();
+        let mut fixed = parked.clone();
+        fixed.payload = b"{\"fixed\":true}".to_vec().into();
+        fixed.id = uuid::Uuid::new_v4();
+        let which = Replay::Edited {
+            id: parked.id,
+            envelope: Box::new(fixed.clone()),
+        };
+        assert!(which.selects(&parked.id));
+        assert!(!which.selects(&fixed.id), "the new id is not a dead letter");
+        let sent = which.envelope_for(parked);
+        assert_eq!(sent.id, fixed.id);
+        assert_eq!(sent.payload, fixed.payload);
+        assert!(DeadLetterInfo::from_headers(&sent).is_none());
+        assert!(sent.headers.is_empty(), "stamp left: {:?}", sent.headers);
     }
 }
