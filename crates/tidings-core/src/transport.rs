@@ -57,6 +57,9 @@ pub struct Capabilities {
     /// The broker, as OpenTelemetry's `messaging.system` names it (`rabbitmq`, `kafka`,
     /// `servicebus`; `memory` for the in-memory hub), for spans and metrics.
     pub system: &'static str,
+    /// The transport can tell how many messages wait for a subscription:
+    /// [`Transport::backlog`] answers `Some` for a provisioned subscription.
+    pub backlog: bool,
 }
 
 impl Default for Capabilities {
@@ -69,6 +72,7 @@ impl Default for Capabilities {
             reserved_header_prefixes: &[],
             connect_timeout: None,
             system: "unknown",
+            backlog: false,
         }
     }
 }
@@ -117,8 +121,10 @@ pub trait Transport: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send;
 
-    /// Move the selected dead letters back to the subscription, with their dead-letter
-    /// headers removed, and return how many were moved.
+    /// Move the selected dead letters back to the subscription and return how many were
+    /// moved: each is taken out of the dead letters and what
+    /// [`Replay::envelope_for`] returns for it is sent (the parked envelope, or the edited
+    /// one of [`Replay::Edited`], without the dead-letter headers).
     fn replay_dead_letters(
         &self,
         spec: &SubscriptionSpec,
@@ -164,6 +170,20 @@ pub trait Transport: Send + Sync + 'static {
                 ),
             ))
         }
+    }
+
+    /// How many messages wait for the subscription now (ready in its queue, or its consumer
+    /// group's lag on Kafka), not counting dead letters; `None` when the broker cannot tell
+    /// cheaply. An unknown subscription is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    ///
+    /// A gauge for operators (dashboards, alerts), read from the broker's own counters:
+    /// they may lag the broker by a moment, and each transport says what it counts
+    /// (messages handed to a consumer and not yet settled may or may not be in it). A
+    /// transport that answers `Some` says so with [`Capabilities::backlog`]; the default
+    /// answers `None`.
+    fn backlog(&self, spec: &SubscriptionSpec) -> impl Future<Output = Result<Option<u64>>> + Send {
+        let _ = spec;
+        async { Ok(None) }
     }
 
     /// Delete what [`provision`](Self::provision) created for one subscription alone (its
@@ -354,6 +374,8 @@ pub trait DynTransport: Send + Sync + 'static {
         spec: &'a SubscriptionSpec,
         which: &'a Replay,
     ) -> BoxFuture<'a, Result<usize>>;
+    /// See [`Transport::backlog`].
+    fn backlog_dyn<'a>(&'a self, spec: &'a SubscriptionSpec) -> BoxFuture<'a, Result<Option<u64>>>;
     /// See [`Transport::remove_subscription`].
     fn remove_subscription_dyn<'a>(
         &'a self,
@@ -444,6 +466,9 @@ impl<T: Transport> DynTransport for T {
         which: &'a Replay,
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(self.purge_dead_letters(spec, which))
+    }
+    fn backlog_dyn<'a>(&'a self, spec: &'a SubscriptionSpec) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(self.backlog(spec))
     }
     fn remove_subscription_dyn<'a>(
         &'a self,
