@@ -1,10 +1,10 @@
 //! Dead letters on a memory hub: kept per subscription in a bounded list, listed, looked up
-//! by id, replayed into the subscription's queue, and purged.
+//! by id, replayed into the subscription's queue (as parked, or edited), and purged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tidings_core::{DeadLetter, DeadLetterInfo, Envelope, Replay, Result};
+use tidings_core::{DeadLetter, Envelope, Replay, Result};
 
 use crate::queue::Queue;
 use crate::topology::lock;
@@ -36,8 +36,10 @@ pub(crate) fn purge(queue: &Queue, which: &Replay) -> usize {
     before - dead.len()
 }
 
-/// Move the dead letters `which` selects back into `queue`, cleared of their dead-letter
-/// stamp; returns how many moved. What a failed or cancelled replay did not move stays.
+/// Move the dead letters `which` selects out of the list and send what
+/// [`Replay::envelope_for`] makes of each into `queue` (an edited replay sends its edited
+/// copy, and the parked original is gone); returns how many moved. What a failed or
+/// cancelled replay did not move stays.
 pub(crate) async fn replay(queue: &Queue, which: &Replay) -> Result<usize> {
     let selected: VecDeque<Envelope> = {
         let mut dead = lock(&queue.dead);
@@ -53,8 +55,7 @@ pub(crate) async fn replay(queue: &Queue, which: &Replay) -> Result<usize> {
     };
     let mut moved = 0;
     while let Some(parked) = replay.left.front() {
-        let mut envelope = parked.clone();
-        DeadLetterInfo::clear(&mut envelope);
+        let envelope = which.envelope_for(parked.clone());
         queue.push(Body::Envelope(Arc::new(envelope))).await?;
         replay.left.pop_front();
         moved += 1;

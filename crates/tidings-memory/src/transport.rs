@@ -219,6 +219,7 @@ impl Transport for Memory {
         c.max_message_size = self.hub.config.max_message_size;
         // The hub keeps no header names for itself.
         c.reserved_header_prefixes = &[];
+        c.backlog = true;
         c
     }
 
@@ -258,6 +259,13 @@ impl Transport for Memory {
 
     async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         Ok(dead_letter::purge(&*self.hub.queue(spec)?, which))
+    }
+
+    /// The envelopes waiting in the subscription's queue to be delivered (redeliveries
+    /// included), as [`QueueStats::waiting`] counts them: not those delivered and not yet
+    /// settled, waiting out a retry delay, or dead-lettered.
+    async fn backlog(&self, spec: &SubscriptionSpec) -> Result<Option<u64>> {
+        Ok(Some(self.hub.queue(spec)?.waiting() as u64))
     }
 
     /// Remove the subscription's queue with its envelopes and dead letters, and unbind it;
