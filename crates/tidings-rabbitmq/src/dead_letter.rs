@@ -1,21 +1,22 @@
 //! Dead letters: listing the dead-letter queue of a subscription without removing
-//! anything, moving selected dead letters back to its work queue, and purging selected
-//! ones (acknowledged on a channel of their own; the others go back when it closes).
+//! anything, moving selected dead letters back to its work queue (as parked, or edited:
+//! `Replay::envelope_for`), and purging selected ones (acknowledged on a channel of their
+//! own; the others go back when it closes).
 
 use std::sync::Arc;
 
 use lapin::message::Delivery as AmqpDelivery;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::Channel;
 use tidings_core::{
     transport::{attrs, Delivery, SubscriptionSpec},
-    DeadLetter, DeadLetterInfo, Replay, Result,
+    DeadLetter, Replay, Result,
 };
 
 use crate::error::from_lapin;
 use crate::publisher::outgoing;
 use crate::subscriber::SubInfo;
+use crate::topology::ready_count;
 use crate::transport::Shared;
 use crate::wire::{broker_text, wire_message};
 
@@ -75,9 +76,8 @@ pub(crate) async fn replay_dead_letters(
     which: &Replay,
 ) -> Result<usize> {
     let sub = SubInfo::new(spec);
-    take_selected(shared, &sub, which, "replayed", |mut envelope| async {
-        DeadLetterInfo::clear(&mut envelope);
-        let message = outgoing(envelope, "", &sub.names.work, true)?;
+    take_selected(shared, &sub, which, "replayed", |parked| async {
+        let message = outgoing(which.envelope_for(parked), "", &sub.names.work, true)?;
         shared
             .publisher
             .send(shared, vec![message], shared.deadline())
@@ -104,7 +104,7 @@ where
     let (channel, _) = shared.channel(shared.deadline()).await?;
     let queue = &sub.names.dead_letter;
     let result = async {
-        let count = ready_count(&channel, queue).await?;
+        let count = ready_count(&channel, queue, "dead-letter queue").await? as usize;
         let mut taken = 0;
         for delivery in peek(&channel, queue, count).await? {
             let letter = dead_letter_of(&delivery, sub);
@@ -123,30 +123,6 @@ where
     .await;
     let _ = channel.close(200, done.into()).await;
     result
-}
-
-/// How many messages `queue` holds ready now; a queue that does not exist is `NotFound`
-/// (the subscription was never provisioned).
-async fn ready_count(channel: &Channel, queue: &str) -> Result<usize> {
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| {
-            from_lapin(
-                e,
-                format_args!(
-                    "looking up the dead-letter queue `{queue}` (is the subscription provisioned?)"
-                ),
-            )
-        })?;
-    Ok(declared.message_count() as usize)
 }
 
 pub(crate) async fn purge_dead_letters(

@@ -183,6 +183,41 @@ async fn gone_is_fine(shared: &Shared, channel: Channel, deleted: Result<()>) ->
     }
 }
 
+/// How many messages `queue` (the subscription's `role`, `work queue` or `dead-letter
+/// queue`) holds ready now, not counting those delivered and unacknowledged: a passive
+/// declare. A queue that does not exist is `NotFound` (the subscription was never
+/// provisioned); the broker then closes `channel`, so use one of its own.
+pub(crate) async fn ready_count(channel: &Channel, queue: &str, role: &str) -> Result<u64> {
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            from_lapin(
+                e,
+                format_args!("looking up the {role} `{queue}` (is the subscription provisioned?)"),
+            )
+        })?;
+    Ok(u64::from(declared.message_count()))
+}
+
+/// The backlog of `spec`: the messages ready in its work queue, on a channel of its own.
+/// Messages delivered and not yet acknowledged, waiting out a retry delay in a delay
+/// queue, or dead-lettered are not counted.
+pub(crate) async fn backlog(shared: &Shared, spec: &SubscriptionSpec) -> Result<Option<u64>> {
+    let queue = QueueNames::of(spec).work;
+    let (channel, _) = shared.channel(shared.deadline()).await?;
+    let count = ready_count(&channel, &queue, "work queue").await;
+    let _ = channel.close(200, "counted".into()).await;
+    count.map(Some)
+}
+
 /// The bucket of a delay: the smallest power of two of milliseconds that is at least
 /// `delay` (at least 1).
 ///

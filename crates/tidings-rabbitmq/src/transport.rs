@@ -474,6 +474,7 @@ impl Transport for RabbitMq {
         // `x-` headers are the broker's (x-death, x-delivery-count, x-match, ...).
         c.reserved_header_prefixes = &["x-"];
         c.connect_timeout = Some(self.shared.config.connect_timeout);
+        c.backlog = true;
         c
     }
 
@@ -499,6 +500,14 @@ impl Transport for RabbitMq {
 
     async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         dead_letter::purge_dead_letters(&self.shared, spec, which).await
+    }
+
+    /// The messages ready in the subscription's work queue (see [`QueueNames`]), not
+    /// counting those delivered and not yet acknowledged or waiting out a retry delay.
+    ///
+    /// [`QueueNames`]: crate::QueueNames
+    async fn backlog(&self, spec: &SubscriptionSpec) -> Result<Option<u64>> {
+        topology::backlog(&self.shared, spec).await
     }
 
     async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
