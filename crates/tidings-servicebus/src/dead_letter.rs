@@ -2,9 +2,10 @@
 //!
 //! The REST API has no browse, so all of them peek-lock the dead letters one by one
 //! (`timeout=0`) and hold their locks for the walk: listing unlocks them all again; replay
-//! re-sends the selected ones to the topic addressed to the subscription (`To`), completes
-//! them, and unlocks the rest; purging completes the selected ones and unlocks the rest.
-//! A dead letter locked by another walk (a replay running) is not seen by this one.
+//! re-sends the selected ones (as parked, or edited) to the topic addressed to the
+//! subscription (`To`), completes them, and unlocks the rest; purging completes the
+//! selected ones and unlocks the rest. A dead letter locked by another walk (a replay
+//! running) is not seen by this one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,9 +34,9 @@ pub(crate) async fn list(
     Ok(out)
 }
 
-/// Send the dead letters of `spec`'s subscription that `which` selects back to the
-/// subscription, without their dead-letter details, and complete them; how many were
-/// replayed.
+/// Send what `which` makes of each dead letter of `spec`'s subscription it selects
+/// ([`for_replay`]: the parked envelope or the edited copy, without dead-letter details)
+/// back to the subscription, and complete the dead letters; how many were replayed.
 pub(crate) async fn replay(rest: &Rest, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
     let held = lock_all(rest, spec, usize::MAX).await?;
     let mut moved = 0usize;
@@ -43,11 +44,12 @@ pub(crate) async fn replay(rest: &Rest, spec: &SubscriptionSpec, which: &Replay)
     let mut keep = Vec::new();
     let mut failure = None;
     for (m, lock_uri) in rest_of.by_ref() {
-        let env = for_replay(&m);
-        if !which.selects(&env.id) {
+        let parked = m.envelope();
+        if !which.selects(&parked.id) {
             keep.push(lock_uri);
             continue;
         }
+        let env = for_replay(which, parked);
         let replayed = async {
             let out = wire::encode(
                 &env,
@@ -170,10 +172,10 @@ fn dead_letter_of(m: &Received, spec: &SubscriptionSpec) -> DeadLetter {
     DeadLetter::from_envelope(env).expect("the reason header was just set")
 }
 
-/// The envelope to replay: without the dead-letter details of tidings or Service Bus.
-fn for_replay(m: &Received) -> Envelope {
-    let mut env = m.envelope();
-    DeadLetterInfo::clear(&mut env);
+/// The envelope to replay for the selected dead letter `parked`
+/// ([`Replay::envelope_for`]), also without the dead-letter details of Service Bus.
+fn for_replay(which: &Replay, parked: Envelope) -> Envelope {
+    let mut env = which.envelope_for(parked);
     for h in [
         "deadletterreason",
         "deadlettererrordescription",

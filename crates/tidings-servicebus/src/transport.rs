@@ -110,6 +110,7 @@ impl Transport for ServiceBus {
         c.max_message_size = self.shared.config.max_message_size;
         c.reserved_header_prefixes = wire::RESERVED_PREFIXES;
         c.connect_timeout = Some(self.shared.config.connect_timeout);
+        c.backlog = true;
         c
     }
 
@@ -150,6 +151,13 @@ impl Transport for ServiceBus {
 
     async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         dead_letter::purge(&self.shared.rest, spec, which).await
+    }
+
+    /// The subscription's `ActiveMessageCount` (its `CountDetails`, through the management
+    /// API): messages locked by a receiver count until they are completed; scheduled
+    /// retries and dead letters do not.
+    async fn backlog(&self, spec: &SubscriptionSpec) -> Result<Option<u64>> {
+        crate::topology::backlog(&self.shared.rest, spec).await
     }
 
     async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
