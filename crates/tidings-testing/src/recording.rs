@@ -216,6 +216,10 @@ impl<T: Transport> Transport for Recording<T> {
         self.inner.purge_dead_letters(spec, which).await
     }
 
+    async fn backlog(&self, spec: &SubscriptionSpec) -> Result<Option<u64>> {
+        self.inner.backlog(spec).await
+    }
+
     async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
         self.inner.remove_subscription(spec).await
     }

@@ -58,7 +58,9 @@
 //! | [`dropped_connection`] | connections dropped mid-stream: publish errors are retryable, every confirmed event is handled |
 //! | [`dead_letter_purge`] | `dead_letter` finds a dead letter by id (`None` for an unknown one); `purge_dead_letters` deletes exactly the selected ones, never to come back; an empty purge deletes nothing; waiting events stay |
 //! | [`dead_letter_purge_during_replay`] | a purge and a replay at once: nothing left, nothing lost, exactly the replayed ones handled |
+//! | [`edited_replay`] | `Replay::Edited` sends a fixed copy of one dead letter in its place (new id or same id): handled exactly once with the fixed payload, without dead-letter headers; neither id is a dead letter afterwards; an unselected dead letter stays untouched; an id not parked replays nothing |
 //! | [`dead_letters_unknown_subscription`] | listing, looking up, replaying and purging the dead letters of an unknown subscription is `NotFound` |
+//! | [`backlog_counts_waiting_messages`] | `backlog_dyn` of a subscription nobody consumes counts what was published to it (7), once consumed and settled 0, dead letters not counted; an unknown subscription is `NotFound` |
 //! | [`temporary_subscription`] | a subscription watched with `watch_dyn` sees the topic's events without taking them from another; `remove_subscription` deletes it alone |
 //! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
@@ -78,7 +80,7 @@
 //! | `trace_metrics` | sent, consumed, handler runs by outcome, retries, dead letters, lag and in-flight count what the case did, with their labels |
 //!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::transport::Capabilities)
-//! (`competing_consumers`, `ordering_key`), printing `skipped: <case> needs <capability>`.
+//! (`competing_consumers`, `ordering_key`, `backlog`), printing `skipped: <case> needs <capability>`.
 //!
 //! # Isolation and timing
 //!
@@ -96,6 +98,7 @@
 //! dropped unsettled (its process died) means the envelope is delivered again.
 
 mod adversarial;
+mod backlog;
 mod cases;
 mod events;
 mod failure;
@@ -118,6 +121,7 @@ use tidings_core::{transport::DynTransport, Result};
 pub use adversarial::{
     dropped_connection, panics_anywhere, raw_messages, reserved_headers, unreachable_broker,
 };
+pub use backlog::backlog_counts_waiting_messages;
 pub use cases::{
     at_least_once_redelivery, competing_consumers, correlation_flows, fan_out, publish_confirms,
     skip_unhandled, upcasting,
@@ -129,7 +133,7 @@ pub use lifecycle::{
 };
 pub use operations::{
     dead_letter_purge, dead_letter_purge_during_replay, dead_letters_unknown_subscription,
-    temporary_subscription,
+    edited_replay, temporary_subscription,
 };
 pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
 #[cfg(feature = "opentelemetry")]
@@ -164,8 +168,10 @@ pub const CASES: &[&str] = &[
     "unreachable_broker",
     "dead_letter_purge",
     "dead_letter_purge_during_replay",
+    "edited_replay",
     "dead_letters_unknown_subscription",
     "temporary_subscription",
+    "backlog_counts_waiting_messages",
 ];
 
 /// The names of the trace cases (feature `opentelemetry`), which the macro emits after
@@ -466,8 +472,10 @@ macro_rules! conformance_suite {
             unreachable_broker,
             dead_letter_purge,
             dead_letter_purge_during_replay,
+            edited_replay,
             dead_letters_unknown_subscription,
             temporary_subscription,
+            backlog_counts_waiting_messages,
         );
         $crate::__conformance_trace_cases!($factory);
     };

@@ -1,14 +1,18 @@
 //! Operator cases: looking up one dead letter, purging dead letters (alone and while a
-//! replay runs), an unknown subscription, and the temporary subscription a tool such as
-//! `tidings tail` watches a topic through.
+//! replay runs), replaying an edited dead letter, an unknown subscription, and the
+//! temporary subscription a tool such as `tidings tail` watches a topic through.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use tidings_core::transport::attrs;
 use tidings_core::transport::{SubscriptionSpec, Topology};
-use tidings_core::{Bus, Context, ErrorKind, Event, HandlerError, Replay, Subscription};
+use tidings_core::{
+    Bus, Codec, Context, DeadLetter, DeadLetterInfo, Envelope, ErrorKind, Event, HandlerError,
+    Replay, Subscription,
+};
 use uuid::Uuid;
 
 use super::events::{ConfEvents, Ping, Pong};
@@ -18,7 +22,7 @@ use super::TransportFactory;
 
 /// A subscriber `beta` that dead-letters the pings in `1..=doomed` at once (one run, no
 /// redelivery) while `broken` is set, and records every ping it handles as `handled`.
-async fn refusing_subscriber(
+pub(super) async fn refusing_subscriber(
     scene: &Scene<'_>,
     probe: &Arc<Probe>,
     broken: &Arc<AtomicBool>,
@@ -51,7 +55,7 @@ async fn refusing_subscriber(
 }
 
 /// Publish pings `ns` from `alpha`, returning their envelope ids in order.
-async fn publish_pings(alpha: &Bus, ns: impl IntoIterator<Item = u64>) -> Vec<Uuid> {
+pub(super) async fn publish_pings(alpha: &Bus, ns: impl IntoIterator<Item = u64>) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for n in ns {
         ids.push(
@@ -236,6 +240,195 @@ pub async fn dead_letter_purge_during_replay(f: &dyn TransportFactory) {
     );
     alpha.shutdown().await;
     beta.shutdown().await;
+}
+
+/// A subscriber `beta` that dead-letters at once (one run, no redelivery) every ping whose
+/// payload is marked bad (key `bad`) and records every ping it handles as `handled`.
+async fn bad_refusing_subscriber(scene: &Scene<'_>, probe: &Arc<Probe>) -> Bus {
+    scene
+        .build(
+            scene.builder("beta").subscribe(
+                Subscription::to::<ConfEvents>()
+                    .with_state(probe.clone())
+                    .retry(quick(1, 0))
+                    .on(|e: Ping, cx: Context<Arc<Probe>>| async move {
+                        if e.key == BAD {
+                            return Err(HandlerError::permanent(format!(
+                                "conformance handler refuses the bad ping {}",
+                                e.n
+                            )));
+                        }
+                        cx.state()
+                            .record(Seen::of("handled", Ping::NAME, e.n, &e.key, &cx));
+                        Ok(())
+                    }),
+            ),
+            "`beta`, refusing bad pings",
+        )
+        .await
+}
+
+/// The key that marks a ping's payload bad, and the one of its fixed copy.
+const BAD: &str = "bad";
+const FIXED: &str = "fixed";
+
+/// The listed dead letter `parked` edited: its payload fixed (ping `n`, key `fixed`, in
+/// the codec it was published with) under envelope id `id`, its dead-letter headers left
+/// in (the replay removes them).
+fn fixed_copy(parked: &DeadLetter, n: u64, id: Uuid) -> Envelope {
+    let codec = Codec::for_content_type(&parked.envelope.content_type)
+        .expect("the dead letter's content type has a codec");
+    let mut fixed = parked.envelope.clone();
+    fixed.payload = codec
+        .encode(&Ping::keyed(n, FIXED))
+        .must("encoding the fixed ping")
+        .into();
+    fixed.ordering_key = Some(FIXED.into());
+    fixed.id = id;
+    fixed
+}
+
+/// `Replay::Edited` sends an edited copy of one dead letter in its place: the handler gets
+/// the fixed payload exactly once, under the new id (or under the same id), without the
+/// dead-letter headers; the original is no longer a dead letter and neither is the copy.
+/// Another dead letter of the subscription stays as it was; an edited replay of an id
+/// that is not parked (never, or no longer) replays nothing and changes nothing.
+pub async fn edited_replay(f: &dyn TransportFactory) {
+    let scene = Scene::new(f, "edited_replay");
+    let probe = Probe::new();
+    let beta = bad_refusing_subscriber(&scene, &probe).await;
+    let alpha = scene.publisher().await;
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(
+            alpha
+                .publish(Ping::keyed(n, BAD))
+                .await
+                .must(&format!("publishing the bad ping {n}")),
+        );
+    }
+    let dead = dead_letters_until(&scene, &beta, "bad pings 1 to 3 in the dead letters", |d| {
+        d.len() >= 3
+    })
+    .await;
+    let parked = |id: Uuid| {
+        dead.iter()
+            .find(|d| d.envelope.id == id)
+            .unwrap_or_else(|| panic!("dead letter {id} is not listed: {dead:?}"))
+            .clone()
+    };
+    let (first, bystander, third) = (parked(ids[0]), parked(ids[1]), parked(ids[2]));
+    let listed = |what: &str| {
+        let beta = &beta;
+        let what = what.to_string();
+        async move {
+            beta.dead_letters::<ConfEvents>(100)
+                .await
+                .must(&format!("listing dead letters {what}"))
+        }
+    };
+
+    // An id that is not parked: nothing replayed, nothing changed.
+    let ghost = Replay::Edited {
+        id: Uuid::new_v4(),
+        envelope: Box::new(fixed_copy(&first, 1, Uuid::new_v4())),
+    };
+    let none = beta
+        .replay_dead_letters::<ConfEvents>(ghost)
+        .await
+        .must("replaying an edited copy of an unknown id");
+    assert_eq!(none, 0, "an edited replay of an unknown id replayed {none}");
+    let unchanged = listed("after the edited replay of an unknown id").await;
+    assert_eq!(
+        ids_of(&unchanged),
+        BTreeSet::from([ids[0], ids[1], ids[2]]),
+        "an edited replay of an unknown id changed the dead letters: {unchanged:?}"
+    );
+
+    // Ping 1 fixed under a new id.
+    let new_id = Uuid::now_v7();
+    let edited = Replay::Edited {
+        id: ids[0],
+        envelope: Box::new(fixed_copy(&first, 1, new_id)),
+    };
+    let one = beta
+        .replay_dead_letters::<ConfEvents>(edited.clone())
+        .await
+        .must("replaying ping 1 fixed, under a new id");
+    assert_eq!(one, 1, "the edited replay of ping 1 replayed {one}");
+    let left = listed("after the edited replay of ping 1").await;
+    assert_eq!(
+        ids_of(&left),
+        BTreeSet::from([ids[1], ids[2]]),
+        "after the edited replay of ping 1 (new id {new_id}) the dead letters must be pings 2 and 3: {left:?}"
+    );
+    probe.wait_for_ns("handled", [1], scene.patience()).await;
+    let again = beta
+        .replay_dead_letters::<ConfEvents>(edited)
+        .await
+        .must("replaying ping 1 fixed a second time");
+    assert_eq!(
+        again, 0,
+        "the edited replay of a replayed dead letter replayed {again}"
+    );
+
+    // Ping 3 fixed under its own id.
+    let same = Replay::Edited {
+        id: ids[2],
+        envelope: Box::new(fixed_copy(&third, 3, ids[2])),
+    };
+    let one = beta
+        .replay_dead_letters::<ConfEvents>(same)
+        .await
+        .must("replaying ping 3 fixed, under its own id");
+    assert_eq!(one, 1, "the edited replay of ping 3 replayed {one}");
+    probe.wait_for_ns("handled", [3], scene.patience()).await;
+    scene.quiet().await;
+
+    let handled = probe.labelled("handled");
+    assert_eq!(
+        handled.len(),
+        2,
+        "exactly the two fixed pings must be handled, once each: {}",
+        describe(&handled)
+    );
+    for (n, id) in [(1, new_id), (3, ids[2])] {
+        let run = handled
+            .iter()
+            .find(|s| s.n == n)
+            .unwrap_or_else(|| panic!("ping {n} was not handled: {}", describe(&handled)));
+        assert_eq!(run.key, FIXED, "ping {n} was handled with its bad payload");
+        assert_eq!(run.envelope.id, id, "ping {n} was handled under another id");
+        assert!(
+            DeadLetterInfo::from_headers(&run.envelope).is_none()
+                && run.envelope.header(attrs::DLQ_TIME).is_none(),
+            "the replayed ping {n} still carries dead-letter headers: {:?}",
+            run.envelope.headers
+        );
+    }
+    let left = listed("at the end").await;
+    assert_eq!(
+        left.len(),
+        1,
+        "only the bystander ping 2 may be left in the dead letters: {left:?}"
+    );
+    assert_eq!(left[0].envelope.id, ids[1], "ping 2 is not the one left");
+    assert_eq!(
+        left[0].envelope.payload, bystander.envelope.payload,
+        "the payload of the dead letter left changed"
+    );
+    assert_eq!(
+        (&left[0].info.reason, left[0].info.attempts),
+        (&bystander.info.reason, bystander.info.attempts),
+        "the details of the dead letter left changed"
+    );
+    alpha.shutdown().await;
+    beta.shutdown().await;
+}
+
+/// The envelope ids of dead letters.
+fn ids_of(dead: &[DeadLetter]) -> BTreeSet<Uuid> {
+    dead.iter().map(|d| d.envelope.id).collect()
 }
 
 /// Listing, looking up, replaying and purging the dead letters of a subscription that was
