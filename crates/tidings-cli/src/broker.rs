@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 use tidings_core::transport::DynTransport;
-use tidings_core::{Codec, DecodeLimits, Envelope};
+use tidings_core::{DecodeLimits, Envelope};
 
 use crate::Failure;
 
@@ -91,16 +91,11 @@ pub(crate) fn time(t: SystemTime) -> String {
 /// The payload of `envelope` decoded by its content type (MessagePack or JSON), or, when
 /// it cannot be, an object saying why with the payload's size.
 pub(crate) fn payload(envelope: &Envelope) -> Value {
-    let Some(codec) = Codec::for_content_type(&envelope.content_type) else {
-        return json!({
-            "undecodable": format!("unknown content type {:?}", envelope.content_type),
-            "bytes": envelope.payload.len(),
-        });
-    };
-    match codec.decode::<Value>(&envelope.payload, DecodeLimits::default()) {
-        Ok(value) => value,
-        Err(e) => json!({ "undecodable": e.to_string(), "bytes": envelope.payload.len() }),
-    }
+    envelope
+        .payload_json(DecodeLimits::default())
+        .unwrap_or_else(
+            |e| json!({ "undecodable": e.to_string(), "bytes": envelope.payload.len() }),
+        )
 }
 
 /// The envelope's attributes as the broker carries them (`ce_id`, `ce_type`, ...,

@@ -27,9 +27,11 @@
 //! over the catalogs of every service, the workspace [`Manifest`] (`tidings.toml`) and
 //! the committed [`Lock`] (`tidings.lock`); [`check_lock`] runs only the contract-change
 //! rule, and [`assert_lock`] runs it inside `cargo test` for the buses of one service. [`compare`]
-//! classifies the difference between two payload schemas.
+//! classifies the difference between two payload schemas. [`Flow`] is the flow of events
+//! between services, drawn by `tidings graph` and the dashboard.
 
 mod compat;
+mod flow;
 mod index;
 mod lock;
 mod manifest;
@@ -42,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use compat::{compare, Change, ChangeKind};
+pub use flow::Flow;
 pub use index::{Handler, Index, Publisher};
 pub use lock::{assert_lock, check_lock_file, Lock, LockedEvent, LOCK_FORMAT};
 pub use manifest::{Manifest, ServiceDeclaration, WorkspaceInfo};
@@ -228,6 +231,35 @@ pub struct RetryInfo {
 }
 
 impl ServiceCatalog {
+    /// The spec a bus of this service subscribes with for `subscription` (one of
+    /// [`subscriptions`](Self::subscriptions)): broker names with the namespace, the
+    /// handled events and the prefetch, for tools that operate on the subscription
+    /// through the transport (dead letters, backlog).
+    pub fn subscription_spec(
+        &self,
+        subscription: &SubscriptionInfo,
+    ) -> crate::transport::SubscriptionSpec {
+        let name = match &self.namespace {
+            Some(ns) => format!("{ns}.{}", subscription.name),
+            None => subscription.name.clone(),
+        };
+        let events = subscription
+            .handles
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        let mut spec = crate::transport::SubscriptionSpec::new(
+            &self.service,
+            name,
+            &subscription.broker_topic,
+            events,
+        );
+        if let Some(prefetch) = subscription.prefetch {
+            spec.prefetch = prefetch;
+        }
+        spec
+    }
+
     /// The catalog as pretty JSON with a final newline: the file `tidings` reads.
     pub fn to_json(&self) -> String {
         let mut json = serde_json::to_string_pretty(self).expect("a catalog serialises");

@@ -256,6 +256,24 @@ impl Envelope {
         Ok(env)
     }
 
+    /// The payload decoded by its content type (JSON, or MessagePack with the `msgpack`
+    /// feature) into a JSON value, for tools that show or edit payloads of any event.
+    ///
+    /// An unknown content type is [`ErrorKind::Unsupported`]; a payload that does not
+    /// decode is the codec's error.
+    pub fn payload_json(&self, limits: crate::DecodeLimits) -> Result<serde_json::Value> {
+        let Some(codec) = crate::Codec::for_content_type(&self.content_type) else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "no codec for the content type {:?} of event `{}`",
+                    self.content_type, self.event_type
+                ),
+            ));
+        };
+        codec.decode(&self.payload, limits)
+    }
+
     /// The size the envelope takes on the wire, roughly: payload plus attribute text.
     pub fn wire_size(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
