@@ -5,7 +5,8 @@
 //! throwaway consumer that is assigned the partitions directly (no consumer group, nothing
 //! committed), up to the end of each partition.
 //!
-//! Replaying writes the selected envelopes, with their dead-letter headers removed, to the
+//! Replaying writes what `Replay::envelope_for` makes of each selected dead letter (the
+//! parked envelope or the edited copy, with the dead-letter headers removed) to the
 //! subscription's retry topic, due at once, so only this subscription sees them again
 //! (publishing them to the topic would deliver them to every other subscription too). A
 //! Kafka topic cannot delete one record, so each replayed dead letter gets a marker record
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -35,7 +36,7 @@ use tidings_core::{
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
 use crate::publisher::{send_all, Outgoing};
-use crate::topology::SubscriptionTopics;
+use crate::topology::{partitions, SubscriptionTopics};
 use crate::transport::check_brokers;
 use crate::wire::{self, headers_of, DUE_HEADER};
 
@@ -127,35 +128,19 @@ fn read_topic(
     let timeout = config.request_timeout;
     let mut tpl = TopicPartitionList::new();
     let mut open: HashMap<i32, Open> = HashMap::new();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| from_kafka(format_args!("reading the metadata of {topic}"), e))?;
-    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+    let Some(partitions) = partitions(consumer.client(), topic, timeout)? else {
         return missing();
     };
-    if let Some(err) = meta.error() {
-        let code = RDKafkaErrorCode::from(err);
-        if matches!(
-            code,
-            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
-        ) {
-            return missing();
-        }
-        return Err(from_kafka(
-            format_args!("reading the metadata of {topic}"),
-            KafkaError::MetadataFetch(code),
-        ));
-    }
-    for p in meta.partitions() {
+    for p in partitions {
         let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), timeout)
+            .fetch_watermarks(topic, p, timeout)
             .map_err(|e| from_kafka(format_args!("reading the offsets of {topic}"), e))?;
         if high <= low {
             continue; // empty
         }
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
             .map_err(|e| from_kafka("reading dead letters", e))?;
-        open.insert(p.id(), Open { high, last: None });
+        open.insert(p, Open { high, last: None });
     }
     let mut out = Vec::new();
     if open.is_empty() {
@@ -271,8 +256,7 @@ pub(crate) async fn replay(
         .into_iter()
         .filter(|(_, _, d)| which.selects(&d.envelope.id))
         .map(|(p, o, d)| {
-            let mut env = d.envelope;
-            DeadLetterInfo::clear(&mut env);
+            let mut env = which.envelope_for(d.envelope);
             wire::remove_transport_headers(&mut env);
             (p, o, env)
         })

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod acker;
+mod backlog;
 mod config;
 mod dead_letter;
 mod error;

@@ -15,8 +15,8 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tidings_core::{
     transport::{SubscriptionSpec, Topology},
     BrokerObject, Error, ErrorKind, Result,
@@ -124,6 +124,35 @@ pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
         }
     }
     out
+}
+
+/// The partitions of `topic`, from a metadata request on `client`; `None` when the topic
+/// does not exist.
+pub(crate) fn partitions<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<i32>>> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| from_kafka(format_args!("reading the metadata of {topic}"), e))?;
+    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    if let Some(err) = meta.error() {
+        let code = RDKafkaErrorCode::from(err);
+        if matches!(
+            code,
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+        ) {
+            return Ok(None);
+        }
+        return Err(from_kafka(
+            format_args!("reading the metadata of {topic}"),
+            KafkaError::MetadataFetch(code),
+        ));
+    }
+    Ok(Some(meta.partitions().iter().map(|p| p.id()).collect()))
 }
 
 fn admin(config: &KafkaConfig) -> Result<(AdminClient<DefaultClientContext>, AdminOptions)> {

@@ -13,7 +13,7 @@ use tidings_core::{
 use crate::config::KafkaConfig;
 use crate::error::from_kafka;
 use crate::subscriber::KafkaSubscriber;
-use crate::{dead_letter, publisher, topology};
+use crate::{backlog, dead_letter, publisher, topology};
 
 /// The Kafka transport: one idempotent producer shared by every bus that uses this value,
 /// and one consumer (in the group named after the subscription) per subscription.
@@ -93,6 +93,7 @@ impl Transport for Kafka {
         // Kafka keeps no record header names for itself.
         c.reserved_header_prefixes = &[];
         c.connect_timeout = Some(self.inner.config.connect_timeout);
+        c.backlog = true;
         c
     }
 
@@ -151,6 +152,14 @@ impl Transport for Kafka {
 
     async fn purge_dead_letters(&self, spec: &SubscriptionSpec, which: &Replay) -> Result<usize> {
         dead_letter::purge(&self.inner.config, &self.inner.producer, spec, which).await
+    }
+
+    /// The lag of the subscription's consumer group over the topic and the subscription's
+    /// retry topic: records not yet committed, retries waiting for their due time
+    /// included, dead letters not. A partition the group never committed counts from
+    /// where its subscriber would start ([`KafkaConfig::start_from`]).
+    async fn backlog(&self, spec: &SubscriptionSpec) -> Result<Option<u64>> {
+        backlog::backlog(&self.inner.config, spec).await.map(Some)
     }
 
     async fn remove_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
