@@ -37,7 +37,8 @@ async fn backlog_until(
 }
 
 /// A subscription provisioned with nobody consuming counts the events published to it as
-/// its backlog (7 of 7, on a transport whose capabilities say it can tell); once a
+/// its backlog (7 of 7, published one by one and in a batch, on a transport whose
+/// capabilities say it can tell); once a
 /// consumer has settled them all it is 0 again, and an event the consumer dead-lettered is
 /// not counted. The backlog of an unknown subscription is `NotFound`.
 pub async fn backlog_counts_waiting_messages(f: &dyn TransportFactory) {
@@ -73,7 +74,12 @@ pub async fn backlog_counts_waiting_messages(f: &dyn TransportFactory) {
     }
     let alpha = scene.publisher().await;
     backlog_until(&scene, &*transport, &spec, 0).await;
-    publish_pings(&alpha, 1..=7).await;
+    // One by one, and in one batch (on Kafka, records of one producer batch).
+    publish_pings(&alpha, 1..=3).await;
+    alpha
+        .publish_batch((4..=7).map(Ping::unkeyed))
+        .await
+        .must("publishing pings 4 to 7 in one batch");
     backlog_until(&scene, &*transport, &spec, 7).await;
 
     // `beta` consumes them, dead-lettering ping 1: the backlog goes back to 0.
