@@ -54,6 +54,13 @@ pub mod outbox {
     pub use tidings_outbox::*;
 }
 
+/// The dead-letter dashboard, to mount in a service's own axum app (feature `dashboard`);
+/// see the `tidings-dashboard` crate.
+#[cfg(feature = "dashboard")]
+pub mod dashboard {
+    pub use tidings_dashboard::*;
+}
+
 mod url;
 pub use url::{connect, TransportUrl};
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# What the `tidings` CLI tests use besides cargo (crates/tidings-cli/tests):
-# Graphviz's `dot` renders `tidings graph --format dot`, and the official AsyncAPI
-# parser (@asyncapi/parser from npm, run with the machine's Node.js) checks
-# `tidings asyncapi`.
+# What the CLI and dashboard tests use besides cargo: Graphviz's `dot` renders
+# `tidings graph --format dot` (crates/tidings-cli/tests), the official AsyncAPI parser
+# (@asyncapi/parser from npm, run with the machine's Node.js) checks `tidings asyncapi`,
+# and Debian's Chromium driven by playwright-core (from npm, no browser download) tests the
+# dashboard in a real browser (crates/tidings-dashboard/tests/browser.rs).
 #
 #   scripts/services/tooling.sh install   install what is missing: Debian graphviz when
-#                                         `dot` is absent, Debian nodejs and npm when
-#                                         `npm` is absent, then `npm ci` in
-#                                         crates/tidings-cli/tests/asyncapi when its
-#                                         node_modules has no parser
+#                                         `dot` is absent, Debian chromium when
+#                                         /usr/bin/chromium is, Debian nodejs and npm
+#                                         when `npm` is, then `npm ci` in
+#                                         crates/tidings-cli/tests/asyncapi and
+#                                         crates/tidings-dashboard/tests/browser when
+#                                         their node_modules are missing
 #   scripts/services/tooling.sh status    exit 0 when all of it is there
 #
 # node_modules stays in the checkout (ignored by git), so later runs skip `npm ci`.
@@ -18,32 +21,45 @@ SERVICE=tooling
 # shellcheck source=scripts/services/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ASYNCAPI_DIR="$(cd "$SERVICES_SCRIPT_DIR/../.." && pwd)/crates/tidings-cli/tests/asyncapi"
+ROOT_DIR="$(cd "$SERVICES_SCRIPT_DIR/../.." && pwd)"
+ASYNCAPI_DIR="$ROOT_DIR/crates/tidings-cli/tests/asyncapi"
+BROWSER_DIR="$ROOT_DIR/crates/tidings-dashboard/tests/browser"
+CHROMIUM=/usr/bin/chromium
 
 has_parser() {
     [ -f "$ASYNCAPI_DIR/node_modules/@asyncapi/parser/package.json" ]
 }
 
+has_playwright() {
+    [ -f "$BROWSER_DIR/node_modules/playwright-core/package.json" ]
+}
+
 status() {
-    command -v dot >/dev/null && command -v node >/dev/null && has_parser
+    command -v dot >/dev/null && command -v node >/dev/null && [ -x "$CHROMIUM" ] &&
+        has_parser && has_playwright
+}
+
+npm_ci() {
+    log "npm ci in $1 ($2)"
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed in $1"
 }
 
 install() {
     local start
     start="$(now_s)"
-    if ! command -v dot >/dev/null; then
-        apt_install graphviz
+    local packages=()
+    command -v dot >/dev/null || packages+=(graphviz)
+    [ -x "$CHROMIUM" ] || packages+=(chromium)
+    if [ "${#packages[@]}" -gt 0 ]; then
+        apt_install "${packages[@]}"
     fi
     if ! command -v npm >/dev/null; then
         apt_install nodejs npm
     fi
-    if ! has_parser; then
-        log "npm ci in $ASYNCAPI_DIR (the AsyncAPI parser)"
-        (cd "$ASYNCAPI_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2 ||
-            die "npm ci failed in $ASYNCAPI_DIR"
-    fi
-    status || die "still missing after install: dot, node or the AsyncAPI parser"
-    log "ready in $(elapsed "$start")s: $(dot -V 2>&1), node $(node --version)"
+    has_parser || npm_ci "$ASYNCAPI_DIR" "the AsyncAPI parser"
+    has_playwright || npm_ci "$BROWSER_DIR" "playwright-core"
+    status || die "still missing after install: dot, node, chromium, the AsyncAPI parser or playwright-core"
+    log "ready in $(elapsed "$start")s: $(dot -V 2>&1), node $(node --version), $("$CHROMIUM" --version 2>/dev/null)"
 }
 
 case "${1:-}" in

@@ -10,6 +10,7 @@
 //! tidings tail <topic> --transport URL [--count N] [--timeout 10s] [--event NAME]
 //! tidings dead-letters list|show|replay|purge --transport URL --service S [--subscription N] --topic T
 //! tidings publish <wire-name> --json '{..}' --service S --transport URL
+//! tidings dashboard --transport URL [--listen 127.0.0.1:8080] [--token T | --basic-auth U:P]
 //! ```
 //!
 //! The broker commands take the transport URL (`--transport` or `TIDINGS_TRANSPORT`):
@@ -24,6 +25,7 @@
 
 mod asyncapi;
 mod broker;
+mod dashboard;
 mod dead_letters;
 mod graph;
 mod list;
@@ -106,6 +108,9 @@ enum Command {
     DeadLetters(dead_letters::DeadLetters),
     /// Publish one event, checked against its schema in the publishing service's catalog.
     Publish(publish::Publish),
+    /// A web dashboard of the catalogs' subscriptions and their dead letters: read, fix
+    /// and replay, or purge them, in a browser. Listens on 127.0.0.1:8080 by default.
+    Dashboard(dashboard::Serve),
 }
 
 /// Formats of `tidings graph`.
@@ -152,6 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             tail::run(ws.as_ref(), args)?
         }
         Command::Publish(args) => publish::run(&Workspace::load(&cli.files)?, args)?,
+        Command::Dashboard(args) => dashboard::run(&Workspace::load(&cli.files)?, args)?,
         command => return run_catalog(&cli.files, command),
     };
     print!("{out}");
@@ -188,7 +194,10 @@ fn run_catalog(files: &Files, command: Command) -> Result<ExitCode, Failure> {
             GraphFormat::Mermaid => graph::mermaid(&ws),
             GraphFormat::Dot => graph::dot(&ws),
         },
-        Command::Tail(_) | Command::DeadLetters(_) | Command::Publish(_) => {
+        Command::Tail(_)
+        | Command::DeadLetters(_)
+        | Command::Publish(_)
+        | Command::Dashboard(_) => {
             unreachable!("broker commands are run by `run`")
         }
     };
