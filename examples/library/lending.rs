@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use tidings::domain::EventQueue;
+use tidings::domain::{Converters, EventQueue};
 use tidings::{Bus, HandlerError};
 use uuid::Uuid;
 
@@ -89,6 +89,26 @@ pub enum LendingDomainEvent {
     },
 }
 
+/// What other contexts learn of Lending's domain events: each becomes its integration
+/// event (defined once in the contracts). Used by the in-memory Lending (published by the
+/// domain event queue) and the persistent one (written to the outbox in the same
+/// transaction as the loan).
+pub fn converters() -> Converters<LendingDomainEvent> {
+    Converters::new()
+        .convert(|e: &LendingDomainEvent| match *e {
+            LendingDomainEvent::BookBorrowed { patron_id, book_id } => {
+                Some(BookBorrowed { book_id, patron_id })
+            }
+            LendingDomainEvent::BookReturned { .. } => None,
+        })
+        .convert(|e: &LendingDomainEvent| match *e {
+            LendingDomainEvent::BookReturned { patron_id, book_id } => {
+                Some(BookReturned { book_id, patron_id })
+            }
+            LendingDomainEvent::BookBorrowed { .. } => None,
+        })
+}
+
 /// Why a command was refused.
 #[derive(Debug)]
 pub enum LendingError {
@@ -99,7 +119,7 @@ pub enum LendingError {
     /// Someone else holds the book.
     BookOnLoan(BookId),
     /// The integration event could not be published.
-    Publish(tidings::Error),
+    Publish(HandlerError),
 }
 
 impl fmt::Display for LendingError {
@@ -115,18 +135,18 @@ impl fmt::Display for LendingError {
 
 impl std::error::Error for LendingError {}
 
-/// The Lending context: its store, its domain event queue and its bus.
+/// The Lending context: its store and its domain event queue (which publishes on the bus).
 #[derive(Debug, Clone)]
 pub struct Lending {
     /// Lending's storage.
     pub store: Arc<LendingStore>,
     domain: EventQueue<LendingDomainEvent>,
-    bus: Bus,
 }
 
 impl Lending {
     /// Lending on `bus` (which must declare `.publishes::<LendingEvents>()`), with the domain
-    /// event handlers that keep patrons' loan counts.
+    /// event handlers that keep patrons' loan counts and publish the integration events
+    /// ([`converters`]).
     pub fn new(bus: Bus, store: Arc<LendingStore>) -> Self {
         let counts = store.clone();
         let domain = EventQueue::builder()
@@ -144,12 +164,13 @@ impl Lending {
                     Ok::<(), HandlerError>(())
                 }
             })
+            .publish_converted(&bus, converters())
             .start();
-        Lending { store, domain, bus }
+        Lending { store, domain }
     }
 
-    /// Lend `book_id` to `patron_id`: save the loan, raise the domain event, publish
-    /// `lending.book-borrowed`.
+    /// Lend `book_id` to `patron_id`: save the loan and raise the domain event (which
+    /// publishes `lending.book-borrowed`).
     pub async fn borrow_book(
         &self,
         patron_id: PatronId,
@@ -173,16 +194,12 @@ impl Lending {
             .unwrap()
             .insert(loan.id, loan.clone());
         self.raise(LendingDomainEvent::BookBorrowed { patron_id, book_id })
-            .await;
-        self.bus
-            .publish(BookBorrowed { book_id, patron_id })
-            .await
-            .map_err(LendingError::Publish)?;
+            .await?;
         Ok(loan.id)
     }
 
-    /// Take back the book of `loan_id`: close the loan, raise the domain event, publish
-    /// `lending.book-returned`.
+    /// Take back the book of `loan_id`: close the loan and raise the domain event (which
+    /// publishes `lending.book-returned`).
     pub async fn return_book(&self, loan_id: Uuid) -> Result<(), LendingError> {
         let loan = {
             let mut loans = self.store.loans.lock().unwrap();
@@ -195,20 +212,14 @@ impl Lending {
         };
         let (book_id, patron_id) = (loan.book_id, loan.patron_id);
         self.raise(LendingDomainEvent::BookReturned { patron_id, book_id })
-            .await;
-        self.bus
-            .publish(BookReturned { book_id, patron_id })
             .await
-            .map_err(LendingError::Publish)?;
-        Ok(())
     }
 
-    /// Raise a domain event and wait for Lending's own handlers.
-    async fn raise(&self, event: LendingDomainEvent) {
-        if self.domain.enqueue(event).await.is_ok() {
-            if let Err(e) = self.domain.drain().await {
-                eprintln!("lending: a domain event handler failed: {e}");
-            }
-        }
+    /// Raise a domain event and wait for its handlers, the integration event's publish
+    /// included; a failed publish is the command's error.
+    async fn raise(&self, event: LendingDomainEvent) -> Result<(), LendingError> {
+        let queued = self.domain.enqueue(event).await;
+        queued.map_err(|e| LendingError::Publish(HandlerError::transient(e)))?;
+        self.domain.drain().await.map_err(LendingError::Publish)
     }
 }

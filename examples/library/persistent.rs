@@ -18,6 +18,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::contracts::{BookBorrowed, BookId, BookReturned, LendingEvents, PatronId};
+use crate::lending::LendingDomainEvent;
+use tidings::domain::Converters;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,17 +44,42 @@ pub async fn open(path: &Path) -> Result<SqlitePool, Error> {
 }
 
 /// Lending on SQLite: each command is one transaction holding the loan, the patron's loan
-/// count (the domain event's effect) and the outbox row of the integration event.
+/// count (the domain event's effect) and the outbox row of the integration event that
+/// Lending's [`converters`](crate::lending::converters) make of the domain event.
 pub struct SqlLending {
     pool: SqlitePool,
     outbox: SqliteOutbox,
     bus: Bus,
+    converters: Converters<LendingDomainEvent>,
 }
 
 impl SqlLending {
     /// Lending with its store in `pool` and its events through `outbox` on `bus`.
     pub fn new(pool: SqlitePool, outbox: SqliteOutbox, bus: Bus) -> Self {
-        SqlLending { pool, outbox, bus }
+        SqlLending {
+            pool,
+            outbox,
+            bus,
+            converters: crate::lending::converters(),
+        }
+    }
+
+    /// Write the integration events of the domain event `raised` in `tx`.
+    async fn raise(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        raised: LendingDomainEvent,
+    ) -> Result<(), Error> {
+        self.outbox
+            .enqueue_converted(
+                tx,
+                &self.bus,
+                &self.converters,
+                &raised,
+                PublishOptions::default(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Add a patron.
@@ -101,9 +128,11 @@ impl SqlLending {
         if patron.rows_affected() == 0 {
             return Err(format!("no patron {patron_id}").into());
         }
-        self.outbox
-            .enqueue(&mut tx, &self.bus, BookBorrowed { book_id, patron_id })
-            .await?;
+        self.raise(
+            &mut tx,
+            LendingDomainEvent::BookBorrowed { patron_id, book_id },
+        )
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -127,11 +156,11 @@ impl SqlLending {
             .bind(&patron)
             .execute(&mut *tx)
             .await?;
-        let event = BookReturned {
+        let returned = LendingDomainEvent::BookReturned {
             book_id: BookId(Uuid::parse_str(&book)?),
             patron_id: PatronId(Uuid::parse_str(&patron)?),
         };
-        self.outbox.enqueue(&mut tx, &self.bus, event).await?;
+        self.raise(&mut tx, returned).await?;
         tx.commit().await?;
         Ok(())
     }

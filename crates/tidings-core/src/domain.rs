@@ -4,6 +4,9 @@
 //! [`EventQueue`] is a bounded in-process channel with handlers, and its events are lost
 //! when the process stops. Use them for reactions inside a context (Lending updating a
 //! patron's loan count after a borrow); publish an integration event for other contexts.
+//! [`Converters`] turn domain events into those integration events: the queue publishes
+//! them ([`EventQueueBuilder::publish_converted`]), or the outbox writes them in the
+//! transaction of the domain change (`Outbox::enqueue_converted` in `tidings-outbox`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -39,11 +42,17 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{mpsc, Notify};
 
+use crate::bus::{Bus, PublishOptions};
 use crate::error::{Error, Result};
 use crate::handler::HandlerError;
 
+mod convert;
+
+pub use convert::Converters;
+
+/// A handler, given the event and the options its follow-up publishes carry.
 type DomainHandler<E> =
-    Box<dyn Fn(&E) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+    Box<dyn Fn(&E, &PublishOptions) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// Builds an [`EventQueue`]: its handlers, run in registration order for every event, and
 /// its capacity.
@@ -70,7 +79,36 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         self.handlers
-            .push(Box::new(move |e: &E| Box::pin(handler(e.clone()))));
+            .push(Box::new(move |e: &E, _: &PublishOptions| {
+                Box::pin(handler(e.clone()))
+            }));
+        self
+    }
+
+    /// Publish the integration events `converters` make of each domain event on `bus`, as
+    /// a handler in registration order (after the handlers added before it): a converter
+    /// returning `None` publishes nothing, and a failed publish is a handler failure that
+    /// [`EventQueue::drain`] reports. The events carry the options the domain event was
+    /// queued with ([`EventQueue::enqueue_with`]; in an integration event's handler,
+    /// `cx.follow_up()`), so the correlation id runs on.
+    ///
+    /// With an outbox, write them in the domain change's transaction instead
+    /// (`Outbox::enqueue_converted`): then they are published exactly when it commits.
+    pub fn publish_converted(mut self, bus: &Bus, converters: Converters<E>) -> Self {
+        let bus = bus.clone();
+        self.handlers
+            .push(Box::new(move |e: &E, options: &PublishOptions| {
+                let (bus, converters) = (bus.clone(), converters.clone());
+                let envelopes = converters.envelopes(&bus, e, options);
+                Box::pin(async move {
+                    for (topic, envelope) in envelopes.map_err(HandlerError::permanent)? {
+                        bus.publish_envelopes_to(&topic, vec![envelope])
+                            .await
+                            .map_err(HandlerError::transient)?;
+                    }
+                    Ok(())
+                })
+            }));
         self
     }
 
@@ -82,7 +120,7 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
 
     /// Start the queue's worker on the current tokio runtime.
     pub fn start(self) -> EventQueue<E> {
-        let (tx, mut rx) = mpsc::channel::<E>(self.capacity);
+        let (tx, mut rx) = mpsc::channel::<(E, PublishOptions)>(self.capacity);
         let state = Arc::new(State {
             inner: Mutex::new(Counts::default()),
             idle: Notify::new(),
@@ -90,11 +128,13 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
         let worker_state = state.clone();
         let handlers = self.handlers;
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
+            while let Some((event, options)) = rx.recv().await {
                 for handler in &handlers {
                     // A panicking handler is a failure like any other: the worker lives on
                     // and `drain` still returns.
-                    let run = std::panic::AssertUnwindSafe(handler(&event)).catch_unwind();
+                    let run =
+                        std::panic::AssertUnwindSafe(async { handler(&event, &options).await })
+                            .catch_unwind();
                     let result = run.await.unwrap_or_else(|_| {
                         Err(HandlerError::msg("domain event handler panicked"))
                     });
@@ -128,7 +168,7 @@ struct State {
 
 /// A bounded in-process queue of domain events with handlers. Cheap to clone.
 pub struct EventQueue<E> {
-    tx: mpsc::Sender<E>,
+    tx: mpsc::Sender<(E, PublishOptions)>,
     state: Arc<State>,
 }
 
@@ -163,12 +203,19 @@ impl<E: Clone + Send + Sync + 'static> EventQueue<E> {
 impl<E: Send + 'static> EventQueue<E> {
     /// Queue an event for the handlers; waits while the queue is full.
     pub async fn enqueue(&self, event: E) -> Result<()> {
+        self.enqueue_with(event, PublishOptions::default()).await
+    }
+
+    /// [`enqueue`](Self::enqueue) with the options the integration events converted from
+    /// it carry ([`EventQueueBuilder::publish_converted`]): a correlation id, headers; in
+    /// an integration event's handler, `cx.follow_up()`.
+    pub async fn enqueue_with(&self, event: E, options: PublishOptions) -> Result<()> {
         self.state
             .inner
             .lock()
             .expect("event queue state")
             .outstanding += 1;
-        if self.tx.send(event).await.is_err() {
+        if self.tx.send((event, options)).await.is_err() {
             self.state
                 .inner
                 .lock()

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidings_core::domain::Converters;
 use tidings_core::{Bus, Envelope, Error, PublishOptions, Publishable, Result};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -141,6 +142,36 @@ impl<DB: Backend> Outbox<DB> {
         .await?;
         self.wake();
         Ok(id)
+    }
+
+    /// Write the integration events `converters` make of the domain event `event` inside
+    /// the caller's transaction, as `bus` would publish them, and return their ids: the
+    /// domain change and the events other contexts get commit together or not at all. A
+    /// converter returning `None` writes nothing. `options` carry the flow ids (in a
+    /// handler, `cx.follow_up()`).
+    ///
+    ///
+    /// The Library example's persistent Lending (`examples/library/persistent.rs`) does it
+    /// for `lending.book-borrowed` and `lending.book-returned`.
+    pub async fn enqueue_converted<E: 'static>(
+        &self,
+        conn: &mut DB::Connection,
+        bus: &Bus,
+        converters: &Converters<E>,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<Vec<Uuid>> {
+        let converted = converters.envelopes(bus, event, &options)?;
+        let ids = converted.iter().map(|(_, e)| e.id).collect();
+        let rows = converted
+            .iter()
+            .map(|(topic, envelope)| NewRow::new(topic, envelope))
+            .collect::<Result<Vec<_>>>()?;
+        if !rows.is_empty() {
+            DB::insert(conn, &self.inner.names, rows).await?;
+            self.wake();
+        }
+        Ok(ids)
     }
 
     /// Write several events of one topic, in order; returns their ids.
