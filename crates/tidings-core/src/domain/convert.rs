@@ -28,22 +28,24 @@ type Erased<E> =
 ///   only if it commits.
 ///
 /// ```
-/// use serde::{Deserialize, Serialize};
 /// use tidings_core::domain::Converters;
-/// use tidings_macros::{Event, Topic};
-///
-/// /// Minimal, for other contexts.
-/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
-/// #[event(name = "lending.book-borrowed", version = 1)]
-/// struct BookBorrowed {
-///     book: String,
-/// }
-///
-/// #[derive(Debug, Clone, Topic)]
-/// #[topic(name = "lending")]
-/// enum LendingEvents {
-///     BookBorrowed(BookBorrowed),
-/// }
+/// # use serde::{Deserialize, Serialize};
+/// # use tidings_core::{Event, EventInfo, Topic, TopicMember};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # struct BookBorrowed { book: String }
+/// # impl Event for BookBorrowed {
+/// #     const NAME: &'static str = "lending.book-borrowed";
+/// #     const VERSION: u32 = 1;
+/// # }
+/// # impl TopicMember for BookBorrowed { type Topic = LendingEvents; }
+/// # struct LendingEvents;
+/// # impl Topic for LendingEvents {
+/// #     const NAME: &'static str = "lending";
+/// #     fn events() -> &'static [EventInfo] {
+/// #         &[EventInfo { name: "lending.book-borrowed", version: 1, type_name: "BookBorrowed" }]
+/// #     }
+/// # }
+/// // `BookBorrowed`: the minimal integration event (usually `#[derive(Event)]`).
 ///
 /// /// Rich, inside Lending.
 /// #[derive(Debug, Clone)]

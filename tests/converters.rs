@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tidings_core::domain::{Converters, EventQueue};
-use tidings_core::{Bus, Context, HandlerError, PublishOptions, Subscription};
-use tidings_macros::{Event, Topic};
-use tidings_memory::Memory;
+use tidings::domain::{Converters, EventQueue};
+use tidings::Memory;
+use tidings::{Bus, Context, Event, HandlerError, PublishOptions, Subscription, Topic};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
