@@ -57,6 +57,7 @@ pub struct BusBuilder {
     topics: Vec<(&'static str, &'static [EventInfo])>,
     subscriptions: Vec<ErasedSubscription>,
     companions: Vec<Box<dyn Companion>>,
+    claims: crate::claim_check::Claims,
     problems: Vec<String>,
     catalog_sources: crate::catalog::Sources,
 }
@@ -73,6 +74,7 @@ impl BusBuilder {
             topics: Vec::new(),
             subscriptions: Vec::new(),
             companions: Vec::new(),
+            claims: Default::default(),
             problems: Vec::new(),
             catalog_sources: Default::default(),
         }
@@ -146,6 +148,16 @@ impl BusBuilder {
     /// Add a subscription.
     pub fn subscribe<T: Topic, S>(mut self, subscription: Subscription<T, S>) -> Self {
         self.subscriptions.push(subscription.into());
+        self
+    }
+
+    /// Send payloads too large for the broker through `claim_check`'s store, and fetch
+    /// claim-checked payloads from it before handlers run (see [`ClaimCheck`](crate::ClaimCheck)).
+    /// Publishers and subscribers of a topic need a claim check on the same store and
+    /// prefix. The bus also sweeps the store of payloads past the retention.
+    #[cfg(feature = "claim-check")]
+    pub fn claim_check(mut self, claim_check: crate::ClaimCheck) -> Self {
+        self.claims = Some(Arc::new(claim_check));
         self
     }
 
@@ -317,6 +329,7 @@ impl BusBuilder {
                 policy: s.policy.unwrap_or(self.retry),
                 concurrency: s.concurrency,
                 limits: self.limits,
+                claims: self.claims.clone(),
                 delayed_redelivery: capabilities.delayed_redelivery,
                 service: service.clone(),
                 subscription: Arc::from(name.as_str()),
@@ -352,6 +365,7 @@ impl BusBuilder {
             system: capabilities.system,
             metrics,
             dispatchers: dispatchers.clone(),
+            claims: self.claims.clone(),
         });
         for dispatcher in dispatchers {
             let _ = dispatcher.bus.set(Arc::downgrade(&inner));
@@ -378,6 +392,13 @@ impl BusBuilder {
                     return Err(e);
                 }
             }
+        }
+        #[cfg(feature = "claim-check")]
+        if let Some(cc) = &self.claims {
+            inner.consumers.spawn(crate::claim_check::sweeper(
+                cc.clone(),
+                inner.shutdown.child_token(),
+            ));
         }
         for companion in std::mem::take(&mut self.companions) {
             let bus = Bus::from_inner(inner.clone());

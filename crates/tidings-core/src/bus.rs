@@ -111,6 +111,8 @@ pub(crate) struct BusInner {
     pub(crate) metrics: Arc<Metrics>,
     /// The subscriptions' consumers, for `health`.
     pub(crate) dispatchers: Vec<Arc<Dispatcher>>,
+    /// Where payloads over the claim-check threshold go.
+    pub(crate) claims: crate::claim_check::Claims,
 }
 
 impl Bus {
@@ -202,6 +204,10 @@ impl Bus {
     /// the outbox) keep the one they carry.
     async fn send(&self, topic: &str, mut envelopes: Vec<Envelope>, fresh: bool) -> Result<()> {
         let inner = &self.inner;
+        crate::claim_check::check_in(&inner.claims, inner.max_message_size, &mut envelopes).await?;
+        for env in &envelopes {
+            self.check_size(env)?;
+        }
         let span = telemetry::send_span(inner.system, &inner.service, topic, &envelopes);
         telemetry::inject(&span, &mut envelopes, fresh);
         let count = envelopes.len();
@@ -309,12 +315,14 @@ impl Bus {
 
     fn check_size(&self, env: &Envelope) -> Result<()> {
         let size = env.wire_size();
-        if size > self.inner.max_message_size {
+        let limit =
+            crate::claim_check::size_limit(&self.inner.claims, env, self.inner.max_message_size);
+        if size > limit {
             return Err(Error::new(
                 ErrorKind::MessageTooLarge,
                 format!(
-                    "`{}` encodes to about {size} bytes, over the limit of {} bytes: publish a reference to the data instead of the data",
-                    env.event_type, self.inner.max_message_size
+                    "`{}` encodes to about {size} bytes, over the limit of {limit} bytes: publish a reference to the data instead of the data, or configure a claim check",
+                    env.event_type
                 ),
             ));
         }

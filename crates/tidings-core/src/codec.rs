@@ -63,6 +63,17 @@ impl Default for DecodeLimits {
     }
 }
 
+impl DecodeLimits {
+    /// These limits, accepting payloads of at least `size` bytes (a claim-checked payload,
+    /// bounded by its claim check instead).
+    pub(crate) fn at_least(self, size: usize) -> Self {
+        DecodeLimits {
+            max_size: self.max_size.max(size),
+            ..self
+        }
+    }
+}
+
 impl Codec {
     /// The media type written to the envelope's `content-type`.
     pub fn content_type(self) -> &'static str {

@@ -49,6 +49,8 @@ pub(crate) struct Dispatcher {
     pub(crate) policy: RetryPolicy,
     pub(crate) concurrency: usize,
     pub(crate) limits: DecodeLimits,
+    /// Where claim-checked payloads are fetched from.
+    pub(crate) claims: crate::claim_check::Claims,
     /// Whether the transport redelivers after a delay; otherwise the bus waits in place.
     pub(crate) delayed_redelivery: bool,
     pub(crate) service: Arc<str>,
@@ -182,26 +184,39 @@ impl Dispatcher {
         let attempt = attempt.max(1);
         let mut redelivery = attempt;
         let mut runs_before = (attempt - 1) * immediate;
+        let mut fetched = None;
         loop {
             let mut last_error = None;
             let mut last_run = None;
             for run in 1..=immediate {
-                let call = Call {
-                    envelope: env,
-                    codec,
-                    limits: self.limits,
-                    upcaster,
-                    attempt: runs_before + run,
-                    redelivered: redelivered || redelivery > 1,
-                    bus: bus.clone(),
-                };
                 let span = self.span(env, runs_before + run, partition);
                 let started = Metrics::clock();
-                let result = if span.is_none() {
-                    entry.handler.call(call).await
-                } else {
-                    entry.handler.call(call).instrument(span.clone()).await
-                };
+                // A claim-checked payload is fetched first; a store error is a failed run.
+                let result =
+                    match crate::claim_check::restore(&self.claims, env, &mut fetched).await {
+                        Err(Failure::Poison(e)) => return self.dead_letter(e.to_string(), 0),
+                        Err(failure) => Err(failure),
+                        Ok(()) => {
+                            let (envelope, limits) = match &fetched {
+                                Some(whole) => (whole, self.limits.at_least(whole.payload.len())),
+                                None => (env, self.limits),
+                            };
+                            let call = Call {
+                                envelope,
+                                codec,
+                                limits,
+                                upcaster,
+                                attempt: runs_before + run,
+                                redelivered: redelivered || redelivery > 1,
+                                bus: bus.clone(),
+                            };
+                            if span.is_none() {
+                                entry.handler.call(call).await
+                            } else {
+                                entry.handler.call(call).instrument(span.clone()).await
+                            }
+                        }
+                    };
                 let took = started.map(|s| s.elapsed()).unwrap_or_default();
                 match &result {
                     Ok(()) => {}

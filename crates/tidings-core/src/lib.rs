@@ -8,11 +8,15 @@
 //! [`transport::Acker`], [`transport::Delivery`], the topology, the header names) is in
 //! [`transport`], and they run the conformance suite in `tidings-testing`.
 //!
-//! Features: `msgpack` (default) — the MessagePack codec; `json` — the JSON codec.
+//! Features: `msgpack` (default) — the MessagePack codec; `json` — the JSON codec;
+//! `claim-check` — payloads too large for the broker travel through an object store
+//! (`ClaimCheck`, the local filesystem); `claim-check-s3` — the same on S3-compatible
+//! stores.
 
 mod builder;
 mod bus;
 pub mod catalog;
+mod claim_check;
 mod codec;
 mod companion;
 mod consumer;
@@ -32,6 +36,8 @@ pub mod transport;
 
 pub use builder::BusBuilder;
 pub use bus::{Bus, PublishOptions};
+#[cfg(feature = "claim-check")]
+pub use claim_check::ClaimCheck;
 pub use codec::{Codec, DecodeLimits, JSON, MSGPACK};
 pub use companion::{Companion, Shutdown};
 pub use envelope::{Envelope, Headers};
@@ -52,6 +58,10 @@ pub use event::__private;
 pub mod __macro_support {
     pub use serde;
 }
+
+/// object_store, whose stores a [`ClaimCheck`] keeps payloads in (feature `claim-check`).
+#[cfg(feature = "claim-check")]
+pub use object_store;
 
 /// schemars, whose `JsonSchema` gives events their payload schema (feature `schema`).
 #[cfg(feature = "schema")]

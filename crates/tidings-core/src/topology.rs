@@ -284,11 +284,21 @@ impl Replay {
 
     /// The envelope a replay sends for the selected dead letter `parked` (as listed, its
     /// headers carrying the dead-letter details): for [`Edited`](Self::Edited) the edited
-    /// envelope, otherwise `parked`; in both cases cleared of the dead-letter stamp
+    /// envelope (without a claim-check reference when it has a payload of its own),
+    /// otherwise `parked`; in both cases cleared of the dead-letter stamp
     /// ([`DeadLetterInfo::clear`]). Every transport's replay sends what this returns.
     pub fn envelope_for(&self, parked: Envelope) -> Envelope {
         let mut envelope = match self {
-            Replay::Edited { envelope, .. } => Envelope::clone(envelope),
+            Replay::Edited { envelope, .. } => {
+                let mut edited = Envelope::clone(envelope);
+                // An edited payload replaces a claim-checked one: drop the reference.
+                if !edited.payload.is_empty() {
+                    edited
+                        .headers
+                        .retain(|(name, _)| !name.starts_with(crate::claim_check::CLAIM_CHECK));
+                }
+                edited
+            }
             Replay::All | Replay::Ids(_) => parked,
         };
         DeadLetterInfo::clear(&mut envelope);

@@ -23,6 +23,8 @@ pub const ORIGINAL_HEADER_PREFIX: &str = "tidings-original-";
 /// bytes before it was cut away.
 pub const DLQ_PAYLOAD_OMITTED: &str = "tidings-dlq-payload-omitted";
 
+pub use crate::claim_check::{CLAIM_CHECK, CLAIM_CHECK_SHA256, CLAIM_CHECK_SIZE};
+
 /// The longest header name any broker takes (AMQP's short strings); placeholders cut the
 /// names they rename to it.
 const MAX_HEADER_NAME: usize = 255;
@@ -36,6 +38,7 @@ const MAX_HEADER_NAME: usize = 255;
 /// assert!(is_reserved("ce_source"));
 /// assert!(is_reserved("Content-Type"));
 /// assert!(is_reserved("tidings-dlq-reason"));
+/// assert!(is_reserved(tidings_core::transport::wire::CLAIM_CHECK));
 /// assert!(!is_reserved("tenant"));
 /// ```
 pub fn is_reserved(name: &str) -> bool {
