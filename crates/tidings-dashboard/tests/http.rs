@@ -236,6 +236,10 @@ async fn purge_asks_first_then_deletes_what_it_listed() {
     let left = shop.dead_letters(1).await;
     assert_eq!(left[0].envelope.id, b);
 
+    // The bug is fixed: what is replayed now goes through.
+    shop.billing
+        .fixed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let replay_all = post(
         &app,
         &format!("{link}/replay"),
@@ -244,6 +248,8 @@ async fn purge_asks_first_then_deletes_what_it_listed() {
     .await;
     assert_eq!(replay_all.status, StatusCode::SEE_OTHER);
     shop.dead_letters(0).await;
+    let handled = shop.handled_when(|h| !h.is_empty()).await;
+    assert_eq!(handled[0].1, b, "the replayed one was handled");
     let actions: Vec<Action> = shop
         .audit
         .lock()
@@ -339,5 +345,35 @@ async fn links_work_where_a_service_nests_it() {
         "the overview link"
     );
     assert_eq!(get(&app, "/ops/dead-letters").await.status, StatusCode::OK);
+    shop.bus.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_come_in_pages_of_fifty_and_filter_by_event() {
+    let shop = Shop::start(tidings_memory::Memory::new(), &namespace()).await;
+    for n in 0..55 {
+        shop.place(n, "fail").await;
+    }
+    shop.dead_letters(55).await;
+    let app = shop.dashboard().router();
+    let link = subscription_link(&get(&app, "/").await.body);
+    let rows = |page: &str| page.matches("name=\"id\" value=").count();
+
+    let first = get(&app, &link).await.body;
+    assert_eq!(rows(&first), 50);
+    assert!(first.contains("page 1 of 2"));
+    let second = get(&app, &format!("{link}?page=2")).await.body;
+    assert_eq!(rows(&second), 5);
+    assert!(second.contains("page 2 of 2"));
+    let beyond = get(&app, &format!("{link}?page=9")).await.body;
+    assert_eq!(rows(&beyond), 5, "a page past the end shows the last");
+
+    let this_event = get(&app, &format!("{link}?event=shop.order-placed"))
+        .await
+        .body;
+    assert_eq!(rows(&this_event), 50);
+    let other = get(&app, &format!("{link}?event=shop.other")).await.body;
+    assert_eq!(rows(&other), 0);
+    assert!(other.contains("match the filter"));
     shop.bus.shutdown().await;
 }

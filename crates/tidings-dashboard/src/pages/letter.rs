@@ -12,9 +12,9 @@ use tidings_core::{Codec, DeadLetter, DecodeLimits, Replay};
 use uuid::Uuid;
 
 use super::letters::audit;
-use super::{find, forged, frame, problem, time, token_field, Base, Fields};
+use super::{find, frame, problem, submitted, time, token_field, Base};
 use crate::audit::Action;
-use crate::auth::{form_token_ok, Who};
+use crate::auth::Who;
 use crate::subscriptions::{schema_for, Sub};
 use crate::State;
 
@@ -161,10 +161,10 @@ pub(crate) async fn replay_edited(
     Path((key, id)): Path<(String, String)>,
     RawForm(body): RawForm,
 ) -> Response {
-    let fields = Fields::parse(&body);
-    if !form_token_ok(&state, fields.get("token")) {
-        return forged(&state, &base);
-    }
+    let fields = match submitted(&state, &base, &key, &body) {
+        Ok((_, fields)) => fields,
+        Err(response) => return *response,
+    };
     let (sub, letter) = match load(&state, &base, &key, &id).await {
         Ok(found) => found,
         Err(response) => return *response,

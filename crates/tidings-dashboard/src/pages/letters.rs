@@ -12,9 +12,9 @@ use serde::Deserialize;
 use tidings_core::{DeadLetter, Replay};
 use uuid::Uuid;
 
-use super::{find, forged, frame, problem, time, token_field, Base, Fields};
+use super::{find, frame, problem, submitted, time, token_field, Base, Fields};
 use crate::audit::{Action, AuditEntry};
-use crate::auth::{form_token_ok, Who};
+use crate::auth::Who;
 use crate::subscriptions::Sub;
 use crate::State;
 
@@ -173,14 +173,10 @@ pub(crate) async fn replay(
     Path(key): Path<String>,
     RawForm(body): RawForm,
 ) -> Response {
-    let sub = match find(&state, &base, &key) {
-        Ok(sub) => sub,
+    let (sub, fields) = match submitted(&state, &base, &key, &body) {
+        Ok(form) => form,
         Err(response) => return *response,
     };
-    let fields = Fields::parse(&body);
-    if !form_token_ok(&state, fields.get("token")) {
-        return forged(&state, &base);
-    }
     let all = fields.get("all") == Some("1");
     let ids = match selected_ids(&fields) {
         Ok(ids) => ids,
@@ -229,14 +225,10 @@ pub(crate) async fn purge(
     Path(key): Path<String>,
     RawForm(body): RawForm,
 ) -> Response {
-    let sub = match find(&state, &base, &key) {
-        Ok(sub) => sub,
+    let (sub, fields) = match submitted(&state, &base, &key, &body) {
+        Ok(form) => form,
         Err(response) => return *response,
     };
-    let fields = Fields::parse(&body);
-    if !form_token_ok(&state, fields.get("token")) {
-        return forged(&state, &base);
-    }
     let mut ids = match selected_ids(&fields) {
         Ok(ids) => ids,
         Err(e) => return problem(&state, &base, StatusCode::BAD_REQUEST, "Nothing purged", &e),

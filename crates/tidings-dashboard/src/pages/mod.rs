@@ -158,8 +158,23 @@ pub(crate) fn find<'a>(
     })
 }
 
+/// A change's form: the subscription it names and its fields, once its anti-forgery
+/// token is checked; or the page refusing it.
+pub(crate) fn submitted<'a>(
+    state: &'a Arc<State>,
+    base: &Base,
+    key: &str,
+    body: &[u8],
+) -> Result<(&'a Sub, Fields), Box<Response>> {
+    let fields = Fields::parse(body);
+    if !crate::auth::form_token_ok(state, fields.get("token")) {
+        return Err(Box::new(forged(state, base)));
+    }
+    Ok((find(state, base, key)?, fields))
+}
+
 /// A refused form: its anti-forgery token is missing or not this dashboard's.
-pub(crate) fn forged(state: &State, base: &Base) -> Response {
+fn forged(state: &State, base: &Base) -> Response {
     problem(
         state,
         base,

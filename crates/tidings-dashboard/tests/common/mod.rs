@@ -33,41 +33,44 @@ pub enum OrderEvents {
     OrderPlaced(OrderPlaced),
 }
 
-/// What the handler took: the event and its envelope id.
-pub type Handled = Arc<Mutex<Vec<(OrderPlaced, Uuid)>>>;
+/// What the handler took (the event and its envelope id), and whether the bug that makes
+/// `fail...` orders fail is fixed.
+#[derive(Default)]
+pub struct Billing {
+    pub handled: Mutex<Vec<(OrderPlaced, Uuid)>>,
+    pub fixed: std::sync::atomic::AtomicBool,
+}
 
-async fn bill(
-    e: OrderPlaced,
-    cx: Context<Mutex<Vec<(OrderPlaced, Uuid)>>>,
-) -> Result<(), HandlerError> {
-    if e.note.starts_with("fail") {
+async fn bill(e: OrderPlaced, cx: Context<Billing>) -> Result<(), HandlerError> {
+    let fixed = cx.state().fixed.load(std::sync::atomic::Ordering::SeqCst);
+    if e.note.starts_with("fail") && !fixed {
         return Err(HandlerError::permanent(std::io::Error::other(format!(
             "cannot bill order {}: {}",
             e.order, e.note
         ))));
     }
-    cx.state().lock().unwrap().push((e, cx.id()));
+    cx.state().handled.lock().unwrap().push((e, cx.id()));
     Ok(())
 }
 
 /// The billing service, its handled events and its audit trail.
 pub struct Shop {
     pub bus: Bus,
-    pub handled: Handled,
+    pub billing: Arc<Billing>,
     pub audit: Arc<Mutex<Vec<AuditEntry>>>,
 }
 
 impl Shop {
     /// A bus named `billing` on `transport`, in namespace `ns`.
     pub async fn start(transport: impl Transport, ns: &str) -> Shop {
-        let handled: Handled = Arc::default();
+        let billing = Arc::new(Billing::default());
         let bus = Bus::builder("billing")
             .transport(transport)
             .namespace(ns)
             .publishes::<OrderEvents>()
             .subscribe(
                 Subscription::to::<OrderEvents>()
-                    .with_shared_state(handled.clone())
+                    .with_shared_state(billing.clone())
                     .on(bill),
             )
             .build()
@@ -75,7 +78,7 @@ impl Shop {
             .expect("the billing bus starts");
         Shop {
             bus,
-            handled,
+            billing,
             audit: Arc::default(),
         }
     }
@@ -125,7 +128,7 @@ impl Shop {
     ) -> Vec<(OrderPlaced, Uuid)> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let handled = self.handled.lock().unwrap().clone();
+            let handled = self.billing.handled.lock().unwrap().clone();
             if pred(&handled) {
                 return handled;
             }
