@@ -62,10 +62,11 @@ use subscriptions::Subscriptions;
 /// The dashboard over one transport and the catalogs of the services that use it.
 #[derive(Clone)]
 pub struct Dashboard {
-    state: Arc<State>,
+    state: State,
 }
 
 /// What every page reads.
+#[derive(Clone)]
 pub(crate) struct State {
     pub(crate) transport: Arc<dyn DynTransport>,
     pub(crate) subscriptions: Subscriptions,
@@ -84,7 +85,7 @@ impl Dashboard {
     pub fn new(transport: Arc<dyn DynTransport>, catalogs: Vec<ServiceCatalog>) -> Self {
         let subscriptions = Subscriptions::new(&catalogs);
         Dashboard {
-            state: Arc::new(State {
+            state: State {
                 transport,
                 subscriptions,
                 catalogs,
@@ -92,7 +93,7 @@ impl Dashboard {
                 auth: None,
                 form_token: uuid::Uuid::new_v4().simple().to_string(),
                 audit: Arc::new(audit::to_tracing),
-            }),
+            },
         }
     }
 
@@ -102,34 +103,30 @@ impl Dashboard {
         Dashboard::new(bus.transport().clone(), vec![bus.catalog().clone()])
     }
 
-    fn state_mut(&mut self) -> &mut State {
-        Arc::get_mut(&mut self.state).expect("the dashboard is configured before it is shared")
-    }
-
     /// Require `auth` on every request.
     pub fn auth(mut self, auth: Auth) -> Self {
-        self.state_mut().auth = Some(auth);
+        self.state.auth = Some(auth);
         self
     }
 
     /// The name in every page's title and heading (default `tidings`), e.g. the
     /// workspace's.
     pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.state_mut().title = title.into();
+        self.state.title = title.into();
         self
     }
 
     /// Where every change goes, with who made it and what it was, instead of the default
     /// `tracing` event (target `tidings_dashboard::audit`, level INFO).
     pub fn audit(mut self, sink: impl Fn(&AuditEntry) + Send + Sync + 'static) -> Self {
-        self.state_mut().audit = Arc::new(sink);
+        self.state.audit = Arc::new(sink);
         self
     }
 
     /// The dashboard's routes, to serve or to [`nest`](axum::Router::nest) under a path of
     /// a service's own app (links are relative to where it is mounted).
     pub fn router(&self) -> axum::Router {
-        let state = self.state.clone();
+        let state = Arc::new(self.state.clone());
         axum::Router::new()
             .route("/", get(pages::overview::page))
             .route("/flow", get(pages::flow::page))

@@ -6,7 +6,7 @@ use tidings_core::catalog::{ServiceCatalog, SubscriptionInfo};
 use tidings_core::transport::SubscriptionSpec;
 
 /// One subscription of a service.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sub {
     /// `<service>~<subscription>~<topic>` (broker names): stable across restarts.
     pub(crate) key: String,
@@ -16,7 +16,7 @@ pub(crate) struct Sub {
 }
 
 /// Every subscription of the catalogs, by service, then topic.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Subscriptions(Vec<Sub>);
 
 impl Subscriptions {

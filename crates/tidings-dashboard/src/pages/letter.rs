@@ -28,16 +28,7 @@ pub(crate) async fn page(
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let payload = pretty_payload(&letter);
-    show(
-        &state,
-        &base,
-        sub,
-        &letter,
-        payload.as_deref().unwrap_or(""),
-        &[],
-        StatusCode::OK,
-    )
+    show(&state, &base, sub, &letter, None, &[], StatusCode::OK)
 }
 
 /// The subscription and its dead letter `id`, or the page that says why not.
@@ -85,20 +76,21 @@ fn pretty_payload(letter: &DeadLetter) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The page of one dead letter, its edit form holding `edited`, with `problems` of the
-/// last edit listed above it.
+/// The page of one dead letter, its edit form holding `edited` (by default the payload),
+/// with `problems` of the last edit listed above it.
 fn show(
     state: &State,
     base: &Base,
     sub: &Sub,
     letter: &DeadLetter,
-    edited: &str,
+    edited: Option<&str>,
     problems: &[String],
     status: StatusCode,
 ) -> Response {
     let env = &letter.envelope;
     let here = format!("{}/letters/{}", base.subscription(sub), env.id);
     let decoded = pretty_payload(letter);
+    let edited = edited.unwrap_or_else(|| decoded.as_deref().unwrap_or(""));
     let body = html! {
         p { a href=(base.subscription(sub)) { "← dead letters of " (sub.spec.name) } }
         h1 { (env.event_type) " v" (env.version) }
@@ -176,7 +168,7 @@ pub(crate) async fn replay_edited(
             &base,
             sub,
             &letter,
-            text,
+            Some(text),
             &problems,
             StatusCode::UNPROCESSABLE_ENTITY,
         )
