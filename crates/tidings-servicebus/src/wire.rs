@@ -160,8 +160,12 @@ pub(crate) fn encode(env: &Envelope, resend: Resend<'_>) -> Result<Outgoing> {
     for (name, value) in env.attributes() {
         if name == attrs::CONTENT_TYPE {
             push(CONTENT_TYPE, &value)?;
-        } else if name.starts_with("tidings-") && !name.starts_with("tidings-dlq-") {
-            // The transport's own marks are set below, never carried over.
+        } else if name.starts_with("tidings-")
+            && !name.starts_with("tidings-dlq-")
+            && !name.starts_with(tidings_core::transport::wire::CLAIM_CHECK)
+        {
+            // The transport's own marks are set below, never carried over (the core's
+            // dead-letter and claim-check headers are).
             continue;
         } else {
             push(&name, &value)?;

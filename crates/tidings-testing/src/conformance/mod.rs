@@ -62,6 +62,9 @@
 //! | [`dead_letters_unknown_subscription`] | listing, looking up, replaying and purging the dead letters of an unknown subscription is `NotFound` |
 //! | [`backlog_counts_waiting_messages`] | `backlog_dyn` of a subscription nobody consumes counts what was published to it (7), once consumed and settled 0, dead letters not counted; an unknown subscription is `NotFound` |
 //! | [`temporary_subscription`] | a subscription watched with `watch_dyn` sees the topic's events without taking them from another; `remove_subscription` deletes it alone |
+//! | [`claim_check_round_trip`] | with a claim check on a local directory, a 5 MiB event (over every transport's limit) is handled exactly as published and came by claim check; a small one travels as it is |
+//! | [`claim_check_missing_or_corrupt`] | a reference whose stored payload is missing or corrupt is dead-lettered at once with a reason naming the location; the handler never runs for it; the next event is handled |
+//! | [`claim_check_store_outage`] | a store failing its first three reads is retried like a failed handler; the handler runs once, on attempt 4, with the event as published |
 //! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
 //!
@@ -100,6 +103,7 @@
 mod adversarial;
 mod backlog;
 mod cases;
+mod claim_check;
 mod events;
 mod failure;
 mod lifecycle;
@@ -125,6 +129,9 @@ pub use backlog::backlog_counts_waiting_messages;
 pub use cases::{
     at_least_once_redelivery, competing_consumers, correlation_flows, fan_out, publish_confirms,
     skip_unhandled, upcasting,
+};
+pub use claim_check::{
+    claim_check_missing_or_corrupt, claim_check_round_trip, claim_check_store_outage,
 };
 pub use failure::{permanent_failure, poison_payloads, retry_then_dead_letter, retry_then_success};
 pub use lifecycle::{
@@ -172,6 +179,9 @@ pub const CASES: &[&str] = &[
     "dead_letters_unknown_subscription",
     "temporary_subscription",
     "backlog_counts_waiting_messages",
+    "claim_check_round_trip",
+    "claim_check_missing_or_corrupt",
+    "claim_check_store_outage",
 ];
 
 /// The names of the trace cases (feature `opentelemetry`), which the macro emits after
@@ -476,6 +486,9 @@ macro_rules! conformance_suite {
             dead_letters_unknown_subscription,
             temporary_subscription,
             backlog_counts_waiting_messages,
+            claim_check_round_trip,
+            claim_check_missing_or_corrupt,
+            claim_check_store_outage,
         );
         $crate::__conformance_trace_cases!($factory);
     };
