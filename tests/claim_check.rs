@@ -1,0 +1,144 @@
+//! The claim check through the outbox: a 5 MiB event enqueued in a transaction is stored
+//! whole in the outbox row and claim-checked when the relay publishes it through the bus.
+#![cfg(all(feature = "claim-check", feature = "outbox-sqlite", feature = "memory"))]
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidings::outbox::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use tidings::outbox::{Outbox, RelayConfig};
+use tidings::transport::wire::CLAIM_CHECK;
+use tidings::{
+    Bus, ClaimCheck, Context, ErrorKind, Event, HandlerError, Memory, Subscription, Topic,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "archive.scan-stored", version = 1)]
+struct ScanStored {
+    book: String,
+    pages: String,
+}
+
+#[derive(Topic)]
+#[topic(name = "archive")]
+enum ArchiveEvents {
+    ScanStored(ScanStored),
+}
+
+type Seen = Mutex<Vec<(ScanStored, bool)>>;
+
+/// A directory of its own in the temp dir, removed when dropped.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tidings-claims-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_claim_checks_what_the_outbox_stored_whole() {
+    let dir = Dir::new();
+    let db = dir.path().join("outbox.db");
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))
+        .unwrap()
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let outbox = Outbox::sqlite(pool.clone()).await.unwrap();
+    let claim_check = || ClaimCheck::local(dir.path()).unwrap().prefix("scans");
+
+    let transport = Memory::new();
+    let seen: Arc<Seen> = Arc::default();
+    let reader = Bus::builder("reader")
+        .transport(transport.clone())
+        .claim_check(claim_check())
+        .subscribe(
+            Subscription::to::<ArchiveEvents>()
+                .with_shared_state(seen.clone())
+                .on(|e: ScanStored, cx: Context<Seen>| async move {
+                    let claimed = cx.envelope().header(CLAIM_CHECK).is_some();
+                    cx.state().lock().unwrap().push((e, claimed));
+                    Ok::<(), HandlerError>(())
+                }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let scan = ScanStored {
+        book: "b-1".into(),
+        pages: "p".repeat(5 * 1024 * 1024),
+    };
+
+    // Without a claim check the outbox refuses it, as publish would.
+    let plain = Bus::builder("archive")
+        .transport(transport.clone())
+        .publishes::<ArchiveEvents>()
+        .build()
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let refused = outbox.enqueue(&mut tx, &plain, scan.clone()).await;
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err(ErrorKind::MessageTooLarge)
+    );
+    drop(tx);
+
+    let archive = Bus::builder("archive")
+        .transport(transport)
+        .publishes::<ArchiveEvents>()
+        .claim_check(claim_check())
+        .build()
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let id = outbox
+        .enqueue(&mut tx, &archive, scan.clone())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let relayed = outbox
+        .relay_pending(&archive, &RelayConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(relayed, 1);
+    assert!(
+        dir.path().join("scans").join(id.to_string()).is_file(),
+        "the relay did not store the payload at scans/{id}"
+    );
+
+    for _ in 0..300 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "the event should be handled once");
+    assert!(seen[0].0 == scan, "the event arrived changed");
+    assert!(seen[0].1, "the event did not come by claim check");
+
+    for bus in [reader, plain, archive] {
+        bus.shutdown().await;
+    }
+    pool.close().await;
+}
