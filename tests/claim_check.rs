@@ -142,3 +142,37 @@ async fn the_relay_claim_checks_what_the_outbox_stored_whole() {
     }
     pool.close().await;
 }
+
+/// The bus's sweeper deletes stored payloads past the retention by itself, and nothing
+/// outside its prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_sweeps_payloads_past_the_retention() {
+    let dir = Dir::new();
+    let stored = dir.path().join("scans").join("left-over");
+    let other = dir.path().join("keep").join("this");
+    for file in [&stored, &other] {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, b"payload").unwrap();
+    }
+    let archive = Bus::builder("archive")
+        .transport(Memory::new())
+        .publishes::<ArchiveEvents>()
+        .claim_check(
+            ClaimCheck::local(dir.path())
+                .unwrap()
+                .prefix("scans")
+                .retention(Duration::ZERO)
+                .sweep_every(Duration::from_millis(20)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut waited = 0;
+    while stored.exists() {
+        assert!(waited < 300, "{} was not swept in 30 s", stored.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(other.exists(), "the sweeper deleted outside its prefix");
+    archive.shutdown().await;
+}

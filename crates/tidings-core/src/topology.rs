@@ -388,4 +388,30 @@ mod tests {
         assert!(DeadLetterInfo::from_headers(&sent).is_none());
         assert!(sent.headers.is_empty(), "stamp left: {:?}", sent.headers);
     }
+
+    #[test]
+    fn an_edited_payload_replaces_a_claim_checked_one() {
+        use crate::claim_check::{CLAIM_CHECK, CLAIM_CHECK_SHA256, CLAIM_CHECK_SIZE};
+        let mut parked = parked();
+        parked.payload = Default::default();
+        for name in [CLAIM_CHECK, CLAIM_CHECK_SIZE, CLAIM_CHECK_SHA256] {
+            parked.headers.push((name.to_string(), "x".to_string()));
+        }
+        parked.headers.push(("tenant".to_string(), "north".to_string()));
+        let edited = |payload: &[u8]| {
+            let mut fixed = parked.clone();
+            fixed.payload = payload.to_vec().into();
+            Replay::Edited {
+                id: parked.id,
+                envelope: Box::new(fixed),
+            }
+            .envelope_for(parked.clone())
+        };
+        let sent = edited(b"{}");
+        assert_eq!(sent.headers, vec![("tenant".to_string(), "north".to_string())]);
+        // Without a payload of its own it still points at the stored one.
+        let sent = edited(b"");
+        assert_eq!(sent.header(CLAIM_CHECK), Some("x"));
+        assert_eq!(sent.headers.len(), 4);
+    }
 }
