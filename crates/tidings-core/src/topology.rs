@@ -397,7 +397,9 @@ mod tests {
         for name in [CLAIM_CHECK, CLAIM_CHECK_SIZE, CLAIM_CHECK_SHA256] {
             parked.headers.push((name.to_string(), "x".to_string()));
         }
-        parked.headers.push(("tenant".to_string(), "north".to_string()));
+        parked
+            .headers
+            .push(("tenant".to_string(), "north".to_string()));
         let edited = |payload: &[u8]| {
             let mut fixed = parked.clone();
             fixed.payload = payload.to_vec().into();
@@ -408,7 +410,10 @@ mod tests {
             .envelope_for(parked.clone())
         };
         let sent = edited(b"{}");
-        assert_eq!(sent.headers, vec![("tenant".to_string(), "north".to_string())]);
+        assert_eq!(
+            sent.headers,
+            vec![("tenant".to_string(), "north".to_string())]
+        );
         // Without a payload of its own it still points at the stored one.
         let sent = edited(b"");
         assert_eq!(sent.header(CLAIM_CHECK), Some("x"));
