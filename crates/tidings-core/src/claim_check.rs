@@ -34,7 +34,8 @@ pub const CLAIM_CHECK_SHA256: &str = "tidings-claim-check-sha256";
 pub(crate) type Claims = Option<std::sync::Arc<ClaimCheck>>;
 /// Without the feature there is nothing to keep.
 #[cfg(not(feature = "claim-check"))]
-pub(crate) type Claims = ();
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Claims;
 
 #[cfg(not(feature = "claim-check"))]
 mod disabled {
