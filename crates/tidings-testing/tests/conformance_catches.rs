@@ -487,6 +487,17 @@ fn publish_confirms_catches_dropped_headers() {
 }
 
 #[test]
+fn claim_check_round_trip_catches_dropped_headers() {
+    // Without its claim-check headers the 5 MiB event is an empty payload: never handled.
+    must_fail(
+        &flawed(Flaw::DropsHeaders),
+        "claim_check_round_trip",
+        conformance::claim_check_round_trip,
+        "in vain",
+    );
+}
+
+#[test]
 fn at_least_once_redelivery_catches_ack_on_receipt() {
     must_fail(
         &flawed(Flaw::AcksOnReceipt),
