@@ -16,7 +16,7 @@
 mod builder;
 mod bus;
 pub mod catalog;
-mod claim_check;
+pub mod claim_check;
 mod codec;
 mod companion;
 mod consumer;

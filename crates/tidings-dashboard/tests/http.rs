@@ -377,3 +377,26 @@ async fn dead_letters_come_in_pages_of_fifty_and_filter_by_event() {
     assert!(other.contains("match the filter"));
     shop.bus.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_checked_dead_letter_says_where_its_payload_is() {
+    let store = tempfile::tempdir().unwrap();
+    let claim_check = tidings_core::ClaimCheck::local(store.path())
+        .unwrap()
+        .threshold(16);
+    let shop = Shop::start_with(tidings_memory::Memory::new(), &namespace(), |b| {
+        b.claim_check(claim_check)
+    })
+    .await;
+    let failed = shop
+        .place(1, "fail: too big for the broker, so claim-checked")
+        .await;
+    shop.dead_letters(1).await;
+    let app = shop.dashboard().router();
+    let link = subscription_link(&get(&app, "/").await.body);
+    let one = get(&app, &format!("{link}/letters/{failed}")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert!(one.body.contains("claim-check store at"), "{}", one.body);
+    assert!(one.body.contains(&failed.to_string()));
+    shop.bus.shutdown().await;
+}

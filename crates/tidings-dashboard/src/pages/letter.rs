@@ -89,7 +89,14 @@ fn show(
 ) -> Response {
     let env = &letter.envelope;
     let here = format!("{}/letters/{}", base.subscription(sub), env.id);
-    let decoded = pretty_payload(letter);
+    let claimed = env.header(tidings_core::claim_check::CLAIM_CHECK);
+    let decoded = match claimed {
+        Some(location) => Err(format!(
+            "it is in the claim-check store at `{location}` ({} bytes), which this dashboard does not read",
+            env.header(tidings_core::claim_check::CLAIM_CHECK_SIZE).unwrap_or("?")
+        )),
+        None => pretty_payload(letter),
+    };
     let edited = edited.unwrap_or_else(|| decoded.as_deref().unwrap_or(""));
     let body = html! {
         p { a href=(base.subscription(sub)) { "← dead letters of " (sub.spec.name) } }
@@ -106,6 +113,7 @@ fn show(
         h2 { "Payload" }
         @match &decoded {
             Ok(json) => pre.payload { (json) },
+            Err(e) if claimed.is_some() => p.problem { "The payload is not shown: " (e) ". Replaying it as it is sends the reference again; an edited payload replaces it." },
             Err(e) => p.problem { "The payload (" (env.payload.len()) " bytes, " (env.content_type) ") does not decode: " (e) },
         }
         h2 { "Fix and replay" }

@@ -63,6 +63,15 @@ pub struct Shop {
 impl Shop {
     /// A bus named `billing` on `transport`, in namespace `ns`.
     pub async fn start(transport: impl Transport, ns: &str) -> Shop {
+        Shop::start_with(transport, ns, |b| b).await
+    }
+
+    /// [`start`](Self::start), with more set on the builder by `more`.
+    pub async fn start_with(
+        transport: impl Transport,
+        ns: &str,
+        more: impl FnOnce(tidings_core::BusBuilder) -> tidings_core::BusBuilder,
+    ) -> Shop {
         let billing = Arc::new(Billing::default());
         let bus = Bus::builder("billing")
             .transport(transport)
@@ -72,10 +81,8 @@ impl Shop {
                 Subscription::to::<OrderEvents>()
                     .with_shared_state(billing.clone())
                     .on(bill),
-            )
-            .build()
-            .await
-            .expect("the billing bus starts");
+            );
+        let bus = more(bus).build().await.expect("the billing bus starts");
         Shop {
             bus,
             billing,
