@@ -88,6 +88,25 @@ fn found(status: u16, body: &[u8]) -> bool {
     status == 200 && String::from_utf8_lossy(body).contains("<entry")
 }
 
+/// The Atom entry of the entity at `path`, `None` when it does not exist (404, or a 200
+/// without an entry, as Service Bus answers for a missing entity); any other status is an
+/// error.
+async fn read_entity(rest: &Rest, path: &str, what: &str) -> Result<Option<String>> {
+    let got = rest.call(Method::GET, path, &[], None, what).await?;
+    if found(got.status, &got.body) {
+        return Ok(Some(String::from_utf8_lossy(&got.body).into_owned()));
+    }
+    if got.status != 200 && got.status != 404 {
+        return Err(crate::error::status_error(
+            got.status,
+            &got.body,
+            what,
+            &rest.key_name,
+        ));
+    }
+    Ok(None)
+}
+
 /// What [`provision`] creates for `topology`: its topics, and per subscription the
 /// subscription, its rule and its dead-letter subqueue, by entity path.
 pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
@@ -171,30 +190,14 @@ pub(crate) async fn remove_subscription(rest: &Rest, spec: &SubscriptionSpec) ->
 pub(crate) async fn backlog(rest: &Rest, spec: &SubscriptionSpec) -> Result<Option<u64>> {
     let (topic, name) = (&spec.topic, &spec.name);
     let what = format!("reading subscription `{name}` of topic `{topic}`");
-    let got = rest
-        .call(
-            Method::GET,
-            &format!("/{topic}/subscriptions/{name}?{API}"),
-            &[],
-            None,
-            &what,
-        )
-        .await?;
-    if !found(got.status, &got.body) {
-        if got.status != 200 && got.status != 404 {
-            return Err(crate::error::status_error(
-                got.status,
-                &got.body,
-                &what,
-                &rest.key_name,
-            ));
-        }
-        return Err(Error::new(
+    let path = format!("/{topic}/subscriptions/{name}?{API}");
+    match read_entity(rest, &path, &what).await? {
+        Some(entry) => Ok(active_message_count(&entry)),
+        None => Err(Error::new(
             ErrorKind::NotFound,
             format!("{what}: it does not exist: is the subscription name right, and was it provisioned (a bus with it built once)?"),
-        ));
+        )),
     }
-    Ok(active_message_count(&String::from_utf8_lossy(&got.body)))
 }
 
 /// The `ActiveMessageCount` in the `CountDetails` of a subscription entry, whatever
@@ -262,17 +265,8 @@ fn explain(e: Error, rest: &Rest, config: &ServiceBusConfig, topology: &Topology
 pub(crate) async fn ensure_topic(rest: &Rest, topic: &str) -> Result<()> {
     let path = format!("/{topic}?{API}");
     let what = format!("reading topic `{topic}`");
-    let got = rest.call(Method::GET, &path, &[], None, &what).await?;
-    if found(got.status, &got.body) {
+    if read_entity(rest, &path, &what).await?.is_some() {
         return Ok(());
-    }
-    if got.status != 200 && got.status != 404 {
-        return Err(crate::error::status_error(
-            got.status,
-            &got.body,
-            &what,
-            &rest.key_name,
-        ));
     }
     let body = entry(format!("<TopicDescription xmlns=\"{SB_NS}\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"></TopicDescription>"));
     let headers = [(
@@ -300,13 +294,11 @@ async fn ensure_subscription(
     let (topic, name) = (&spec.topic, &spec.name);
     let path = format!("/{topic}/subscriptions/{name}?{API}");
     let what = format!("reading subscription `{name}` of topic `{topic}`");
-    let got = rest.call(Method::GET, &path, &[], None, &what).await?;
     let headers = [(
         "content-type",
         "application/atom+xml;type=entry;charset=utf-8".to_string(),
     )];
-    if found(got.status, &got.body) {
-        let body = String::from_utf8_lossy(&got.body);
+    if let Some(body) = read_entity(rest, &path, &what).await? {
         if let Some(n) =
             tag_text(&body, "MaxDeliveryCount").and_then(|n| n.trim().parse::<u32>().ok())
         {
@@ -316,14 +308,6 @@ async fn ensure_subscription(
             }
         }
     } else {
-        if got.status != 200 && got.status != 404 {
-            return Err(crate::error::status_error(
-                got.status,
-                &got.body,
-                &what,
-                &rest.key_name,
-            ));
-        }
         let lock = format!("PT{}S", config.lock_duration.as_secs().max(1));
         let body = entry(format!(
             "<SubscriptionDescription xmlns=\"{SB_NS}\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"><LockDuration>{lock}</LockDuration><RequiresSession>false</RequiresSession><DeadLetteringOnMessageExpiration>false</DeadLetteringOnMessageExpiration><DeadLetteringOnFilterEvaluationExceptions>false</DeadLetteringOnFilterEvaluationExceptions><MaxDeliveryCount>{}</MaxDeliveryCount></SubscriptionDescription>",
