@@ -14,9 +14,7 @@ use tidings_core::object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use tidings_core::transport::wire::CLAIM_CHECK;
-use tidings_core::{
-    Bus, ClaimCheck, Context, Event, EventInfo, HandlerError, Subscription, Topic, TopicMember,
-};
+use tidings_core::{Bus, ClaimCheck, Context, HandlerError, Subscription};
 
 use super::failure::quick;
 use super::support::{Must, Scene};
@@ -41,34 +39,9 @@ impl Bulk {
     }
 }
 
-impl Event for Bulk {
-    const NAME: &'static str = "conformance-bulk.bulk";
-    const VERSION: u32 = 1;
-}
-
-impl TopicMember for Bulk {
-    type Topic = BulkEvents;
-}
-
-/// The topic of [`Bulk`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // a type subscriptions name; no value of it is built
-pub(crate) enum BulkEvents {
-    /// A [`Bulk`].
-    Bulk(Bulk),
-}
-
-static BULK_EVENTS: [EventInfo; 1] = [EventInfo {
-    name: Bulk::NAME,
-    version: Bulk::VERSION,
-    type_name: "Bulk",
-}];
-
-impl Topic for BulkEvents {
-    const NAME: &'static str = "conformance-bulk";
-    fn events() -> &'static [EventInfo] {
-        &BULK_EVENTS
-    }
+super::events::one_event_topic! {
+    /// The topic of [`Bulk`].
+    BulkEvents(Bulk) = "conformance-bulk", "conformance-bulk.bulk"
 }
 
 /// What a [`Bulk`] handler saw: the event, whether its envelope came by claim check, the

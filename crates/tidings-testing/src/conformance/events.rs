@@ -220,6 +220,42 @@ impl Topic for ConfEventsV1 {
     }
 }
 
+/// The contract of a topic with one event, written out by hand like the rest: `Event` for
+/// `$event` (wire name `$name`, version 1) and the topic enum `$topic` named `$topic_name`.
+macro_rules! one_event_topic {
+    ($(#[$doc:meta])* $topic:ident($event:ident) = $topic_name:expr, $name:expr) => {
+        impl tidings_core::Event for $event {
+            const NAME: &'static str = $name;
+            const VERSION: u32 = 1;
+        }
+
+        impl tidings_core::TopicMember for $event {
+            type Topic = $topic;
+        }
+
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[allow(dead_code)] // a type subscriptions name; no value of it is built
+        pub(crate) enum $topic {
+            #[doc = concat!("A [`", stringify!($event), "`].")]
+            $event($event),
+        }
+
+        impl tidings_core::Topic for $topic {
+            const NAME: &'static str = $topic_name;
+            fn events() -> &'static [tidings_core::EventInfo] {
+                static EVENTS: [tidings_core::EventInfo; 1] = [tidings_core::EventInfo {
+                    name: $name,
+                    version: 1,
+                    type_name: stringify!($event),
+                }];
+                &EVENTS
+            }
+        }
+    };
+}
+pub(crate) use one_event_topic;
+
 /// An event of a topic that no bus in the suite declares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Stray {
@@ -227,34 +263,9 @@ pub(crate) struct Stray {
     pub(crate) n: u64,
 }
 
-impl Event for Stray {
-    const NAME: &'static str = "conformance-stray.stray";
-    const VERSION: u32 = 1;
-}
-
-impl TopicMember for Stray {
-    type Topic = StrayEvents;
-}
-
-/// A topic no bus of the suite declares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // a type subscriptions name; no value of it is built
-pub(crate) enum StrayEvents {
-    /// A [`Stray`].
-    Stray(Stray),
-}
-
-static STRAY_EVENTS: [EventInfo; 1] = [EventInfo {
-    name: Stray::NAME,
-    version: Stray::VERSION,
-    type_name: "Stray",
-}];
-
-impl Topic for StrayEvents {
-    const NAME: &'static str = "conformance-stray";
-    fn events() -> &'static [EventInfo] {
-        &STRAY_EVENTS
-    }
+one_event_topic! {
+    /// A topic no bus of the suite declares.
+    StrayEvents(Stray) = "conformance-stray", "conformance-stray.stray"
 }
 
 /// An event of another topic that reuses `conformance.ping`'s wire name: a bus that knows
@@ -265,32 +276,7 @@ pub(crate) struct Clash {
     pub(crate) n: u64,
 }
 
-impl Event for Clash {
-    const NAME: &'static str = Ping::NAME;
-    const VERSION: u32 = 1;
-}
-
-impl TopicMember for Clash {
-    type Topic = ClashEvents;
-}
-
-/// A topic whose one event clashes with [`Ping`]'s wire name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // a type subscriptions name; no value of it is built
-pub(crate) enum ClashEvents {
-    /// A [`Clash`].
-    Clash(Clash),
-}
-
-static CLASH_EVENTS: [EventInfo; 1] = [EventInfo {
-    name: Clash::NAME,
-    version: Clash::VERSION,
-    type_name: "Clash",
-}];
-
-impl Topic for ClashEvents {
-    const NAME: &'static str = "conformance-clash";
-    fn events() -> &'static [EventInfo] {
-        &CLASH_EVENTS
-    }
+one_event_topic! {
+    /// A topic whose one event clashes with [`Ping`]'s wire name.
+    ClashEvents(Clash) = "conformance-clash", Ping::NAME
 }
