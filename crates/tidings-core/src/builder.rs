@@ -359,6 +359,7 @@ impl BusBuilder {
             topology,
             catalog,
             reserved_header_prefixes: capabilities.reserved_header_prefixes,
+            scheduling: capabilities.scheduling,
             shutdown: CancellationToken::new(),
             consumers: TaskTracker::new(),
             closed: AtomicBool::new(false),

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +39,7 @@ pub struct PublishOptions {
     causation_id: Option<Uuid>,
     traceparent: Option<String>,
     tracestate: Option<String>,
+    deliver_at: Option<SystemTime>,
 }
 
 impl PublishOptions {
@@ -76,6 +78,30 @@ impl PublishOptions {
         self.tracestate = Some(value.into());
         self
     }
+    /// Deliver the event no earlier than `at`: subscribers' handlers see it from then on
+    /// (within the transport's [`Scheduling::tolerance`](crate::transport::Scheduling)).
+    /// A time that has passed publishes at once; one further ahead than the transport's
+    /// [`Scheduling::max_delay`](crate::transport::Scheduling) is refused on publish. The
+    /// outbox keeps the time, so an event enqueued with it is relayed at once and
+    /// delivered at its time.
+    ///
+    /// An event with an ordering key waits in front of the later events of its key (on
+    /// Kafka, of its partition), which keeps the key's order.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tidings_core::PublishOptions;
+    /// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+    /// let options = PublishOptions::new().deliver_at(tomorrow);
+    /// ```
+    pub fn deliver_at(mut self, at: SystemTime) -> Self {
+        self.deliver_at = Some(at);
+        self
+    }
+    /// [`deliver_at`](Self::deliver_at) `delay` from now.
+    pub fn deliver_after(self, delay: Duration) -> Self {
+        self.deliver_at(SystemTime::now() + delay)
+    }
 }
 
 /// A service's bus: publish integration events and run subscriptions.
@@ -103,6 +129,8 @@ pub(crate) struct BusInner {
     pub(crate) catalog: crate::catalog::ServiceCatalog,
     /// Header prefixes the transport's broker keeps for itself.
     pub(crate) reserved_header_prefixes: &'static [&'static str],
+    /// What the transport offers for scheduled publishing.
+    pub(crate) scheduling: crate::schedule::Scheduling,
     pub(crate) shutdown: CancellationToken,
     pub(crate) consumers: TaskTracker,
     pub(crate) closed: AtomicBool,
@@ -156,6 +184,30 @@ impl Bus {
             ))
         })?;
         Ok(id)
+    }
+
+    /// Publish one event to be handled no earlier than `at` (see
+    /// [`PublishOptions::deliver_at`]), returning its envelope id once the transport
+    /// confirmed it.
+    ///
+    /// ```no_run
+    /// # use tidings_core::{Bus, Event, Result};
+    /// # async fn demo<E: tidings_core::Publishable>(bus: &Bus, reminder: E) -> Result<()> {
+    /// use std::time::{Duration, SystemTime};
+    /// let due = SystemTime::now() + Duration::from_secs(14 * 24 * 3600);
+    /// bus.publish_at(reminder, due).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_at<P: Publishable>(&self, event: P, at: SystemTime) -> Result<Uuid> {
+        self.publish_with(event, PublishOptions::default().deliver_at(at))
+            .await
+    }
+
+    /// Publish one event to be handled no earlier than `delay` from now (see
+    /// [`PublishOptions::deliver_after`]).
+    pub async fn publish_after<P: Publishable>(&self, event: P, delay: Duration) -> Result<Uuid> {
+        self.publish_with(event, PublishOptions::default().deliver_after(delay))
+            .await
     }
 
     /// Publish several events of one topic in one transport call, returning their ids in
@@ -274,6 +326,9 @@ impl Bus {
         env.causation_id = options.causation_id;
         env.traceparent = options.traceparent;
         env.tracestate = options.tracestate;
+        if let Some(at) = options.deliver_at {
+            crate::schedule::stamp(&mut env, at, &self.inner.scheduling)?;
+        }
         telemetry::capture_current(&mut env);
         self.check_size(&env)?;
         Ok(env)

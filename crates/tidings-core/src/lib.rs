@@ -28,6 +28,7 @@ mod handler;
 mod health;
 mod redact;
 mod retry;
+mod schedule;
 mod secret;
 mod subscription;
 mod telemetry;

@@ -31,6 +31,7 @@ use self::wire::WireMessage;
 pub use crate::consumer::Worker;
 pub use crate::envelope::attrs;
 pub use crate::redact::redact_url;
+pub use crate::schedule::{deliver_at, Scheduling, DELIVER_AT};
 pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by
@@ -60,6 +61,11 @@ pub struct Capabilities {
     /// The transport can tell how many messages wait for a subscription:
     /// [`Transport::backlog`] answers `Some` for a provisioned subscription.
     pub backlog: bool,
+    /// What scheduled publishing ([`PublishOptions::deliver_at`](crate::PublishOptions::deliver_at))
+    /// offers: the furthest ahead and how late an event may be handled after its time.
+    /// Every transport honours the time (the core puts back what arrives early); this
+    /// says how precisely.
+    pub scheduling: Scheduling,
 }
 
 impl Default for Capabilities {
@@ -73,6 +79,7 @@ impl Default for Capabilities {
             connect_timeout: None,
             system: "unknown",
             backlog: false,
+            scheduling: Scheduling::default(),
         }
     }
 }

@@ -129,6 +129,15 @@ impl Dispatcher {
             );
             return Outcome::Ack;
         };
+        match crate::schedule::wait(env) {
+            Err(reason) => return self.dead_letter(reason, 0),
+            Ok(None) => {}
+            Ok(Some(wait)) => {
+                if let Some(outcome) = self.defer(env, attempt, wait, shutdown).await {
+                    return outcome;
+                }
+            }
+        }
         if env.version > entry.version {
             return self.dead_letter(
                 format!(
@@ -280,6 +289,34 @@ impl Dispatcher {
                     redelivery += 1;
                 }
             }
+        }
+    }
+
+    /// Hold back a delivery that arrived before its scheduled time: put it back until it is
+    /// due through the transport's delayed redelivery, counted as the same attempt; or,
+    /// keyed or without delayed redelivery, wait for it in place and return `None` once it
+    /// is due.
+    async fn defer(
+        &self,
+        env: &Envelope,
+        attempt: u32,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<Outcome> {
+        tracing::debug!(
+            subscription = %self.subscription, event_type = %env.event_type, id = %env.id,
+            due_in = ?wait, "scheduled for later; held back until it is due"
+        );
+        let put_back = |delay| Outcome::Retry {
+            next_attempt: attempt.max(1),
+            delay,
+        };
+        if self.delayed_redelivery && env.ordering_key.is_none() {
+            return Some(put_back(wait));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => None,
+            _ = shutdown.cancelled() => Some(put_back(Duration::ZERO)),
         }
     }
 
