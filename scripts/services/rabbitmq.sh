@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RabbitMQ for the tests: a private node on loopback, no systemd needed.
 #
-#   scripts/services/rabbitmq.sh start     install rabbitmq-server if missing, start, wait ready
+#   scripts/services/rabbitmq.sh start     install rabbitmq-server if missing, start an empty
+#                                          node (data of an earlier run removed), wait ready
 #   scripts/services/rabbitmq.sh stop      stop the node (no-op when it is not running)
 #   scripts/services/rabbitmq.sh restart   stop the node and start it again (a real broker
 #                                          restart: every connection drops), wait ready
@@ -100,8 +101,19 @@ EOF
         "$RMQ_DIR/enabled_plugins" "$RMQ_DIR/advanced.config"
 }
 
+# Every rabbitmqctl call is bounded by coreutils' timeout: rabbitmqctl's own --timeout
+# is not always kept (a boot stuck on Mnesia was seen to hang `ping`, `wait` and `stop`
+# for good, and a hung `stop` hung the CI run that called it).
 is_running() {
-    ctl ping >/dev/null 2>&1
+    rmq_env timeout -k 5 30 runuser -u rabbitmq -- "$RMQ_BIN/rabbitmqctl" ping >/dev/null 2>&1
+}
+
+# kill_node: SIGKILL what is left of the node (pid file) and forget its pid.
+kill_node() {
+    if [ -s "$RMQ_DIR/rabbit.pid" ]; then
+        kill -9 "$(cat "$RMQ_DIR/rabbit.pid")" 2>/dev/null || true
+        rm -f "$RMQ_DIR/rabbit.pid"
+    fi
 }
 
 # Lines that explain a failed start.
@@ -115,6 +127,10 @@ show_log_tail() {
     done
 }
 
+# start [fresh]: start the node and wait until it serves. With `fresh`, the node's
+# data (queues, exchanges, messages) from an earlier run is removed first: every test
+# run leaves queues behind, and a node recovering thousands of them boots slowly.
+# `restart` keeps the data, since the recovery tests need their queues back.
 start() {
     as_root
     local t0
@@ -130,13 +146,20 @@ start() {
             die "port $p is taken by another process (not this node); stop it first: $(ss -ltnpH "sport = :$p" 2>/dev/null | head -n 1)"
         fi
     done
+    if [ "${1:-}" = fresh ]; then
+        rm -rf "$RMQ_DIR/mnesia"
+    fi
     configure
     log "starting $RMQ_NODE (log: $RMQ_DIR/log/$RMQ_NODE.log)"
     rm -f "$RMQ_DIR/rabbit.pid"
+    # runuser's PAM session sets the soft open-files limit to 1024, and a node with
+    # fewer file handles than queues never finishes recovering them: raise it to the
+    # hard limit, as the packaged systemd unit does with LimitNOFILE.
     (
         cd "$RMQ_DIR"
-        rmq_env setsid runuser -u rabbitmq -- "$RMQ_BIN/rabbitmq-server" \
-            </dev/null >"$RMQ_DIR/server.out" 2>&1 8>&- &
+        # shellcheck disable=SC2016  # expanded by the inner shell
+        rmq_env setsid runuser -u rabbitmq -- sh -c 'ulimit -n "$(ulimit -Hn)" && exec "$0"' \
+            "$RMQ_BIN/rabbitmq-server" </dev/null >"$RMQ_DIR/server.out" 2>&1 8>&- &
     )
     # Wait for the pid file, then for the node to have booted (bounded).
     local i=0
@@ -148,8 +171,6 @@ start() {
         fi
         sleep 0.2
     done
-    # rabbitmqctl's own --timeout is not always kept (a boot stuck on Mnesia was seen to
-    # hang it for good), so coreutils' timeout bounds it too.
     if ! rmq_env timeout -k 5 "$((START_TIMEOUT + 5))" runuser -u rabbitmq -- "$RMQ_BIN/rabbitmqctl" wait --timeout "$START_TIMEOUT" "$RMQ_DIR/rabbit.pid" >"$RMQ_DIR/wait.out" 2>&1; then
         cat "$RMQ_DIR/wait.out" >&2
         show_log_tail
@@ -166,28 +187,31 @@ start() {
     log "ready in $(elapsed "$t0")s: amqp://127.0.0.1:$RMQ_PORT, amqps://localhost:$RMQ_TLS_PORT"
 }
 
+# stop: a clean stop, or SIGKILL when the node does not go (a node that does not answer
+# `ping` but whose process lives is stopped too, so it cannot hold the ports).
 stop() {
-    if ! is_running; then
+    local pid=""
+    [ -s "$RMQ_DIR/rabbit.pid" ] && pid="$(cat "$RMQ_DIR/rabbit.pid")"
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+        pid=""
+    fi
+    if [ -z "$pid" ] && ! is_running; then
         log "not running"
         return 0
     fi
     local t0
     t0="$(now_s)"
     log "stopping $RMQ_NODE"
-    local pid=""
-    [ -s "$RMQ_DIR/rabbit.pid" ] && pid="$(cat "$RMQ_DIR/rabbit.pid")"
-    if [ -n "$pid" ]; then
-        # `stop PIDFILE` returns once the Erlang VM has exited.
-        ctl stop "$RMQ_DIR/rabbit.pid" >/dev/null 2>&1 || true
-    else
-        ctl stop >/dev/null 2>&1 || true
-    fi
+    # `stop PIDFILE` returns once the Erlang VM has exited.
+    rmq_env timeout -k 5 60 runuser -u rabbitmq -- "$RMQ_BIN/rabbitmqctl" stop \
+        ${pid:+"$RMQ_DIR/rabbit.pid"} >/dev/null 2>&1 || true
     local i=0
-    while is_running || { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }; do
+    while { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || { [ -z "$pid" ] && is_running; }; do
         i=$((i + 1))
-        if [ "$i" -gt 300 ]; then
-            if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
-            die "node did not stop within 60s"
+        if [ "$i" -gt 100 ]; then
+            log "the node did not stop within 80s; killing it"
+            kill_node
+            break
         fi
         sleep 0.2
     done
@@ -195,17 +219,20 @@ stop() {
 }
 
 # start, and once more if the boot got stuck: kill what is left of the node first.
+# A node that fails to boot twice is killed too, so no half-started node is left behind
+# for a later `stop` to wait on.
 start_or_retry() {
-    if (start); then
+    if (start "$@"); then
         return 0
     fi
     log "the node did not boot; killing it and starting it once more"
-    if [ -s "$RMQ_DIR/rabbit.pid" ]; then
-        kill -9 "$(cat "$RMQ_DIR/rabbit.pid")" 2>/dev/null || true
-        rm -f "$RMQ_DIR/rabbit.pid"
-    fi
+    kill_node
     sleep 1
-    start
+    if (start "$@"); then
+        return 0
+    fi
+    kill_node
+    return 1
 }
 
 print_vars() {
@@ -220,7 +247,7 @@ case "${1:-}" in
 start | stop | restart) lock_service ;;
 esac
 case "${1:-}" in
-start) start_or_retry ;;
+start) start_or_retry fresh ;;
 stop) stop ;;
 restart)
     t0="$(now_s)"
