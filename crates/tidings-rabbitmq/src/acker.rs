@@ -1,7 +1,12 @@
 //! Settling: a delivery is acknowledged through the [`AckBatcher`] of its channel,
-//! redelivered later by publishing a copy to a delay queue (or the work queue), or
+//! redelivered later by publishing a copy to a wait queue (or the work queue), or
 //! dead-lettered by publishing a copy to the dead-letter queue; the original is
 //! acknowledged once the copy is confirmed.
+//!
+//! A copy redelivered later carries its due time (`tidings-deliver-at`) and waits in the
+//! wait queue of the largest bucket not above its delay (see [`crate::topology`]): it
+//! comes back early by less than the bucket, and the core puts it back for the rest, so
+//! it is never handled before its delay and late only by the hops' latency.
 //!
 //! Acknowledgements: a settled delivery is recorded at once and a background task sends
 //! `basic.ack` with `multiple = true` for the highest delivery tag below which every
@@ -16,18 +21,19 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use lapin::{Channel, Consumer};
 use tidings_core::{
-    transport::{attrs, Acker},
-    DeadLetterInfo, Envelope, Error, Result,
+    transport::{attrs, deliver_at, Acker, DELIVER_AT},
+    DeadLetterInfo, Envelope, Error, ErrorKind, Result,
 };
 use tokio::sync::Notify;
 
 use crate::publisher::{check_size, outgoing};
 use crate::subscriber::SubInfo;
+use crate::topology::delay_bucket_ms;
 use crate::transport::Shared;
 
 /// Settles one RabbitMQ delivery (see [`Acker`]). Dropped unsettled, the delivery is
@@ -84,18 +90,12 @@ impl RabbitMqAcker {
     /// mandatory), then acknowledge this delivery. A copy larger than the transport or the
     /// broker takes is [`MessageTooLarge`](tidings_core::ErrorKind::MessageTooLarge) (the core then dead-letters it
     /// without its payload).
-    async fn move_to(
-        &mut self,
-        envelope: Envelope,
-        queue: &str,
-        expiration: Option<Duration>,
-    ) -> Result<()> {
+    async fn move_to(&mut self, envelope: Envelope, queue: &str) -> Result<()> {
         check_size(&envelope, self.shared.config.max_message_size)?;
         if !self.acks.is_open() {
             return Err(self.channel_gone());
         }
-        let mut message = outgoing(envelope, "", queue, true)?;
-        message.expiration = expiration.map(|delay| delay.as_millis().max(1).to_string().into());
+        let message = outgoing(envelope, "", queue, true)?;
         let deadline = self.shared.deadline();
         self.shared
             .publisher
@@ -108,7 +108,59 @@ impl RabbitMqAcker {
         self.finish();
         Ok(())
     }
+
+    /// Like [`move_to`](Self::move_to), for an envelope put back until it is due: the
+    /// copy is sent now and this delivery acknowledged once the broker confirms it, in the
+    /// background, so that a subscription putting back many scheduled envelopes has many
+    /// confirms in flight instead of one at a time. Until then the delivery stays
+    /// unacknowledged; if the copy is not confirmed, the delivery is requeued after
+    /// [`PUT_BACK_PAUSE`] and the core puts it back again (at least once, as ever).
+    fn move_in_background(
+        mut self,
+        envelope: Envelope,
+        queue: String,
+    ) -> Result<(), (Error, Self)> {
+        if let Err(e) = check_size(&envelope, self.shared.config.max_message_size) {
+            return Err((e, self));
+        }
+        if !self.acks.is_open() {
+            return Err((self.channel_gone(), self));
+        }
+        let message = match outgoing(envelope, "", &queue, true) {
+            Ok(message) => message,
+            Err(e) => return Err((e, self)),
+        };
+        tokio::spawn(async move {
+            let shared = self.shared.clone();
+            let deadline = shared.deadline();
+            match shared
+                .publisher
+                .send(&shared, vec![message], deadline)
+                .await
+            {
+                // A channel gone by now requeues the original with it: at least once.
+                Ok(()) if self.acks.is_open() => self.finish(),
+                Ok(()) => {}
+                Err(e) => {
+                    if e.kind() == ErrorKind::NotFound {
+                        shared.forget_delay_queue(&queue);
+                    }
+                    tracing::warn!(
+                        error = %e, queue = %queue, work_queue = %self.sub.names.work,
+                        "an envelope put back until it is due was not taken by its wait queue; requeued to be put back again"
+                    );
+                    tokio::time::sleep(PUT_BACK_PAUSE).await;
+                    // Dropped unsettled: requeued.
+                }
+            }
+        });
+        Ok(())
+    }
 }
+
+/// How long a delivery whose put-back copy was not confirmed stays unacknowledged before
+/// it is requeued, so a broker that keeps refusing the copy is not asked in a tight loop.
+const PUT_BACK_PAUSE: Duration = Duration::from_secs(1);
 
 impl Drop for RabbitMqAcker {
     fn drop(&mut self) {
@@ -140,16 +192,33 @@ impl Acker for RabbitMqAcker {
         copy.set_header(attrs::ATTEMPT, next_attempt.to_string());
         let result = if delay.is_zero() {
             let queue = self.sub.names.work.clone();
-            self.move_to(copy, &queue, None).await
+            self.move_to(copy, &queue).await
         } else {
-            let queue = self.sub.names.delay(delay);
+            let put_back = stamp_due(&mut copy, SystemTime::now(), delay);
+            let bucket = delay_bucket_ms(delay);
+            let queue = self.sub.names.wait_bucket(bucket);
             let deadline = self.shared.deadline();
-            match self
+            let declared = self
                 .shared
-                .ensure_delay_queue(&self.sub.names, &queue, deadline)
-                .await
-            {
-                Ok(()) => self.move_to(copy, &queue, Some(delay)).await,
+                .ensure_delay_queue(&self.sub.names, &queue, bucket, deadline)
+                .await;
+            match declared {
+                Ok(()) if put_back => {
+                    return match self.move_in_background(copy, queue) {
+                        Ok(()) => Ok(()),
+                        Err((e, acker)) => Err((
+                            e.context(format_args!("putting back {} until it is due", envelope.id)),
+                            acker,
+                        )),
+                    };
+                }
+                Ok(()) => {
+                    let moved = self.move_to(copy, &queue).await;
+                    if matches!(&moved, Err(e) if e.kind() == ErrorKind::NotFound) {
+                        self.shared.forget_delay_queue(&queue);
+                    }
+                    moved
+                }
                 Err(e) => Err(e),
             }
         };
@@ -169,7 +238,7 @@ impl Acker for RabbitMqAcker {
     ) -> Result<(), (Error, Self)> {
         let copy = info.stamped(&envelope);
         let queue = self.sub.names.dead_letter.clone();
-        match self.move_to(copy, &queue, None).await {
+        match self.move_to(copy, &queue).await {
             Ok(()) => Ok(()),
             Err(e) => Err((
                 e.context(format_args!("dead-lettering {}", envelope.id)),
@@ -177,6 +246,40 @@ impl Acker for RabbitMqAcker {
             )),
         }
     }
+}
+
+/// The precision of `tidings-deliver-at`: it keeps milliseconds.
+const HEADER_PRECISION: Duration = Duration::from_millis(1);
+
+/// Mark `copy`, redelivered `delay` after `now`, due no earlier than then (rounded up to
+/// the millisecond the header keeps), unless it carries that time already or a later one
+/// (a scheduled event). The core puts back a copy that comes back before its time. A time
+/// that cannot be read is left for the core, which dead-letters it.
+///
+/// When the core puts back an early copy, `delay` is what is left until the time the copy
+/// carries, measured a moment before `now`: that time, within the header's precision, is
+/// kept as it is, so the hops of a long delay do not add up rounding and handling time.
+/// Returns whether the copy kept the time it carried: it is being put back until due
+/// (a handler only runs for an envelope that is due, so a retry after a failure always
+/// gets a new time).
+fn stamp_due(copy: &mut Envelope, now: SystemTime, delay: Duration) -> bool {
+    let due = now + delay;
+    match deliver_at(copy) {
+        Ok(Some(at)) if at + HEADER_PRECISION > due => return true,
+        Err(_) => return false,
+        _ => {}
+    }
+    let due = match due.duration_since(UNIX_EPOCH) {
+        Ok(since) => {
+            UNIX_EPOCH + Duration::from_millis(since.as_nanos().div_ceil(1_000_000) as u64)
+        }
+        Err(_) => due,
+    };
+    copy.set_header(
+        DELIVER_AT,
+        humantime::format_rfc3339_millis(due).to_string(),
+    );
+    false
 }
 
 /// How long settled deliveries may wait for more before their acknowledgement is sent,
@@ -423,6 +526,56 @@ impl AckBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope::new("t.e", 1, "s", "application/json", &b"{}"[..])
+    }
+
+    #[test]
+    fn a_redelivered_copy_is_due_no_earlier_than_its_delay() {
+        let mut copy = envelope();
+        let now = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        assert!(!stamp_due(&mut copy, now, Duration::from_millis(1500)));
+        assert_eq!(
+            copy.header(DELIVER_AT),
+            Some("2023-11-14T22:13:21.624Z"),
+            "rounded up to the millisecond"
+        );
+        assert!(deliver_at(&copy).unwrap().unwrap() >= now + Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_later_time_already_carried_is_kept_and_an_earlier_one_moved() {
+        let now = SystemTime::now();
+        let later = humantime::format_rfc3339_millis(now + Duration::from_secs(60)).to_string();
+        let mut copy = envelope();
+        copy.set_header(DELIVER_AT, later.clone());
+        assert!(stamp_due(&mut copy, now, Duration::from_secs(5)));
+        assert_eq!(copy.header(DELIVER_AT), Some(later.as_str()));
+
+        let earlier = humantime::format_rfc3339_millis(now - Duration::from_secs(60)).to_string();
+        copy.set_header(DELIVER_AT, earlier);
+        assert!(!stamp_due(&mut copy, now, Duration::from_secs(5)));
+        let at = deliver_at(&copy).unwrap().unwrap();
+        assert!(at >= now + Duration::from_secs(5) && at < now + Duration::from_secs(6));
+
+        // What the core puts back: the rest until the time the copy carries, measured a
+        // moment before; the time is kept as it is.
+        let carried = humantime::format_rfc3339_millis(now + Duration::from_secs(3)).to_string();
+        copy.set_header(DELIVER_AT, carried.clone());
+        let at = deliver_at(&copy).unwrap().unwrap();
+        let rest = at.duration_since(now).unwrap();
+        assert!(stamp_due(&mut copy, now + Duration::from_micros(200), rest));
+        assert_eq!(copy.header(DELIVER_AT), Some(carried.as_str()));
+
+        copy.set_header(DELIVER_AT, "tomorrow");
+        assert!(!stamp_due(&mut copy, now, Duration::from_secs(5)));
+        assert_eq!(
+            copy.header(DELIVER_AT),
+            Some("tomorrow"),
+            "left for the core"
+        );
+    }
 
     #[test]
     fn ack_state_advances_only_over_contiguous_settled_tags() {

@@ -5,7 +5,7 @@
 //! Messages whose confirm was lost with a dropped channel or connection are sent again
 //! on a new one until the publish deadline; a negative confirm is a
 //! [`ErrorKind::Rejected`] error, an unroutable `mandatory` message (a dead-letter,
-//! delay or replay queue that does not exist) a [`ErrorKind::NotFound`] error.
+//! wait or replay queue that does not exist) a [`ErrorKind::NotFound`] error.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,17 +30,11 @@ pub(crate) struct Outgoing {
     /// Return the message if no queue takes it (used for queue-addressed messages).
     pub(crate) mandatory: bool,
     pub(crate) envelope: Envelope,
-    /// Per-message TTL in milliseconds (delay queues).
-    pub(crate) expiration: Option<ShortString>,
 }
 
 impl Outgoing {
     fn properties(&self) -> BasicProperties {
-        let properties = build_properties(&self.envelope);
-        match &self.expiration {
-            Some(ms) => properties.with_expiration(ms.clone()),
-            None => properties,
-        }
+        build_properties(&self.envelope)
     }
 }
 
@@ -135,7 +129,6 @@ pub(crate) fn outgoing(
         routing_key: short("routing key", routing_key)?,
         mandatory,
         envelope,
-        expiration: None,
     })
 }
 

@@ -8,7 +8,22 @@
 //! | work queue | `catalog.lending` | durable queue, bound with routing key = wire name for each handled event, dead-letter exchange `catalog.lending.dlx` |
 //! | dead-letter exchange | `catalog.lending.dlx` | durable fanout exchange |
 //! | dead-letter queue | `catalog.lending.dlq` | durable queue bound to the dead-letter exchange |
-//! | delay queues | `catalog.lending.delay.<N>ms` | durable classic queues, declared on first use, dead-lettering expired messages back to `catalog.lending` |
+//! | wait queues | `catalog.lending.wait.<N>ms` | durable classic queues with a fixed TTL of `N` ms (`x-message-ttl`, `N` a power of two up to 2^31), declared on first use, dead-lettering expired messages back to `catalog.lending` |
+//!
+//! Delayed redelivery ([`Acker::retry`](tidings_core::transport::Acker::retry) with a
+//! delay) puts a copy into the wait queue of the largest bucket not above the delay (or
+//! the next one up, when that is at most 32 ms more: a little late saves the hops of the
+//! smallest buckets), stamped with its due time (`tidings-deliver-at`). Every message of a
+//! wait queue has the queue's TTL, so the queue expires in the order it was filled and
+//! nothing waits behind a longer delay. The copy comes back before it is due by less than
+//! its bucket, and the core puts it back again for the rest, into a smaller bucket, until
+//! it is due: a delay of `d` takes at most `log2(d)` hops, each adding only the broker's
+//! latency, and is never handled early.
+//!
+//! Earlier versions used `catalog.lending.delay.<N>ms` queues, each message carrying its
+//! own TTL; RabbitMQ expires those only at the head of the queue, so a short delay could
+//! wait behind a longer one. They are no longer declared, and teardown and
+//! `remove_subscription` still delete them.
 
 use std::time::Duration;
 
@@ -39,7 +54,7 @@ use crate::transport::Shared;
 /// assert_eq!(names.work, "catalog.lending");
 /// assert_eq!(names.dead_letter, "catalog.lending.dlq");
 /// assert_eq!(names.dead_letter_exchange, "catalog.lending.dlx");
-/// assert_eq!(names.delay(Duration::from_millis(1500)), "catalog.lending.delay.2048ms");
+/// assert_eq!(names.delay(Duration::from_millis(1500)), "catalog.lending.wait.1024ms");
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +67,7 @@ pub struct QueueNames {
     pub dead_letter: String,
     /// The dead-letter exchange of the work queue (`<subscription>.<topic>.dlx`).
     pub dead_letter_exchange: String,
-    /// The subscription (without its events), for the names of its delay queues.
+    /// The subscription (without its events), for the names of its wait queues.
     spec: SubscriptionSpec,
 }
 
@@ -68,27 +83,41 @@ impl QueueNames {
         }
     }
 
-    /// The delay queue that holds envelopes redelivered after `delay`: one queue per
-    /// power-of-two bucket of milliseconds, `<subscription>.<topic>.delay.<bucket>ms`,
-    /// where the bucket is the smallest power of two at least `delay`.
+    /// The wait queue that holds envelopes redelivered after `delay` for their first
+    /// hop: one queue per power-of-two bucket of milliseconds,
+    /// `<subscription>.<topic>.wait.<bucket>ms`, where the bucket is the largest power of
+    /// two not above `delay`, or the next one up when that is at most 32 ms more (1 ms for
+    /// less than 1 ms, 2^31 ms at most).
     pub fn delay(&self, delay: Duration) -> String {
-        self.delay_bucket(delay_bucket_ms(delay))
+        self.wait_bucket(delay_bucket_ms(delay))
     }
 
-    /// The delay queue of the bucket `ms`.
-    fn delay_bucket(&self, ms: impl std::fmt::Display) -> String {
+    /// The wait queue of the bucket `ms`.
+    pub(crate) fn wait_bucket(&self, ms: impl std::fmt::Display) -> String {
+        self.spec.object_name(&format!("wait.{ms}ms"))
+    }
+
+    /// The delay queue of the bucket `ms` as earlier versions named it (per-message TTL).
+    fn legacy_delay_bucket(&self, ms: impl std::fmt::Display) -> String {
         self.spec.object_name(&format!("delay.{ms}ms"))
     }
 
-    /// Every delay queue name the subscription can use, one per bucket (1 ms to 2^63 ms).
+    /// Every wait queue name the subscription can use (1 ms to 2^31 ms), then every delay
+    /// queue name earlier versions could have declared (1 ms to 2^63 ms), for deleting
+    /// them; names longer than RabbitMQ allows cannot exist and are left out.
     fn every_delay(&self) -> impl Iterator<Item = String> + '_ {
-        (0..64).map(|k| self.delay_bucket(1u64 << k))
+        let waits = (0..=MAX_BUCKET_SHIFT).map(|k| self.wait_bucket(1u64 << k));
+        let legacy = (0..64).map(|k| self.legacy_delay_bucket(1u64 << k));
+        waits
+            .chain(legacy)
+            .filter(|name| check_name("queue", name).is_ok())
     }
 }
 
-/// What [`declare`] creates for `topology`, and the delay queues of each subscription as
-/// the name pattern `<work>.delay.*ms` (kind `delay queues`): they are declared on first
-/// use, one per delay bucket.
+/// What [`declare`] creates for `topology`, and the wait queues of each subscription as
+/// the name pattern `<work>.wait.*ms` (kind `delay queues`): they are declared on first
+/// use, one per delay bucket. The `<work>.delay.*ms` queues of earlier versions, which
+/// teardown also deletes, are not listed: nothing declares them any more.
 pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
     let mut out: Vec<BrokerObject> = Vec::new();
     let mut push = |object: BrokerObject| {
@@ -105,13 +134,14 @@ pub(crate) fn broker_objects(topology: &Topology) -> Vec<BrokerObject> {
         push(BrokerObject::new("queue", &names.work));
         push(BrokerObject::new("exchange", &names.dead_letter_exchange));
         push(BrokerObject::new("queue", &names.dead_letter));
-        push(BrokerObject::new("delay queues", names.delay_bucket("*")));
+        push(BrokerObject::new("delay queues", names.wait_bucket("*")));
     }
     out
 }
 
-/// Delete what [`declare`] and the delay queues created for `topology`, messages and dead
-/// letters included; what is already gone is not an error.
+/// Delete what [`declare`] and the wait queues created for `topology`, messages and dead
+/// letters included, and the delay queues of earlier versions; what is already gone is
+/// not an error.
 pub(crate) async fn teardown(shared: &Shared, topology: &Topology) -> Result<()> {
     let deadline = shared.deadline();
     let (channel, _) = shared.channel(deadline).await?;
@@ -129,8 +159,9 @@ pub(crate) async fn teardown(shared: &Shared, topology: &Topology) -> Result<()>
     delete_all(shared, channel, &queues, exchanges).await
 }
 
-/// Delete the queues of `spec` (work, dead-letter, delay) and its dead-letter exchange,
-/// not the topic's exchange; what is already gone is not an error.
+/// Delete the queues of `spec` (work, dead-letter, wait, and the delay queues of earlier
+/// versions) and its dead-letter exchange, not the topic's exchange; what is already gone
+/// is not an error.
 pub(crate) async fn remove_subscription(shared: &Shared, spec: &SubscriptionSpec) -> Result<()> {
     let (channel, _) = shared.channel(shared.deadline()).await?;
     let names = QueueNames::of(spec);
@@ -218,16 +249,33 @@ pub(crate) async fn backlog(shared: &Shared, spec: &SubscriptionSpec) -> Result<
     count.map(Some)
 }
 
-/// The bucket of a delay: the smallest power of two of milliseconds that is at least
-/// `delay` (at least 1).
+/// The largest bucket is 2^31 ms (about 24.9 days): RabbitMQ refuses a TTL above
+/// 2^32 - 1 ms. A longer delay goes through it more than once.
+const MAX_BUCKET_SHIFT: u32 = 31;
+
+/// How much longer than asked a delay may wait to save the hops of its smallest
+/// buckets: a delay at most this much under a power of two waits that power of two.
+pub(crate) const DELAY_SLACK: Duration = Duration::from_millis(32);
+
+/// The bucket of a delay: the largest power of two of milliseconds not above `delay`, or
+/// the next one up when that is at most [`DELAY_SLACK`] more (1 for less than 1 ms, 2^31
+/// at most).
 ///
-/// Every message of a bucket's queue carries its exact delay as the per-message TTL
-/// (`expiration`). RabbitMQ expires messages only from the head of a queue, so a message
-/// can wait behind an earlier one with a longer TTL; within one bucket every TTL lies in
-/// `(bucket/2, bucket]`, so a message waits at least its delay and less than twice it.
+/// The wait queue of a bucket has the bucket as its queue-level TTL, so a message waits
+/// exactly the bucket (plus the broker's latency) whatever else the queue holds: at most
+/// its delay, or a little more to save hops, and more than half of it when the delay is
+/// under 2^32 ms. What is left is waited in smaller buckets (see the module docs).
 pub(crate) fn delay_bucket_ms(delay: Duration) -> u64 {
-    let ms = delay.as_millis().clamp(1, u64::MAX as u128 / 2) as u64;
-    ms.next_power_of_two()
+    let top = 1u128 << MAX_BUCKET_SHIFT;
+    let ms = delay.as_millis().clamp(1, top);
+    let floor = 1u128 << (127 - ms.leading_zeros());
+    let up = if floor == ms { floor } else { floor * 2 };
+    let over = Duration::from_millis(up as u64).saturating_sub(delay);
+    if up <= top && over <= DELAY_SLACK {
+        up as u64
+    } else {
+        floor as u64
+    }
 }
 
 fn queue_args(config: &RabbitMqConfig) -> FieldTable {
@@ -381,21 +429,25 @@ async fn declare_subscription(
     Ok(())
 }
 
-/// Declare the delay queue `name`: expired messages go back to the work queue through
-/// the default exchange. Classic whatever the configured queue type, since it only holds
+/// Declare the wait queue `name` of the bucket `ttl_ms`: every message expires after
+/// `ttl_ms` (the queue's `x-message-ttl`) and goes back to the work queue through the
+/// default exchange. Classic whatever the configured queue type, since it only holds
 /// messages in transit.
 pub(crate) async fn declare_delay_queue(
     channel: &Channel,
     names: &QueueNames,
     name: &str,
+    ttl_ms: u64,
 ) -> Result<()> {
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), long(""));
     args.insert("x-dead-letter-routing-key".into(), long(&names.work));
+    let ttl = i64::try_from(ttl_ms.min(1 << MAX_BUCKET_SHIFT)).unwrap_or(i64::MAX);
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
     channel
         .queue_declare(short(name)?, durable_queue(), args)
         .await
-        .map_err(|e| from_lapin(e, format_args!("declaring the delay queue `{name}`")))?;
+        .map_err(|e| from_lapin(e, format_args!("declaring the wait queue `{name}`")))?;
     Ok(())
 }
 
@@ -404,16 +456,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_powers_of_two_at_least_the_delay() {
+    fn buckets_are_the_largest_powers_of_two_not_above_the_delay_or_just_above() {
         assert_eq!(delay_bucket_ms(Duration::ZERO), 1);
+        assert_eq!(delay_bucket_ms(Duration::from_micros(300)), 1);
         assert_eq!(delay_bucket_ms(Duration::from_millis(1)), 1);
+        assert_eq!(delay_bucket_ms(Duration::from_millis(3)), 4);
+        assert_eq!(delay_bucket_ms(Duration::from_millis(90)), 64);
         assert_eq!(delay_bucket_ms(Duration::from_millis(100)), 128);
         assert_eq!(delay_bucket_ms(Duration::from_millis(128)), 128);
-        assert_eq!(delay_bucket_ms(Duration::from_millis(129)), 256);
+        assert_eq!(delay_bucket_ms(Duration::from_millis(255)), 256);
+        assert_eq!(delay_bucket_ms(Duration::from_millis(300)), 256);
+        assert_eq!(delay_bucket_ms(Duration::from_millis(1500)), 1024);
         assert_eq!(delay_bucket_ms(Duration::from_secs(1)), 1024);
+        assert_eq!(delay_bucket_ms(Duration::from_secs(10)), 8192);
         for ms in 1..5000u64 {
             let b = delay_bucket_ms(Duration::from_millis(ms));
-            assert!(b >= ms && b < 2 * ms.max(1) || ms == 1, "{ms} -> {b}");
+            let slack = DELAY_SLACK.as_millis() as u64;
+            assert!(
+                b.is_power_of_two() && (b <= ms && ms < 2 * b || b > ms && b - ms <= slack),
+                "{ms} -> {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn buckets_stop_at_the_largest_ttl_rabbitmq_takes() {
+        let top = 1u64 << 31;
+        assert_eq!(
+            delay_bucket_ms(Duration::from_millis(u64::from(u32::MAX))),
+            top
+        );
+        assert_eq!(delay_bucket_ms(Duration::from_secs(365 * 24 * 3600)), top);
+        assert_eq!(delay_bucket_ms(Duration::MAX), top);
+        assert!(top <= u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn a_delay_waited_out_bucket_by_bucket_takes_a_hop_per_bit_at_most() {
+        // What the core and the acker do together: wait the bucket, put back the rest.
+        let slack = DELAY_SLACK.as_millis() as u64;
+        for ms in [1u64, 2, 3, 100, 17_000, 32_767, 60_000, 4_294_967_295] {
+            let (mut left, mut hops, mut waited) = (ms, 0, 0);
+            while left > 0 {
+                let b = delay_bucket_ms(Duration::from_millis(left));
+                waited += b;
+                left = left.saturating_sub(b);
+                hops += 1;
+            }
+            assert!(
+                waited >= ms && waited - ms <= slack,
+                "{ms}: waited {waited}"
+            );
+            assert!(hops <= 64 - ms.leading_zeros(), "{ms}: {hops} hops");
         }
     }
 
@@ -431,6 +525,12 @@ mod tests {
         ] {
             assert!(all.contains(&names.delay(delay)), "{delay:?}");
         }
+        // The per-message-TTL queues of earlier versions too.
+        for old in ["catalog.lending.delay.1ms", "catalog.lending.delay.2048ms"] {
+            assert!(all.contains(&old.to_string()), "{old}");
+        }
+        assert!(all.contains(&format!("catalog.lending.delay.{}ms", 1u64 << 63)));
+        assert_eq!(all.len(), 32 + 64);
     }
 
     #[test]
@@ -456,7 +556,7 @@ mod tests {
                 "queue `catalog.lending`",
                 "exchange `catalog.lending.dlx`",
                 "queue `catalog.lending.dlq`",
-                "delay queues `catalog.lending.delay.*ms`",
+                "delay queues `catalog.lending.wait.*ms`",
             ]
         );
     }

@@ -17,7 +17,7 @@ use lapin::types::{FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tidings_core::transport::connect_within;
 use tidings_core::{
-    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    transport::{Capabilities, Scheduling, SubscriptionSpec, Topology, Transport},
     BrokerObject, DeadLetter, Error, ErrorKind, Replay, Result,
 };
 use tokio::time::Instant;
@@ -356,11 +356,13 @@ impl Shared {
         known.1.insert(name.to_string());
     }
 
-    /// Declare the delay queue `name` of a subscription, once per connection.
+    /// Declare the wait queue `name` of a subscription, of the bucket `ttl_ms`, once per
+    /// connection.
     pub(crate) async fn ensure_delay_queue(
         &self,
         names: &QueueNames,
         name: &str,
+        ttl_ms: u64,
         deadline: Instant,
     ) -> Result<()> {
         let generation = self.generation.load(Ordering::Relaxed);
@@ -371,7 +373,7 @@ impl Shared {
             }
         }
         let (channel, generation) = self.channel(deadline).await?;
-        topology::declare_delay_queue(&channel, names, name).await?;
+        topology::declare_delay_queue(&channel, names, name, ttl_ms).await?;
         let _ = channel.close(200, "declared".into()).await;
         let mut known = self.delay_queues.lock().expect("delay queues lock");
         if known.0 != generation {
@@ -379,6 +381,16 @@ impl Shared {
         }
         known.1.insert(name.to_string());
         Ok(())
+    }
+
+    /// Forget that the wait queue `name` was declared (the broker said it is gone), so
+    /// the next use declares it again.
+    pub(crate) fn forget_delay_queue(&self, name: &str) {
+        self.delay_queues
+            .lock()
+            .expect("delay queues lock")
+            .1
+            .remove(name);
     }
 
     /// Declare every topology provisioned so far again (a queue was deleted under us).
@@ -455,6 +467,15 @@ impl Shared {
     }
 }
 
+/// How late a scheduled event reaches a handler that keeps up: each hop through a wait
+/// queue adds the broker's expiry and delivery latency (RabbitMQ checks expiry on a
+/// timer; measured late by well under this, see `tests/scheduling.rs`).
+const SCHEDULING_TOLERANCE: Duration = Duration::from_millis(500);
+
+/// The furthest ahead an event may be scheduled: RabbitMQ's largest TTL, 2^32 - 1 ms
+/// (about 49.7 days).
+const MAX_DELAY: Duration = Duration::from_millis(u32::MAX as u64);
+
 fn same_topology(a: &Topology, b: &Topology) -> bool {
     a.service == b.service && a.publishes == b.publishes && a.subscriptions == b.subscriptions
 }
@@ -475,6 +496,7 @@ impl Transport for RabbitMq {
         c.reserved_header_prefixes = &["x-"];
         c.connect_timeout = Some(self.shared.config.connect_timeout);
         c.backlog = true;
+        c.scheduling = Scheduling::new(SCHEDULING_TOLERANCE).max_delay(MAX_DELAY);
         c
     }
 

@@ -1,4 +1,4 @@
-//! Settling deliveries on a real broker (`TIDINGS_RABBITMQ_URL`): retries through the delay
+//! Settling deliveries on a real broker (`TIDINGS_RABBITMQ_URL`): retries through the wait
 //! queues, dead letters (listing without removal, replay), redelivery of a delivery dropped
 //! unsettled, and the quorum queues' delivery count.
 
@@ -17,7 +17,7 @@ use tidings_rabbitmq::{QueueNames, QueueType, RabbitMq, RabbitMqConfig};
 use common::{eventually, namespace, queue_exists, raw, OrderEvents, OrderPlaced, Seen, PATIENCE};
 
 #[tokio::test]
-async fn a_failed_handler_is_retried_through_a_delay_queue() {
+async fn a_failed_handler_is_retried_through_the_wait_queues() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
     let seen = Seen::default();
@@ -84,7 +84,7 @@ async fn a_failed_handler_is_retried_through_a_delay_queue() {
     let names = QueueNames::of(&spec);
     for delay in [300, 600] {
         let q = names.delay(Duration::from_millis(delay));
-        assert_eq!(queue_exists(&conn, &q).await, Some(0), "delay queue {q}");
+        assert_eq!(queue_exists(&conn, &q).await, Some(0), "wait queue {q}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(seen.runs(1).len(), 3, "handled again after success");

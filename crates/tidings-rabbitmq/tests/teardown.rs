@@ -1,7 +1,7 @@
 //! What a bus created on the broker: `Bus::broker_objects` names it, `Bus::teardown`
-//! deletes it (delay queues and dead letters included), and a second teardown is not an
-//! error. Checked behind the transport's back with lapin passive declares. Needs
-//! `TIDINGS_RABBITMQ_URL`.
+//! deletes it (wait queues, the delay queues of earlier versions, and dead letters
+//! included), and a second teardown is not an error. Checked behind the transport's back
+//! with lapin passive declares. Needs `TIDINGS_RABBITMQ_URL`.
 
 mod common;
 
@@ -58,7 +58,7 @@ async fn teardown_deletes_every_object_the_bus_created() {
     let Some(url) = common::url() else { return };
     let ns = namespace();
     let seen = Seen::default();
-    // Fails the first time, so a delay queue is declared, and dead-letters order 2.
+    // Fails the first time, so a wait queue is declared, and dead-letters order 2.
     let failed_once = Arc::new(AtomicBool::new(false));
     let flag = failed_once.clone();
     let catalog = Bus::builder("catalog")
@@ -126,7 +126,7 @@ async fn teardown_deletes_every_object_the_bus_created() {
             format!("queue `{work}`"),
             format!("exchange `{work}.dlx`"),
             format!("queue `{work}.dlq`"),
-            format!("delay queues `{work}.delay.*ms`"),
+            format!("delay queues `{work}.wait.*ms`"),
         ],
     );
     assert_eq!(
@@ -137,8 +137,23 @@ async fn teardown_deletes_every_object_the_bus_created() {
     );
 
     let conn = raw(&url).await;
-    let delay = format!("{work}.delay.128ms");
-    let queues = [work.clone(), format!("{work}.dlq"), delay];
+    // The 100 ms retry delay waited in the 128 ms bucket (within the slack of 32 ms).
+    let wait = format!("{work}.wait.128ms");
+    // A delay queue as earlier versions declared it, left by an old deployment.
+    let legacy = format!("{work}.delay.128ms");
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        legacy.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let _ = ch.close(200, "".into()).await;
+    let queues = [work.clone(), format!("{work}.dlq"), wait, legacy];
     let exchanges = [format!("{ns}.orders"), format!("{work}.dlx")];
     for q in &queues {
         assert!(queue_exists(&conn, q).await, "queue {q} was not created");
