@@ -28,10 +28,16 @@
 //! is written to `<subscription>.<topic>.retry` with the headers `tidings-attempt` (the
 //! next attempt) and `tidings-due` (Unix milliseconds when it is due), then its original
 //! offset is settled. The subscription's consumer reads the retry topic too: a record not
-//! yet due is held and its retry partition paused until the due time, then it is handed
-//! to the bus as a redelivery. Retries in one retry partition come out in the order they
-//! went in, so a retry is delivered no earlier than due, but may wait behind an earlier
-//! retry with a longer delay. Keyed envelopes never go to the retry topic (that would let
+//! yet due is held in memory, ordered by due time, and handed to the bus as a redelivery
+//! once due, earliest first, so a retry (or a scheduled event the core put back) is
+//! delivered no earlier than due and never waits behind one due later. The poll thread
+//! reads a retry partition ahead while it holds fewer than 10,000 records
+//! (`held::HOLD_LIMIT`) and pauses it only then. Retries come out of offset order, but
+//! the partition's commit point never passes a record still held: after a restart or
+//! rebalance the partition is read again from the earliest record still held, so the
+//! records behind it that were handled already are delivered again (at least once).
+//! Retry topics are created with a retention of 7 days, the furthest ahead a retry or a
+//! scheduled event may be due. Keyed envelopes never go to the retry topic (that would let
 //! later events of the key overtake them): the bus waits in place for them.
 //!
 //! **Records.** Each record becomes a delivery through `Delivery::from_wire`: `wire` hands
@@ -63,6 +69,7 @@
 //! Unkeyed events of one partition may then be handled in parallel; commits still follow
 //! offset order.
 
+mod held;
 mod poller;
 pub(crate) mod state;
 

@@ -14,6 +14,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tidings_core::transport::Delivery;
 use tokio::sync::mpsc;
 
+use super::held::HOLD_LIMIT;
 use super::state::{Part, Shared, Slot, Source, Tp};
 use super::Item;
 use crate::acker::KafkaAcker;
@@ -106,6 +107,10 @@ impl ConsumerContext for Callbacks {
                         if let Some(source) = shared.source_of(e.topic()) {
                             state.parts.remove(&(source, e.partition()));
                             state.epoch_of((source, e.partition()));
+                            if source == Source::Retry {
+                                // Read again from the commit point, which is below them.
+                                state.held.remove(&e.partition());
+                            }
                         }
                     }
                 }
@@ -236,7 +241,7 @@ impl Poller {
                 };
                 match taken {
                     Some((item, None)) => self.pending.push_back(item),
-                    Some((item, Some(due))) => self.hold(item.tp.1, due, item),
+                    Some((item, Some(due))) => self.hold(due, item),
                     None => {}
                 }
                 wait = Duration::ZERO;
@@ -291,47 +296,49 @@ impl Poller {
         true
     }
 
-    /// Move due retries to the pending records and resume their partitions; the earliest
-    /// due time still held.
+    /// Move due retries to the pending records, earliest due first, and resume the retry
+    /// partitions that were paused full; the earliest due time still held.
     fn release_due(&mut self) -> Option<SystemTime> {
         let now = SystemTime::now();
         let mut resume = Vec::new();
         let mut earliest: Option<SystemTime> = None;
         {
             let mut state = self.shared.lock();
-            let mut emptied = Vec::new();
-            for (partition, queue) in state.held.iter_mut() {
-                while queue.front().is_some_and(|(due, _)| *due <= now) {
-                    if let Some((_, item)) = queue.pop_front() {
-                        self.pending.push_back(item);
-                    }
+            for (partition, held) in state.held.iter_mut() {
+                if held.release(now, &mut self.pending) {
+                    resume.push(*partition);
                 }
-                match queue.front() {
-                    Some((due, _)) => earliest = Some(earliest.map_or(*due, |e| e.min(*due))),
-                    None => emptied.push(*partition),
+                if let Some(due) = held.next_due() {
+                    earliest = Some(earliest.map_or(due, |e| e.min(due)));
                 }
             }
-            for partition in emptied {
-                state.held.remove(&partition);
-                resume.push(partition);
-            }
+            state.held.retain(|_, held| !held.is_empty());
         }
-        if !resume.is_empty() && !self.paused_all {
-            let mut tpl = TopicPartitionList::new();
-            for p in resume {
-                tpl.add_partition(&self.shared.names.retry, p);
-            }
-            if let Err(e) = self.consumer.resume(&tpl) {
-                tracing::debug!(error = %e, "resuming retry partitions failed");
-            }
+        if !self.paused_all {
+            self.resume_retry(resume);
         }
         earliest
+    }
+
+    /// Resume the retry partitions `partitions`.
+    fn resume_retry(&self, partitions: Vec<i32>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(&self.shared.names.retry, p);
+        }
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::debug!(error = %e, "resuming retry partitions failed");
+        }
     }
 
     /// Seek partitions with a delivery given up unsettled back to it, once nothing else of
     /// the partition is in flight.
     fn rewind(&mut self) {
         let mut seeks = Vec::new();
+        let mut resume = Vec::new();
         {
             let mut state = self.shared.lock();
             let mut fresh = Vec::new();
@@ -359,9 +366,15 @@ impl Poller {
                     new.committed = old.committed;
                 }
                 if tp.0 == Source::Retry {
-                    state.held.remove(&tp.1);
+                    // Read again from the seek target, which is at or below them.
+                    if state.held.remove(&tp.1).is_some_and(|h| h.paused) {
+                        resume.push(tp.1);
+                    }
                 }
             }
+        }
+        if !self.paused_all {
+            self.resume_retry(resume);
         }
         for ((source, partition), offset, _, _) in seeks {
             let topic = self.shared.topic_of(source).to_string();
@@ -395,7 +408,10 @@ impl Poller {
             self.behind_since = None;
             if self.paused_all && self.pending.is_empty() {
                 if let Ok(assignment) = self.consumer.assignment() {
-                    let held: Vec<i32> = self.shared.lock().held.keys().copied().collect();
+                    let held: Vec<i32> = (self.shared.lock().held.iter())
+                        .filter(|(_, h)| h.paused)
+                        .map(|(p, _)| *p)
+                        .collect();
                     let mut tpl = TopicPartitionList::new();
                     for e in assignment.elements() {
                         if e.topic() == self.shared.names.retry && held.contains(&e.partition()) {
@@ -467,17 +483,29 @@ impl Poller {
         Some((item, stamp.due.filter(|d| *d > SystemTime::now())))
     }
 
-    /// Keep a retry until it is due, pausing its partition meanwhile.
-    fn hold(&mut self, partition: i32, due: SystemTime, item: Item) {
-        let first = {
+    /// Keep a retry until it is due, ordered by due time among the others held on its
+    /// partition; pause the partition once it holds [`HOLD_LIMIT`] records.
+    fn hold(&mut self, due: SystemTime, item: Item) {
+        let Item {
+            tp, epoch, offset, ..
+        } = item;
+        let full = {
             let mut state = self.shared.lock();
-            let queue = state.held.entry(partition).or_default();
-            queue.push_back((due, item));
-            queue.len() == 1
+            if !state.hold(tp, epoch, offset) {
+                drop(state);
+                tracing::trace!(?tp, offset, epoch, "stale retry dropped");
+                item.delivery.acker.forget();
+                return;
+            }
+            state.held.entry(tp.1).or_default().push(due, offset, item)
         };
-        if first {
+        if full {
+            tracing::debug!(
+                subscription = %self.shared.subscription, partition = tp.1,
+                "{HOLD_LIMIT} retries held on one partition; pausing it until some are due"
+            );
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&self.shared.names.retry, partition);
+            tpl.add_partition(&self.shared.names.retry, tp.1);
             if let Err(e) = self.consumer.pause(&tpl) {
                 tracing::debug!(error = %e, "pausing a retry partition failed");
             }

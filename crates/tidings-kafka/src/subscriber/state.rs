@@ -5,11 +5,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::Item;
+use super::held::Held;
 use crate::topology::SubscriptionTopics;
 
 /// Which of the subscription's topics a record came from.
@@ -23,6 +23,9 @@ pub(crate) type Tp = (Source, i32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
+    /// A retry record read before it is due and held by the poll thread: not handed out
+    /// yet, and the commit point stays below it.
+    Held,
     InFlight,
     Done,
     Abandoned,
@@ -72,7 +75,7 @@ pub(super) struct State {
     pub(super) parts: HashMap<Tp, Part>,
     pub(super) next_epoch: u64,
     /// Retry records waiting for their due time, per retry partition.
-    pub(super) held: HashMap<i32, VecDeque<(SystemTime, Item)>>,
+    pub(super) held: HashMap<i32, Held>,
 }
 
 impl State {
@@ -84,6 +87,20 @@ impl State {
         let epoch = self.next_epoch;
         self.parts.insert(tp, Part::new(epoch));
         epoch
+    }
+
+    /// Register a retry record as held until due, so that the commit point of its
+    /// partition stays below it until it is handed out and settled; false if it is stale.
+    pub(super) fn hold(&mut self, tp: Tp, epoch: u64, offset: i64) -> bool {
+        let Some(part) = self.parts.get_mut(&tp) else {
+            return false;
+        };
+        if part.epoch != epoch || part.revoked || part.rewind {
+            return false;
+        }
+        let at = part.entries.partition_point(|(o, _)| *o < offset);
+        part.entries.insert(at, (offset, Slot::Held));
+        true
     }
 }
 
@@ -143,7 +160,11 @@ impl Shared {
         match part.entries.back() {
             Some((last, _)) if *last >= offset => {
                 let at = part.entries.partition_point(|(o, _)| *o < offset);
-                part.entries.insert(at, (offset, Slot::InFlight));
+                match part.entries.get_mut(at) {
+                    // A held retry record, released: it is in flight now.
+                    Some(entry) if *entry == (offset, Slot::Held) => entry.1 = Slot::InFlight,
+                    _ => part.entries.insert(at, (offset, Slot::InFlight)),
+                }
             }
             _ => part.entries.push_back((offset, Slot::InFlight)),
         }
@@ -155,10 +176,13 @@ impl Shared {
         tracing::trace!(?tp, offset, epoch, ?how, "settled");
         let mut state = self.lock();
         if let Some(part) = state.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
+            // The entries are in offset order; a partition may hold thousands of retries.
+            let from = part.entries.partition_point(|(o, _)| *o < offset);
             if let Some(entry) = part
                 .entries
-                .iter_mut()
-                .find(|(o, s)| *o == offset && *s == Slot::InFlight)
+                .range_mut(from..)
+                .take_while(|(o, _)| *o == offset)
+                .find(|(_, s)| *s == Slot::InFlight)
             {
                 entry.1 = how;
                 if how == Slot::Abandoned {
