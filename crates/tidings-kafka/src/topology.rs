@@ -82,25 +82,44 @@ pub(crate) fn check_topic_name(name: &str) -> Result<()> {
     }
 }
 
+/// How long the retry topics this transport creates keep a record (`retention.ms`): 7
+/// days, Kafka's default, set explicitly so that it does not depend on the broker's
+/// default. A retry or a scheduled event waits in its retry topic until due, so this is
+/// the furthest ahead one can be due ([`Scheduling::max_delay`](tidings_core::transport::Scheduling)
+/// in the transport's capabilities). A retry topic that already existed keeps its own
+/// retention.
+pub(crate) const RETRY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The retention-style settings of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// The broker's defaults.
+    Default,
+    /// A retry topic: [`RETRY_RETENTION`].
+    Retry,
+    /// Compacted (replay markers).
+    Compact,
+}
+
 /// Every topic `topology` needs, with the retention-style settings of each.
-pub(crate) fn topics_of(topology: &Topology) -> Result<Vec<(String, bool)>> {
-    let mut out: Vec<(String, bool)> = Vec::new();
-    let mut add = |name: String, compact: bool| -> Result<()> {
+pub(crate) fn topics_of(topology: &Topology) -> Result<Vec<(String, Keep)>> {
+    let mut out: Vec<(String, Keep)> = Vec::new();
+    let mut add = |name: String, keep: Keep| -> Result<()> {
         check_topic_name(&name)?;
         if !out.iter().any(|(n, _)| *n == name) {
-            out.push((name, compact));
+            out.push((name, keep));
         }
         Ok(())
     };
     for t in &topology.publishes {
-        add(t.name.clone(), false)?;
+        add(t.name.clone(), Keep::Default)?;
     }
     for s in &topology.subscriptions {
         let names = SubscriptionTopics::of(s);
-        add(names.topic, false)?;
-        add(names.retry, false)?;
-        add(names.dead_letter, false)?;
-        add(names.replayed, true)?;
+        add(names.topic, Keep::Default)?;
+        add(names.retry, Keep::Retry)?;
+        add(names.dead_letter, Keep::Default)?;
+        add(names.replayed, Keep::Compact)?;
     }
     Ok(out)
 }
@@ -248,18 +267,19 @@ pub(crate) async fn provision(config: &KafkaConfig, topology: &Topology) -> Resu
     }
     check_brokers(config).await?;
     let (admin, options) = admin(config)?;
+    let retention = RETRY_RETENTION.as_millis().to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, compact)| {
+        .map(|(name, keep)| {
             let t = NewTopic::new(
                 name,
                 config.partitions,
                 TopicReplication::Fixed(config.replication),
             );
-            if *compact {
-                t.set("cleanup.policy", "compact")
-            } else {
-                t
+            match keep {
+                Keep::Default => t,
+                Keep::Retry => t.set("retention.ms", &retention),
+                Keep::Compact => t.set("cleanup.policy", "compact"),
             }
         })
         .collect();
