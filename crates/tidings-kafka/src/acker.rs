@@ -105,7 +105,11 @@ impl Acker for KafkaAcker {
         next_attempt: u32,
         delay: Duration,
     ) -> Result<(), (Error, Self)> {
-        if delay.is_zero() || envelope.ordering_key.is_some() {
+        // The core waits in place for a keyed envelope that failed (so later events of its
+        // key cannot overtake it) and asks for a delay only where order may be left: an
+        // unkeyed retry, or a scheduled event that arrived early, keyed or not. Those go
+        // to the retry topic; seeking back would only read them again at once.
+        if delay.is_zero() {
             // Redeliver in place: leave the offset unsettled, so the poll thread seeks back
             // to it (or the next owner of the partition reads it again).
             self.settled = true;
