@@ -196,6 +196,14 @@ impl KafkaSubscriber {
                     StartFrom::Latest => "latest",
                 },
             );
+        // librdkafka's default (500 ms) is how long a fetch waits for records; a broker
+        // that answers only when it runs out (tansu) then adds up to that to every hop of
+        // a retry or scheduled event (the topic, then the retry topic). 100 ms keeps them
+        // prompt for a few more fetches of an idle consumer; `KafkaConfig::property` can
+        // set another.
+        if c.get("fetch.wait.max.ms").is_none() {
+            c.set("fetch.wait.max.ms", "100");
+        }
         if let Some(t) = config.session_timeout {
             c.set("session.timeout.ms", t.as_millis().to_string());
         }
