@@ -85,8 +85,8 @@ impl PublishOptions {
     /// outbox keeps the time, so an event enqueued with it is relayed at once and
     /// delivered at its time.
     ///
-    /// An event with an ordering key waits in front of the later events of its key (on
-    /// Kafka, of its partition), which keeps the key's order.
+    /// A scheduled event leaves its ordering key's order: the key's events published after
+    /// it but due sooner are handled before it.
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};

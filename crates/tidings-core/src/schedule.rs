@@ -10,8 +10,10 @@
 //! redelivery it already has for retries (RabbitMQ's delay queues, Kafka's retry topic,
 //! the memory hub's timers). [`Scheduling`] says what each transport offers.
 //!
-//! Envelopes with an ordering key wait in place instead, holding back the later events of
-//! their key (on Kafka, of their partition), so that the key's order is kept.
+//! A scheduled event leaves its ordering key's order: it is handled at its time, after
+//! the events of its key that were due before it, even those published after it. (Holding
+//! the key back instead would stall a whole Kafka partition until the time.) Only on a
+//! transport without delayed redelivery does an early delivery wait in place.
 
 use std::time::{Duration, SystemTime};
 
@@ -74,6 +76,10 @@ pub(crate) fn stamp(env: &mut Envelope, at: SystemTime, scheduling: &Scheduling)
             ),
         ));
     }
+    // The header has milliseconds: round up, so the event is never handled before `at`.
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ms = since_epoch.as_millis() + u128::from(!since_epoch.subsec_nanos().is_multiple_of(1_000_000));
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
     env.set_header(DELIVER_AT, humantime::format_rfc3339_millis(at).to_string());
     Ok(())
 }
@@ -117,8 +123,8 @@ mod tests {
         let at = SystemTime::now() + Duration::from_secs(90);
         stamp(&mut e, at, &Scheduling::default()).unwrap();
         let back = deliver_at(&e).unwrap().unwrap();
-        let diff = at.duration_since(back).unwrap_or_else(|e| e.duration());
-        assert!(diff < Duration::from_millis(1), "{diff:?}");
+        let later = back.duration_since(at).expect("never earlier than asked");
+        assert!(later < Duration::from_millis(1), "{later:?}");
         let left = wait(&e).unwrap().unwrap();
         assert!(left > Duration::from_secs(89) && left <= Duration::from_secs(90));
     }

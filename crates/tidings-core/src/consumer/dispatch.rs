@@ -293,9 +293,10 @@ impl Dispatcher {
     }
 
     /// Hold back a delivery that arrived before its scheduled time: put it back until it is
-    /// due through the transport's delayed redelivery, counted as the same attempt; or,
-    /// keyed or without delayed redelivery, wait for it in place and return `None` once it
-    /// is due.
+    /// due through the transport's delayed redelivery, counted as the same attempt, keyed
+    /// or not (a scheduled event leaves its key's order; waiting in place would hold up the
+    /// subscription, on Kafka the partition, until it is due). Without delayed redelivery,
+    /// wait for it in place and return `None` once it is due.
     async fn defer(
         &self,
         env: &Envelope,
@@ -311,7 +312,7 @@ impl Dispatcher {
             next_attempt: attempt.max(1),
             delay,
         };
-        if self.delayed_redelivery && env.ordering_key.is_none() {
+        if self.delayed_redelivery {
             return Some(put_back(wait));
         }
         tokio::select! {
