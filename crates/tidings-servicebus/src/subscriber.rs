@@ -1,6 +1,8 @@
-//! Consuming: a receiver task peek-locks messages one at a time
-//! ([`Rest::peek_lock`](crate::client::Rest::peek_lock)) and hands them to the bus through a
-//! channel of one, so `next()` is cancel-safe. Each delivery's [`ServiceBusAcker`] renews
+//! Consuming: receiver tasks peek-lock messages, one request each at a time
+//! ([`Rest::peek_lock`](crate::client::Rest::peek_lock)), and hand them to the bus through
+//! a channel of one, so `next()` is cancel-safe. The REST protocol returns one message per
+//! request, so a subscription runs as many receivers as its prefetch allows, up to
+//! [`MAX_RECEIVERS`]: one request's round trip no longer bounds its throughput. Each delivery's [`ServiceBusAcker`] renews
 //! the lock while the handler runs and settles it by the lock URI of the peek-lock answer.
 //! Failed receives are reported to the bus and retried with exponential backoff.
 
@@ -50,9 +52,17 @@ pub(crate) fn start(shared: Arc<Shared>, spec: &SubscriptionSpec) -> ServiceBusS
         subscription: Arc::from(spec.name.as_str()),
     };
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(receive_loop(shared, Arc::new(target), tx));
+    let target = Arc::new(target);
+    for _ in 0..usize::from(spec.prefetch).clamp(1, MAX_RECEIVERS) {
+        tokio::spawn(receive_loop(shared.clone(), target.clone(), tx.clone()));
+    }
     ServiceBusSubscriber { rx }
 }
+
+/// The most receive requests one subscription has in flight. Each may hold a locked
+/// message while the handlers are busy (its lock renewed only once a handler takes it), so
+/// more would mostly lock messages early.
+const MAX_RECEIVERS: usize = 8;
 
 async fn receive_loop(
     shared: Arc<Shared>,

@@ -3,8 +3,9 @@
 //! subscriber, dead letters).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tidings_core::transport::connect_within;
+use tidings_core::transport::{connect_within, Scheduling};
 use tidings_core::{
     transport::{Capabilities, SubscriptionSpec, Topology, Transport},
     BrokerObject, DeadLetter, Envelope, ErrorKind, Replay, Result,
@@ -111,6 +112,9 @@ impl Transport for ServiceBus {
         c.reserved_header_prefixes = wire::RESERVED_PREFIXES;
         c.connect_timeout = Some(self.shared.config.connect_timeout);
         c.backlog = true;
+        // ScheduledEnqueueTimeUtc has whole seconds (rounded up) and a receive may wait for
+        // the next long poll.
+        c.scheduling = Scheduling::new(Duration::from_secs(2));
         c
     }
 

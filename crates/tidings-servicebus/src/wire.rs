@@ -21,7 +21,7 @@
 //! decides ([`Delivery::from_wire`]).
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -42,6 +42,10 @@ pub(crate) const PCT: &str = "tidings-pct";
 pub(crate) const CONTENT_TYPE: &str = "ce_datacontenttype";
 /// Marks the copy of an envelope on its way to the dead-letter subqueue.
 pub(crate) const DEAD_LETTER: &str = "tidings-dead-letter";
+
+/// The marks this transport sets on a message itself (plus the attempt of a re-send):
+/// never carried over from the envelope being sent.
+const OWN_MARKS: &[&str] = &[BODY_ENCODING, PCT, DEAD_LETTER, attrs::ATTEMPT];
 
 /// Header name prefixes Service Bus keeps for itself: custom properties travel as HTTP
 /// headers, and the REST protocol's own optional headers are `x-ms-*` (`x-ms-retrypolicy`);
@@ -160,12 +164,9 @@ pub(crate) fn encode(env: &Envelope, resend: Resend<'_>) -> Result<Outgoing> {
     for (name, value) in env.attributes() {
         if name == attrs::CONTENT_TYPE {
             push(CONTENT_TYPE, &value)?;
-        } else if name.starts_with("tidings-")
-            && !name.starts_with("tidings-dlq-")
-            && !name.starts_with(tidings_core::transport::wire::CLAIM_CHECK)
-        {
-            // The transport's own marks are set below, never carried over (the core's
-            // dead-letter and claim-check headers are).
+        } else if OWN_MARKS.contains(&name.as_ref()) {
+            // The transport's own marks are set below, never carried over; every other
+            // header (the core's dead-letter, claim-check and schedule headers included) is.
             continue;
         } else {
             push(&name, &value)?;
@@ -185,6 +186,15 @@ pub(crate) fn encode(env: &Envelope, resend: Resend<'_>) -> Result<Outgoing> {
         properties.push((PCT.to_string(), encoded.join(",")));
     }
     let original = resend.to.is_none() && resend.scheduled.is_none() && resend.extra.is_empty();
+    // A scheduled envelope is held by the broker until its time (the core puts back what
+    // still arrives early); a re-send's own schedule wins.
+    let scheduled = match resend.scheduled {
+        Some(at) => Some(at),
+        None => tidings_core::transport::deliver_at(env)
+            .ok()
+            .flatten()
+            .filter(|at| *at > SystemTime::now()),
+    };
     Ok(Outgoing {
         body,
         content_type: env.content_type.to_string(),
@@ -197,7 +207,7 @@ pub(crate) fn encode(env: &Envelope, resend: Resend<'_>) -> Result<Outgoing> {
         correlation_id: env.correlation_id.map(|c| c.to_string()),
         label: env.event_type.to_string(),
         to: resend.to.map(str::to_string),
-        scheduled: resend.scheduled,
+        scheduled,
         properties,
     })
 }
@@ -215,9 +225,14 @@ impl Outgoing {
             bp.insert("To".into(), to.clone().into());
         }
         if let Some(at) = self.scheduled {
+            // The HTTP date has whole seconds: round up, so the broker never enqueues early.
+            let whole = at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                .unwrap_or_default();
             bp.insert(
                 "ScheduledEnqueueTimeUtc".into(),
-                httpdate::fmt_http_date(at).into(),
+                httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(whole)).into(),
             );
         }
         bp
@@ -516,6 +531,34 @@ mod tests {
         assert_eq!(decoded(&r), (4, None));
         assert_eq!(r.envelope().id, env.id);
         assert!(r.envelope().header(attrs::ATTEMPT).is_none());
+    }
+
+    #[test]
+    fn a_scheduled_envelope_is_held_by_the_broker_until_the_next_whole_second() {
+        let mut env = Envelope::new("a.b", 1, "s", "application/json", &b"{}"[..]);
+        let at = SystemTime::now() + Duration::from_millis(1500);
+        env.set_header(
+            tidings_core::transport::DELIVER_AT,
+            humantime::format_rfc3339_millis(at).to_string(),
+        );
+        let at = tidings_core::transport::deliver_at(&env).unwrap().unwrap();
+        let out = encode(&env, Resend::default()).unwrap();
+        let date = out.broker_properties()["ScheduledEnqueueTimeUtc"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let held = httpdate::parse_http_date(&date).unwrap();
+        assert!(held >= at && held < at + Duration::from_secs(1), "{date}");
+        // The header travels too, for the core's check on receipt.
+        assert!(out
+            .properties
+            .iter()
+            .any(|(n, _)| n == tidings_core::transport::DELIVER_AT));
+        let past = Envelope::new("a.b", 1, "s", "application/json", &b"{}"[..]);
+        assert!(encode(&past, Resend::default())
+            .unwrap()
+            .scheduled
+            .is_none());
     }
 
     #[test]
