@@ -225,17 +225,18 @@ pub(crate) fn topic_entry(base: &str, t: &Topic) -> String {
 pub(crate) fn subscription_entry(base: &str, topic: &str, s: &Subscription) -> String {
     let st = &s.settings;
     let content = format!(
-        "<SubscriptionDescription xmlns=\"{SB_NS}\" xmlns:i=\"{XSI_NS}\"><LockDuration>{lock}</LockDuration><RequiresSession>false</RequiresSession><DefaultMessageTimeToLive>{ttl}</DefaultMessageTimeToLive><DeadLetteringOnMessageExpiration>{dlx}</DeadLetteringOnMessageExpiration><DeadLetteringOnFilterEvaluationExceptions>{dlf}</DeadLetteringOnFilterEvaluationExceptions><MessageCount>{count}</MessageCount><MaxDeliveryCount>{max}</MaxDeliveryCount><EnableBatchedOperations>true</EnableBatchedOperations><Status>Active</Status><CreatedAt>{c}</CreatedAt><UpdatedAt>{u}</UpdatedAt><AccessedAt>{u}</AccessedAt><CountDetails xmlns:d2p1=\"http://schemas.microsoft.com/netservices/2011/06/servicebus\"><d2p1:ActiveMessageCount>{active}</d2p1:ActiveMessageCount><d2p1:DeadLetterMessageCount>{dead}</d2p1:DeadLetterMessageCount><d2p1:ScheduledMessageCount>0</d2p1:ScheduledMessageCount><d2p1:TransferMessageCount>0</d2p1:TransferMessageCount><d2p1:TransferDeadLetterMessageCount>0</d2p1:TransferDeadLetterMessageCount></CountDetails></SubscriptionDescription>",
+        "<SubscriptionDescription xmlns=\"{SB_NS}\" xmlns:i=\"{XSI_NS}\"><LockDuration>{lock}</LockDuration><RequiresSession>false</RequiresSession><DefaultMessageTimeToLive>{ttl}</DefaultMessageTimeToLive><DeadLetteringOnMessageExpiration>{dlx}</DeadLetteringOnMessageExpiration><DeadLetteringOnFilterEvaluationExceptions>{dlf}</DeadLetteringOnFilterEvaluationExceptions><MessageCount>{count}</MessageCount><MaxDeliveryCount>{max}</MaxDeliveryCount><EnableBatchedOperations>true</EnableBatchedOperations><Status>Active</Status><CreatedAt>{c}</CreatedAt><UpdatedAt>{u}</UpdatedAt><AccessedAt>{u}</AccessedAt><CountDetails xmlns:d2p1=\"http://schemas.microsoft.com/netservices/2011/06/servicebus\"><d2p1:ActiveMessageCount>{active}</d2p1:ActiveMessageCount><d2p1:DeadLetterMessageCount>{dead}</d2p1:DeadLetterMessageCount><d2p1:ScheduledMessageCount>{scheduled}</d2p1:ScheduledMessageCount><d2p1:TransferMessageCount>0</d2p1:TransferMessageCount><d2p1:TransferDeadLetterMessageCount>0</d2p1:TransferDeadLetterMessageCount></CountDetails></SubscriptionDescription>",
         lock = format_duration(st.lock_duration),
         ttl = format_duration(st.default_ttl),
         dlx = st.dead_lettering_on_message_expiration,
         dlf = st.dead_lettering_on_filter_evaluation_exceptions,
-        count = s.active.len() + s.dead_letters.len(),
+        count = s.active.len() + s.scheduled.len() + s.dead_letters.len(),
         max = st.max_delivery_count,
         c = iso8601(s.created),
         u = iso8601(s.updated),
         active = s.active.len(),
         dead = s.dead_letters.len(),
+        scheduled = s.scheduled.len(),
     );
     entry(
         base,

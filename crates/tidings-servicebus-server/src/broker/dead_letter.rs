@@ -14,9 +14,17 @@ impl Subscription {
         }
     }
 
-    /// Release expired locks (dead-lettering messages that used up their deliveries) and
-    /// expire messages past their time-to-live.
+    /// Make scheduled messages whose time has come active, release expired locks
+    /// (dead-lettering messages that used up their deliveries) and expire messages past
+    /// their time-to-live.
     pub(super) fn housekeep(&mut self, now: SystemTime) {
+        while let Some(entry) = self.scheduled.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let m = entry.remove();
+            self.active.insert(m.sequence_number, m);
+        }
         let expired_locks: Vec<i64> = self
             .active
             .iter()

@@ -116,6 +116,7 @@ impl Broker {
                 settings,
                 rules,
                 active: BTreeMap::new(),
+                scheduled: BTreeMap::new(),
                 dead_letters: BTreeMap::new(),
                 notify: Arc::new(Notify::new()),
             },

@@ -126,6 +126,9 @@ pub(crate) struct Subscription {
     pub(crate) settings: SubscriptionSettings,
     pub(crate) rules: BTreeMap<String, Rule>,
     pub(crate) active: BTreeMap<i64, Message>,
+    /// Messages sent with a `ScheduledEnqueueTimeUtc` ahead, by that time: they join
+    /// `active` when it comes (kept apart so receiving never scans them).
+    pub(crate) scheduled: BTreeMap<(SystemTime, i64), Message>,
     pub(crate) dead_letters: BTreeMap<i64, Message>,
     pub(crate) notify: Arc<Notify>,
 }

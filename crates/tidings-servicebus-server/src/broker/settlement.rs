@@ -54,7 +54,14 @@ impl Broker {
                 .unwrap_or(MAX_TTL);
                 copy.time_to_live = Some(ttl);
                 copy.expires_at = copy.enqueued_time.and_then(|e| e.checked_add(ttl));
-                s.active.insert(copy.sequence_number, copy);
+                match copy.scheduled_enqueue_time.filter(|at| *at > now) {
+                    Some(at) => {
+                        s.scheduled.insert((at, copy.sequence_number), copy);
+                    }
+                    None => {
+                        s.active.insert(copy.sequence_number, copy);
+                    }
+                }
                 s.notify.notify_waiters();
             }
         }
@@ -100,6 +107,11 @@ impl Broker {
                 }
             }
             let Some(seq) = chosen else {
+                if queue == SubQueue::Active {
+                    if let Some((at, _)) = s.scheduled.keys().next() {
+                        soonest(*at);
+                    }
+                }
                 return Receive::Empty(wake);
             };
             match mode {
