@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tidings_core::{
-    transport::{Capabilities, SubscriptionSpec, Topology, Transport},
+    transport::{Capabilities, Scheduling, SubscriptionSpec, Topology, Transport},
     BrokerObject, DeadLetter, Envelope, Replay, Result,
 };
 
@@ -220,6 +221,8 @@ impl Transport for Memory {
         // The hub keeps no header names for itself.
         c.reserved_header_prefixes = &[];
         c.backlog = true;
+        // Early envelopes wait on a tokio timer.
+        c.scheduling = Scheduling::new(Duration::from_millis(100));
         c
     }
 
