@@ -35,7 +35,7 @@ pub(super) fn adversary(f: &dyn TransportFactory, case: &str) -> std::sync::Arc<
 }
 
 /// The headers tidings would write for `envelope` (CloudEvents binary mode).
-fn headers_of(envelope: &Envelope) -> Headers {
+pub(super) fn headers_of(envelope: &Envelope) -> Headers {
     envelope
         .attributes()
         .into_iter()

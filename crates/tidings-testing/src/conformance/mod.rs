@@ -65,6 +65,8 @@
 //! | [`claim_check_round_trip`] | with a claim check on a local directory, a 5 MiB event (over every transport's limit) is handled exactly as published and came by claim check; a small one travels as it is |
 //! | [`claim_check_missing_or_corrupt`] | a reference whose stored payload is missing or corrupt is dead-lettered at once with a reason naming the location; the handler never runs for it; the next event is handled |
 //! | [`claim_check_store_outage`] | a store failing its first three reads is retried like a failed handler; the handler runs once, on attempt 4, with the event as published |
+//! | [`scheduled_delivery`] | events published with a time a little ahead are handled no earlier than it and within the declared [`Scheduling::tolerance`](tidings_core::transport::Scheduling) after it, as their first attempt: one due sooner is not held back by one due later; a past time is handled at once; a keyed one leaves its key's order (the key's next event does not wait for it); a raw message carrying a time is held back too, one with an unreadable time is dead-lettered naming the header; a time beyond the maximum delay is refused |
+//! | [`scheduled_ten_thousand`] | 10,000 events scheduled over a minute, published out of time order: all handled, none early, none lost |
 //! | [`unreachable_broker`] | a broker where nothing listens, and one that accepts and never answers: `build()` fails as `Unavailable` (retryable) within the patience, naming the address once (skipped by transports without a connection) |
 //!
 //!
@@ -109,6 +111,7 @@ mod failure;
 mod lifecycle;
 mod operations;
 mod ordering;
+mod scheduling;
 mod support;
 #[cfg(feature = "opentelemetry")]
 mod traces;
@@ -143,6 +146,7 @@ pub use operations::{
     edited_replay, temporary_subscription,
 };
 pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
+pub use scheduling::{scheduled_delivery, scheduled_ten_thousand};
 #[cfg(feature = "opentelemetry")]
 pub use traces::{
     trace_continues_through_handler, trace_malformed_context, trace_metrics,
@@ -182,6 +186,8 @@ pub const CASES: &[&str] = &[
     "claim_check_round_trip",
     "claim_check_missing_or_corrupt",
     "claim_check_store_outage",
+    "scheduled_delivery",
+    "scheduled_ten_thousand",
 ];
 
 /// The names of the trace cases (feature `opentelemetry`), which the macro emits after
@@ -489,6 +495,8 @@ macro_rules! conformance_suite {
             claim_check_round_trip,
             claim_check_missing_or_corrupt,
             claim_check_store_outage,
+            scheduled_delivery,
+            scheduled_ten_thousand,
         );
         $crate::__conformance_trace_cases!($factory);
     };

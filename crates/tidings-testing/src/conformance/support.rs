@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tidings_core::{
     transport::Capabilities, Bus, BusBuilder, Context, Envelope, Event, HandlerError, Subscription,
@@ -35,6 +35,8 @@ pub(crate) struct Seen {
     pub(crate) attempt: u32,
     /// `cx.redelivered()`.
     pub(crate) redelivered: bool,
+    /// When the handler ran.
+    pub(crate) at: SystemTime,
 }
 
 impl Seen {
@@ -54,6 +56,7 @@ impl Seen {
             envelope: cx.envelope().clone(),
             attempt: cx.attempt(),
             redelivered: cx.redelivered(),
+            at: SystemTime::now(),
         }
     }
 }
