@@ -10,6 +10,10 @@
 //! - `servicebus`: the Azure Service Bus transport, [`ServiceBus`] (`servicebus://`).
 //! - `outbox-sqlite`, `outbox-postgres`: the transactional outbox and idempotent inbox,
 //!   [`outbox`].
+//! - `claim-check`: payloads too large for the broker travel through an object store,
+//!   [`ClaimCheck`] ([`object_store`], the local filesystem); `claim-check-s3` and
+//!   `claim-check-azure`: the same on S3-compatible stores (`object_store::aws`) and on
+//!   Azure Blob storage (`object_store::azure`).
 
 pub use tidings_core::*;
 pub use tidings_macros::{Event, Topic};

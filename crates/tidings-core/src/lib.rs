@@ -11,7 +11,7 @@
 //! Features: `msgpack` (default) — the MessagePack codec; `json` — the JSON codec;
 //! `claim-check` — payloads too large for the broker travel through an object store
 //! (`ClaimCheck`, the local filesystem); `claim-check-s3` — the same on S3-compatible
-//! stores.
+//! stores; `claim-check-azure` — the same on Azure Blob storage.
 
 mod builder;
 mod bus;
