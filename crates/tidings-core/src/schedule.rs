@@ -76,12 +76,18 @@ pub(crate) fn stamp(env: &mut Envelope, at: SystemTime, scheduling: &Scheduling)
             ),
         ));
     }
-    // The header has milliseconds: round up, so the event is never handled before `at`.
+    set_deliver_at(env, at);
+    Ok(())
+}
+
+/// Set the time `env` may be handled from to `at`, rounded up to the millisecond the
+/// header keeps, so it is never handled before `at`: for transports that stamp the copies
+/// they hold back themselves (RabbitMQ's wait queues).
+pub fn set_deliver_at(env: &mut Envelope, at: SystemTime) {
     let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ms = since_epoch.as_millis() + u128::from(!since_epoch.subsec_nanos().is_multiple_of(1_000_000));
+    let ms = since_epoch.as_nanos().div_ceil(1_000_000);
     let at = std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
     env.set_header(DELIVER_AT, humantime::format_rfc3339_millis(at).to_string());
-    Ok(())
 }
 
 /// When `env` may be handled, if it carries a time (for transports that hold messages
@@ -126,7 +132,7 @@ mod tests {
         let later = back.duration_since(at).expect("never earlier than asked");
         assert!(later < Duration::from_millis(1), "{later:?}");
         let left = wait(&e).unwrap().unwrap();
-        assert!(left > Duration::from_secs(89) && left <= Duration::from_secs(90));
+        assert!(left > Duration::from_secs(89) && left <= Duration::from_millis(90_001));
     }
 
     #[test]

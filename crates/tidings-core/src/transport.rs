@@ -31,7 +31,7 @@ use self::wire::WireMessage;
 pub use crate::consumer::Worker;
 pub use crate::envelope::attrs;
 pub use crate::redact::redact_url;
-pub use crate::schedule::{deliver_at, Scheduling, DELIVER_AT};
+pub use crate::schedule::{deliver_at, set_deliver_at, Scheduling, DELIVER_AT};
 pub use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 
 /// What a transport can do; the bus adapts to it and the conformance suite skips cases by

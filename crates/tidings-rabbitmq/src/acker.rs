@@ -21,12 +21,12 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use lapin::{Channel, Consumer};
 use tidings_core::{
-    transport::{attrs, deliver_at, Acker, DELIVER_AT},
+    transport::{attrs, deliver_at, set_deliver_at, Acker},
     DeadLetterInfo, Envelope, Error, ErrorKind, Result,
 };
 use tokio::sync::Notify;
@@ -269,16 +269,7 @@ fn stamp_due(copy: &mut Envelope, now: SystemTime, delay: Duration) -> bool {
         Err(_) => return false,
         _ => {}
     }
-    let due = match due.duration_since(UNIX_EPOCH) {
-        Ok(since) => {
-            UNIX_EPOCH + Duration::from_millis(since.as_nanos().div_ceil(1_000_000) as u64)
-        }
-        Err(_) => due,
-    };
-    copy.set_header(
-        DELIVER_AT,
-        humantime::format_rfc3339_millis(due).to_string(),
-    );
+    set_deliver_at(copy, due);
     false
 }
 
@@ -526,6 +517,8 @@ impl AckBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
+    use tidings_core::transport::DELIVER_AT;
 
     fn envelope() -> Envelope {
         Envelope::new("t.e", 1, "s", "application/json", &b"{}"[..])
