@@ -662,3 +662,14 @@ fn trace_publish_to_process_catches_an_unnamed_system() {
         "Capabilities::system",
     );
 }
+
+#[test]
+fn scheduled_delivery_catches_dropped_headers() {
+    // Without `tidings-deliver-at` the scheduled events are handled at once.
+    must_fail(
+        &flawed(Flaw::DropsHeaders),
+        "scheduled_delivery",
+        conformance::scheduled_delivery,
+        "before its time",
+    );
+}
