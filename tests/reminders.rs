@@ -21,5 +21,6 @@ async fn reminders_are_sent_at_their_time_in_the_order_of_their_times() {
     assert_eq!(order, ["Solaris", "Ubik", "Dune"], "{sent:?}");
     for s in &sent {
         assert!(s.at >= s.due, "{} was sent before its time: {s:?}", s.book);
+        println!("{}: {:?} after its time", s.book, s.late());
     }
 }
