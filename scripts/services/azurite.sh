@@ -28,6 +28,10 @@ AZURITE_BIN="$AZURITE_NPM/node_modules/.bin/azurite-blob"
 AZURITE_PORT="${TIDINGS_AZURE_BLOB_PORT:-10000}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 START_TIMEOUT="${TIDINGS_AZURE_BLOB_START_TIMEOUT:-60}"
+DAEMON_DIR="$AZURITE_DIR"
+DAEMON_PORT="$AZURITE_PORT"
+DAEMON_MATCH=azurite
+DAEMON_URL="http://127.0.0.1:$AZURITE_PORT/devstoreaccount1"
 
 installed_version() {
     node -p "require('$AZURITE_NPM/node_modules/azurite/package.json').version" 2>/dev/null || true
@@ -52,15 +56,6 @@ install() {
     log "installed in $(elapsed "$t0")s"
 }
 
-server_pid() {
-    local pid
-    [ -s "$AZURITE_DIR/azurite.pid" ] || return 0
-    pid="$(cat "$AZURITE_DIR/azurite.pid")"
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'azurite'; then
-        echo "$pid"
-    fi
-}
-
 # answers: the port is open and what answers there is Azurite's blob service (any HTTP
 # status, an anonymous request is refused; the `Server` header names it).
 answers() {
@@ -75,64 +70,10 @@ PY
 }
 
 start() {
-    local t0
-    t0="$(now_s)"
     install
-    if [ -n "$(server_pid)" ] && answers; then
-        log "already running on 127.0.0.1:$AZURITE_PORT (pid $(server_pid))"
-        return 0
-    fi
-    if [ -n "$(server_pid)" ]; then
-        log "pid $(server_pid) does not answer; stopping it"
-        stop
-    fi
-    if port_open 127.0.0.1 "$AZURITE_PORT"; then
-        die "port $AZURITE_PORT is taken by another process: $(ss -ltnpH "sport = :$AZURITE_PORT" 2>/dev/null | head -n 1)"
-    fi
     ensure_dir "$AZURITE_DIR/data"
-    log "starting azurite-blob on 127.0.0.1:$AZURITE_PORT (log: $AZURITE_DIR/azurite.log)"
-    (
-        cd "$AZURITE_DIR"
-        setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
-            --location "$AZURITE_DIR/data" --skipApiVersionCheck --loose --disableTelemetry \
-            </dev/null >>"$AZURITE_DIR/azurite.log" 2>&1 8>&- &
-        echo $! >"$AZURITE_DIR/azurite.pid"
-    )
-    local i=0
-    until answers; do
-        if [ -z "$(server_pid)" ]; then
-            tail -n 40 "$AZURITE_DIR/azurite.log" >&2 || true
-            die "azurite-blob exited during startup"
-        fi
-        i=$((i + 1))
-        if [ "$i" -gt $((START_TIMEOUT * 5)) ]; then
-            tail -n 40 "$AZURITE_DIR/azurite.log" >&2 || true
-            die "no answer after ${START_TIMEOUT}s"
-        fi
-        sleep 0.2
-    done
-    log "ready in $(elapsed "$t0")s: http://127.0.0.1:$AZURITE_PORT/devstoreaccount1"
-}
-
-stop() {
-    local pid i=0
-    pid="$(server_pid)"
-    if [ -z "$pid" ]; then
-        log "not running"
-        rm -f "$AZURITE_DIR/azurite.pid"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
-        i=$((i + 1))
-        if [ "$i" -eq 50 ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        [ "$i" -le 100 ] || die "pid $pid did not exit"
-        sleep 0.2
-    done
-    rm -f "$AZURITE_DIR/azurite.pid"
-    log "stopped"
+    daemon_start azurite-blob "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
+        --location "$AZURITE_DIR/data" --skipApiVersionCheck --loose --disableTelemetry
 }
 
 case "${1:-}" in
@@ -140,10 +81,10 @@ start | stop) lock_service ;;
 esac
 case "${1:-}" in
 start) start ;;
-stop) stop ;;
+stop) daemon_stop ;;
 status)
-    if [ -n "$(server_pid)" ] && answers; then
-        log "running on 127.0.0.1:$AZURITE_PORT (pid $(server_pid))"
+    if [ -n "$(daemon_pid)" ] && answers; then
+        log "running on 127.0.0.1:$AZURITE_PORT (pid $(daemon_pid))"
     else
         log "not running"
         exit 1

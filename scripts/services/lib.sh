@@ -190,3 +190,92 @@ ensure_tls() {
         chgrp rabbitmq "$dir"/*.key "$dir"/*.pem "$dir/client.p12"
     fi
 }
+
+# A service run as a plain background process (moto, Azurite, tansu) sets DAEMON_DIR (its
+# state: the pid file $SERVICE.pid and the log $SERVICE.log), DAEMON_PORT, DAEMON_MATCH (a
+# word of its command line, so a recycled pid is not taken for it), DAEMON_URL (for the
+# "ready" line) and START_TIMEOUT, and defines `answers` (true when it serves requests).
+
+# daemon_pid: the pid of the service's process while it runs; nothing otherwise.
+daemon_pid() {
+    local pid
+    [ -s "$DAEMON_DIR/$SERVICE.pid" ] || return 0
+    pid="$(cat "$DAEMON_DIR/$SERVICE.pid")"
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$DAEMON_MATCH"; then
+        echo "$pid"
+    fi
+}
+
+# daemon_start WHAT COMMAND...: start COMMAND in $DAEMON_DIR (its own session, output
+# appended to the log) and wait until it answers, unless it already does. Sets
+# DAEMON_STARTED=1 when it started the process. Fails, with the log's last lines, when
+# another process holds the port, the process exits, or it does not answer within
+# START_TIMEOUT seconds.
+daemon_start() {
+    local what="$1" t0 log="$DAEMON_DIR/$SERVICE.log" i=0
+    shift
+    t0="$(now_s)"
+    DAEMON_STARTED=0
+    if [ -n "$(daemon_pid)" ] && answers; then
+        log "already running on 127.0.0.1:$DAEMON_PORT (pid $(daemon_pid))"
+        return 0
+    fi
+    if [ -n "$(daemon_pid)" ]; then
+        log "pid $(daemon_pid) does not answer; stopping it"
+        daemon_stop
+    fi
+    if port_open 127.0.0.1 "$DAEMON_PORT"; then
+        die "port $DAEMON_PORT is taken by another process: $(ss -ltnpH "sport = :$DAEMON_PORT" 2>/dev/null | head -n 1)"
+    fi
+    ensure_dir "$DAEMON_DIR"
+    log "starting $what on 127.0.0.1:$DAEMON_PORT (log: $log)"
+    (
+        cd "$DAEMON_DIR"
+        setsid "$@" </dev/null >>"$log" 2>&1 8>&- &
+        echo $! >"$DAEMON_DIR/$SERVICE.pid"
+    )
+    DAEMON_STARTED=1
+    until answers; do
+        if [ -z "$(daemon_pid)" ]; then
+            tail -n 40 "$log" >&2 || true
+            die "$what exited during startup"
+        fi
+        i=$((i + 1))
+        if [ "$i" -gt $((START_TIMEOUT * 5)) ]; then
+            tail -n 40 "$log" >&2 || true
+            die "no answer from $what after ${START_TIMEOUT}s"
+        fi
+        sleep 0.2
+    done
+    log "ready in $(elapsed "$t0")s: $DAEMON_URL"
+}
+
+# daemon_stop: SIGTERM, SIGKILL after 20 s, fail after 30 s; then wait (up to 10 s) for
+# the port to be free, so a restart can bind it again.
+daemon_stop() {
+    local pid t0 i=0
+    pid="$(daemon_pid)"
+    if [ -z "$pid" ]; then
+        log "not running"
+        rm -f "$DAEMON_DIR/$SERVICE.pid"
+        return 0
+    fi
+    t0="$(now_s)"
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do
+        i=$((i + 1))
+        if [ "$i" -eq 100 ]; then
+            log "pid $pid ignored SIGTERM for 20s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        [ "$i" -le 150 ] || die "pid $pid did not exit"
+        sleep 0.2
+    done
+    i=0
+    while port_open 127.0.0.1 "$DAEMON_PORT" && [ "$i" -lt 50 ]; do
+        i=$((i + 1))
+        sleep 0.2
+    done
+    rm -f "$DAEMON_DIR/$SERVICE.pid"
+    log "stopped in $(elapsed "$t0")s"
+}

@@ -22,6 +22,10 @@ MOTO_VENV="$MOTO_DIR/venv"
 MOTO_PORT="${TIDINGS_S3_PORT:-4566}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 START_TIMEOUT="${TIDINGS_S3_START_TIMEOUT:-60}"
+DAEMON_DIR="$MOTO_DIR"
+DAEMON_PORT="$MOTO_PORT"
+DAEMON_MATCH=moto
+DAEMON_URL="http://127.0.0.1:$MOTO_PORT"
 
 install() {
     if [ -x "$MOTO_VENV/bin/moto_server" ]; then
@@ -40,15 +44,6 @@ install() {
     log "installed in $(elapsed "$t0")s"
 }
 
-server_pid() {
-    local pid
-    [ -s "$MOTO_DIR/moto.pid" ] || return 0
-    pid="$(cat "$MOTO_DIR/moto.pid")"
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'moto'; then
-        echo "$pid"
-    fi
-}
-
 answers() {
     port_open 127.0.0.1 "$MOTO_PORT" &&
         python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
@@ -56,62 +51,8 @@ answers() {
 }
 
 start() {
-    local t0
-    t0="$(now_s)"
     install
-    if [ -n "$(server_pid)" ] && answers; then
-        log "already running on 127.0.0.1:$MOTO_PORT (pid $(server_pid))"
-        return 0
-    fi
-    if [ -n "$(server_pid)" ]; then
-        log "pid $(server_pid) does not answer; stopping it"
-        stop
-    fi
-    if port_open 127.0.0.1 "$MOTO_PORT"; then
-        die "port $MOTO_PORT is taken by another process: $(ss -ltnpH "sport = :$MOTO_PORT" 2>/dev/null | head -n 1)"
-    fi
-    log "starting moto_server on 127.0.0.1:$MOTO_PORT (log: $MOTO_DIR/moto.log)"
-    (
-        cd "$MOTO_DIR"
-        setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
-            </dev/null >>"$MOTO_DIR/moto.log" 2>&1 8>&- &
-        echo $! >"$MOTO_DIR/moto.pid"
-    )
-    local i=0
-    until answers; do
-        if [ -z "$(server_pid)" ]; then
-            tail -n 40 "$MOTO_DIR/moto.log" >&2 || true
-            die "moto_server exited during startup"
-        fi
-        i=$((i + 1))
-        if [ "$i" -gt $((START_TIMEOUT * 5)) ]; then
-            tail -n 40 "$MOTO_DIR/moto.log" >&2 || true
-            die "no answer after ${START_TIMEOUT}s"
-        fi
-        sleep 0.2
-    done
-    log "ready in $(elapsed "$t0")s: http://127.0.0.1:$MOTO_PORT"
-}
-
-stop() {
-    local pid i=0
-    pid="$(server_pid)"
-    if [ -z "$pid" ]; then
-        log "not running"
-        rm -f "$MOTO_DIR/moto.pid"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
-        i=$((i + 1))
-        if [ "$i" -eq 50 ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        [ "$i" -le 100 ] || die "pid $pid did not exit"
-        sleep 0.2
-    done
-    rm -f "$MOTO_DIR/moto.pid"
-    log "stopped"
+    daemon_start moto_server "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
 }
 
 case "${1:-}" in
@@ -119,10 +60,10 @@ start | stop) lock_service ;;
 esac
 case "${1:-}" in
 start) start ;;
-stop) stop ;;
+stop) daemon_stop ;;
 status)
-    if [ -n "$(server_pid)" ] && answers; then
-        log "running on 127.0.0.1:$MOTO_PORT (pid $(server_pid))"
+    if [ -n "$(daemon_pid)" ] && answers; then
+        log "running on 127.0.0.1:$MOTO_PORT (pid $(daemon_pid))"
     else
         log "not running"
         exit 1

@@ -46,6 +46,10 @@ else
     TANSU_STATE="$TANSU_DIR/port-$TANSU_PORT"
     LOCK_NAME="tansu-$TANSU_PORT"
 fi
+DAEMON_DIR="$TANSU_STATE"
+DAEMON_PORT="$TANSU_PORT"
+DAEMON_MATCH=tansu
+DAEMON_URL="127.0.0.1:$TANSU_PORT"
 
 # The storage engine feature that TANSU_STORAGE needs.
 needed_feature() {
@@ -140,15 +144,6 @@ install() {
 }
 
 # The pid of our running broker, or nothing.
-broker_pid() {
-    local pid
-    [ -s "$TANSU_STATE/tansu.pid" ] || return 0
-    pid="$(cat "$TANSU_STATE/tansu.pid")"
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'tansu'; then
-        echo "$pid"
-    fi
-}
-
 # A metadata request through tansu's own client.
 answers() {
     local bin
@@ -158,87 +153,24 @@ answers() {
 }
 
 start() {
-    local t0
-    t0="$(now_s)"
     install
-    if [ -n "$(broker_pid)" ] && [ -n "$TANSU_STORAGE_SET" ] &&
+    if [ -n "$(daemon_pid)" ] && [ -n "$TANSU_STORAGE_SET" ] &&
         [ "$(cat "$TANSU_STATE/storage" 2>/dev/null)" != "$TANSU_STORAGE" ]; then
         log "running with storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'), TANSU_STORAGE asks for $TANSU_STORAGE: restarting"
-        stop
-    fi
-    if [ -n "$(broker_pid)" ] && answers; then
-        log "already running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'))"
-        return 0
-    fi
-    if [ -n "$(broker_pid)" ]; then
-        log "pid $(broker_pid) does not answer; stopping it"
-        stop
-    fi
-    if port_open 127.0.0.1 "$TANSU_PORT"; then
-        die "port $TANSU_PORT is taken by another process: $(ss -ltnpH "sport = :$TANSU_PORT" 2>/dev/null | head -n 1)"
+        daemon_stop
     fi
     local bin
     bin="$(find_tansu)"
     ensure_dir "$TANSU_DIR"
-    ensure_dir "$TANSU_STATE"
-    log "starting $("$bin" --version) on 127.0.0.1:$TANSU_PORT, storage $TANSU_STORAGE (log: $TANSU_STATE/tansu.log)"
-    (
-        cd "$TANSU_STATE"
-        RUST_LOG="${TANSU_LOG:-warn}" setsid "$bin" broker \
-            --cluster-id tidings \
-            --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-            --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-            --storage-engine "$TANSU_STORAGE" \
-            </dev/null >>"$TANSU_STATE/tansu.log" 2>&1 8>&- &
-        echo $! >"$TANSU_STATE/tansu.pid"
-    )
-    echo "$TANSU_STORAGE" >"$TANSU_STATE/storage"
-    local i=0
-    until answers; do
-        if [ -z "$(broker_pid)" ]; then
-            tail -n 40 "$TANSU_STATE/tansu.log" >&2 || true
-            die "tansu exited during startup"
-        fi
-        i=$((i + 1))
-        if [ "$i" -gt $((START_TIMEOUT * 5)) ]; then
-            tail -n 40 "$TANSU_STATE/tansu.log" >&2 || true
-            die "no answer to a metadata request after ${START_TIMEOUT}s"
-        fi
-        sleep 0.2
-    done
-    log "ready in $(elapsed "$t0")s: 127.0.0.1:$TANSU_PORT"
-}
-
-stop() {
-    local pid t0
-    pid="$(broker_pid)"
-    if [ -z "$pid" ]; then
-        log "not running"
-        rm -f "$TANSU_STATE/tansu.pid"
-        return 0
+    daemon_start "$("$bin" --version) (storage $TANSU_STORAGE)" \
+        env RUST_LOG="${TANSU_LOG:-warn}" "$bin" broker \
+        --cluster-id tidings \
+        --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+        --storage-engine "$TANSU_STORAGE"
+    if [ "$DAEMON_STARTED" = 1 ]; then
+        echo "$TANSU_STORAGE" >"$TANSU_STATE/storage"
     fi
-    t0="$(now_s)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local i=0
-    while kill -0 "$pid" 2>/dev/null; do
-        i=$((i + 1))
-        if [ "$i" -eq 100 ]; then
-            log "pid $pid ignored SIGTERM for 20s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        if [ "$i" -gt 150 ]; then
-            die "pid $pid did not exit"
-        fi
-        sleep 0.2
-    done
-    # The port must be free before a restart binds it again.
-    i=0
-    while port_open 127.0.0.1 "$TANSU_PORT" && [ "$i" -lt 50 ]; do
-        i=$((i + 1))
-        sleep 0.2
-    done
-    rm -f "$TANSU_STATE/tansu.pid"
-    log "stopped in $(elapsed "$t0")s"
 }
 
 case "${1:-}" in
@@ -246,23 +178,23 @@ start | stop | restart) lock_service ;;
 esac
 case "${1:-}" in
 start) start ;;
-stop) stop ;;
+stop) daemon_stop ;;
 restart)
     t0="$(now_s)"
     case "$(cat "$TANSU_STATE/storage" 2>/dev/null || echo "$TANSU_STORAGE")" in
     memory:*) log "note: memory storage, the restart drops every topic, record and offset" ;;
     esac
     # Restart with the storage the broker was started with.
-    if [ -s "$TANSU_STATE/storage" ] && [ -n "$(broker_pid)" ]; then
+    if [ -s "$TANSU_STATE/storage" ] && [ -n "$(daemon_pid)" ]; then
         TANSU_STORAGE="$(cat "$TANSU_STATE/storage")"
     fi
-    stop
+    daemon_stop
     start
     log "restarted in $(elapsed "$t0")s"
     ;;
 status)
-    if [ -n "$(broker_pid)" ] && answers; then
-        log "running on 127.0.0.1:$TANSU_PORT (pid $(broker_pid), storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'))"
+    if [ -n "$(daemon_pid)" ] && answers; then
+        log "running on 127.0.0.1:$TANSU_PORT (pid $(daemon_pid), storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'))"
     else
         log "not running"
         exit 1
@@ -270,7 +202,7 @@ status)
     ;;
 env)
     storage="$TANSU_STORAGE"
-    if [ -n "$(broker_pid)" ] && [ -s "$TANSU_STATE/storage" ]; then
+    if [ -n "$(daemon_pid)" ] && [ -s "$TANSU_STATE/storage" ]; then
         storage="$(cat "$TANSU_STATE/storage")"
     fi
     print_env \
