@@ -23,7 +23,12 @@ impl Subscription {
                 break;
             }
             let m = entry.remove();
+            self.may_expire_at(m.expires_at);
             self.active.insert(m.sequence_number, m);
+        }
+        if self.next_expiry.is_none_or(|t| t > now) {
+            // Nothing can have run out yet.
+            return;
         }
         let expired_locks: Vec<i64> = self
             .active
@@ -58,6 +63,20 @@ impl Subscription {
                 );
             }
         }
+        self.next_expiry = self
+            .active
+            .values()
+            .flat_map(|m| [m.lock.map(|l| l.until), m.expires_at])
+            .chain(self.dead_letters.values().map(|m| m.lock.map(|l| l.until)))
+            .flatten()
+            .min();
+    }
+
+    /// Note that a lock or a time-to-live may run out at `t`, for [`housekeep`](Self::housekeep).
+    pub(super) fn may_expire_at(&mut self, t: Option<SystemTime>) {
+        if let Some(t) = t {
+            self.next_expiry = Some(self.next_expiry.map_or(t, |n| n.min(t)));
+        }
     }
 
     pub(super) fn dead_letter_if_exhausted(&mut self, seq: i64) {
@@ -83,5 +102,85 @@ impl Subscription {
         m.set_property("DeadLetterErrorDescription", description.to_string());
         self.dead_letters.insert(m.sequence_number, m);
         self.notify.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::super::{Broker, Limits, Message, Receive, ReceiveMode, SubQueue};
+    use crate::filter::Filter;
+
+    fn broker(max_delivery_count: u32, expiry_dead_letters: bool) -> Broker {
+        let broker = Broker::new(Limits {
+            lock_duration: Duration::from_secs(1),
+            max_delivery_count,
+            max_message_size: 1024,
+        });
+        broker.create_topic("t", None, None).unwrap();
+        let mut settings = broker.default_settings();
+        settings.dead_lettering_on_message_expiration = expiry_dead_letters;
+        broker
+            .create_subscription("t", "s", settings, Some(Filter::True))
+            .unwrap();
+        broker
+    }
+
+    /// Housekeep the subscription as at `at`; its (active, dead-letter) counts.
+    fn housekeep(broker: &Broker, at: SystemTime) -> (usize, usize) {
+        let mut topics = broker.lock();
+        let s = topics
+            .get_mut("t")
+            .unwrap()
+            .subscriptions
+            .get_mut("s")
+            .unwrap();
+        s.housekeep(at);
+        (s.active.len(), s.dead_letters.len())
+    }
+
+    #[test]
+    fn an_expired_lock_is_released_once_it_runs_out_and_not_before() {
+        let b = broker(1, false);
+        b.send("t", vec![Message::default()]).unwrap();
+        let Receive::Message(m) = b
+            .receive("t", "s", SubQueue::Active, ReceiveMode::PeekLock)
+            .unwrap()
+        else {
+            panic!("a message");
+        };
+        let until = m.lock.unwrap().until;
+        assert_eq!(housekeep(&b, until - Duration::from_millis(1)), (1, 0));
+        // Its one delivery used, it goes to the dead-letter subqueue.
+        assert_eq!(housekeep(&b, until), (0, 1));
+    }
+
+    #[test]
+    fn a_message_past_its_time_to_live_expires_even_after_other_locks_were_settled() {
+        let b = broker(10, true);
+        let short = Message {
+            time_to_live: Some(Duration::from_secs(5)),
+            ..Message::default()
+        };
+        b.send("t", vec![Message::default(), short]).unwrap();
+        let Receive::Message(first) = b
+            .receive("t", "s", SubQueue::Active, ReceiveMode::PeekLock)
+            .unwrap()
+        else {
+            panic!("a message");
+        };
+        let token = first.lock.unwrap().token.to_string();
+        b.complete(
+            "t",
+            "s",
+            SubQueue::Active,
+            &first.sequence_number.to_string(),
+            &token,
+        )
+        .unwrap();
+        let now = SystemTime::now();
+        assert_eq!(housekeep(&b, now + Duration::from_secs(2)), (1, 0));
+        assert_eq!(housekeep(&b, now + Duration::from_secs(6)), (0, 1));
     }
 }

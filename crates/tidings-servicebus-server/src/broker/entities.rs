@@ -119,6 +119,7 @@ impl Broker {
                 scheduled: BTreeMap::new(),
                 dead_letters: BTreeMap::new(),
                 notify: Arc::new(Notify::new()),
+                next_expiry: None,
             },
         );
         Ok(())

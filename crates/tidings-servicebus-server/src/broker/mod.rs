@@ -131,6 +131,10 @@ pub(crate) struct Subscription {
     pub(crate) scheduled: BTreeMap<(SystemTime, i64), Message>,
     pub(crate) dead_letters: BTreeMap<i64, Message>,
     pub(crate) notify: Arc<Notify>,
+    /// No lock and no time-to-live in this subscription runs out before this time (a lower
+    /// bound, lowered whenever one is set): housekeeping scans the queues only once it has
+    /// come, not on every receive.
+    pub(crate) next_expiry: Option<SystemTime>,
 }
 
 /// The settable parts of a subscription description.

@@ -59,6 +59,7 @@ impl Broker {
                         s.scheduled.insert((at, copy.sequence_number), copy);
                     }
                     None => {
+                        s.may_expire_at(copy.expires_at);
                         s.active.insert(copy.sequence_number, copy);
                     }
                 }
@@ -123,12 +124,15 @@ impl Broker {
                 }
                 ReceiveMode::PeekLock => {
                     let m = q.get_mut(&seq).expect("chosen from the map");
+                    let until = now + settings.lock_duration;
                     m.delivery_count += 1;
                     m.lock = Some(Lock {
                         token: Uuid::new_v4(),
-                        until: now + settings.lock_duration,
+                        until,
                     });
-                    Receive::Message(Box::new(m.clone()))
+                    let m = Box::new(m.clone());
+                    s.may_expire_at(Some(until));
+                    Receive::Message(m)
                 }
             }
         })
@@ -162,13 +166,19 @@ impl Broker {
             SubQueue::Active => &s.active,
             SubQueue::DeadLetter => &s.dead_letters,
         };
-        let seq = q
-            .iter()
-            .find(|(seq, m)| {
-                (id.parse::<i64>().ok() == Some(**seq) || m.message_id.as_deref() == Some(id))
-                    && m.lock.is_some_and(|l| l.token == token && l.until > now)
+        let held = |m: &Message| m.lock.is_some_and(|l| l.token == token && l.until > now);
+        // A sequence number (what lock URIs carry) is looked up directly; a message id
+        // needs a scan.
+        let by_sequence = id
+            .parse::<i64>()
+            .ok()
+            .filter(|seq| q.get(seq).is_some_and(held));
+        let seq = by_sequence
+            .or_else(|| {
+                q.iter()
+                    .find(|(_, m)| m.message_id.as_deref() == Some(id) && held(m))
+                    .map(|(seq, _)| *seq)
             })
-            .map(|(seq, _)| *seq)
             .ok_or_else(|| {
                 Fault(
                     404,
@@ -227,6 +237,7 @@ impl Broker {
             if let Some(lock) = s.queue(q).get_mut(&seq).and_then(|m| m.lock.as_mut()) {
                 lock.until = until;
             }
+            s.may_expire_at(Some(until));
             until
         })
     }
