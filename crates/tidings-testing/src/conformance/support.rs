@@ -155,13 +155,23 @@ impl Probe {
         patience: Duration,
     ) -> Vec<Seen> {
         let wanted: BTreeSet<u64> = ns.into_iter().collect();
+        // Checked under the probe's lock on every record: count, clone only once done (a
+        // clone of thousands of envelopes per record would hold up the handlers).
+        let mut missing = wanted.clone();
+        let mut checked = 0;
         self.wait_until(
             patience,
             &format!("`{label}` to handle events {}", ranges(&wanted)),
             |seen| {
-                let mine: Vec<_> = seen.iter().filter(|s| s.label == label).cloned().collect();
-                let got: BTreeSet<u64> = mine.iter().map(|s| s.n).collect();
-                wanted.is_subset(&got).then_some(mine)
+                for s in &seen[checked..] {
+                    if s.label == label {
+                        missing.remove(&s.n);
+                    }
+                }
+                checked = seen.len();
+                missing
+                    .is_empty()
+                    .then(|| seen.iter().filter(|s| s.label == label).cloned().collect())
             },
         )
         .await
