@@ -1,13 +1,9 @@
-//! Consuming: receiver tasks peek-lock messages, one request each at a time
-//! ([`Rest::peek_lock`](crate::client::Rest::peek_lock)), and hand them to the bus through
-//! a channel of one, so `next()` is cancel-safe. The REST protocol returns one message per
-//! request, so a subscription runs as many receivers as its prefetch allows, up to
-//! [`MAX_RECEIVERS`]: one request's round trip no longer bounds its throughput. Each delivery's [`ServiceBusAcker`] renews
+//! Consuming: a receiver task peek-locks messages one at a time
+//! ([`Rest::peek_lock`](crate::client::Rest::peek_lock)) and hands them to the bus through a
+//! channel of one, so `next()` is cancel-safe. Each delivery's [`ServiceBusAcker`] renews
 //! the lock while the handler runs and settles it by the lock URI of the peek-lock answer.
-//! Failed receives are retried with exponential backoff and reported to the bus by one
-//! receiver at a time, so one outage pauses the bus once, not once per receiver.
+//! Failed receives are reported to the bus and retried with exponential backoff.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +23,6 @@ pub(crate) struct Target {
     pub(crate) spec: SubscriptionSpec,
     pub(crate) topic: Arc<str>,
     pub(crate) subscription: Arc<str>,
-    /// Whether one of the subscription's receivers is reporting its failures to the bus:
-    /// the others fail alike and stay quiet, since the bus pauses after each failure it
-    /// is told of (eight receivers reporting one outage would pause it eight times over).
-    reporting: AtomicBool,
 }
 
 /// The deliveries of one subscription.
@@ -56,20 +48,11 @@ pub(crate) fn start(shared: Arc<Shared>, spec: &SubscriptionSpec) -> ServiceBusS
         spec: spec.clone(),
         topic: Arc::from(spec.topic.as_str()),
         subscription: Arc::from(spec.name.as_str()),
-        reporting: AtomicBool::new(false),
     };
     let (tx, rx) = mpsc::channel(1);
-    let target = Arc::new(target);
-    for _ in 0..usize::from(spec.prefetch).clamp(1, MAX_RECEIVERS) {
-        tokio::spawn(receive_loop(shared.clone(), target.clone(), tx.clone()));
-    }
+    tokio::spawn(receive_loop(shared, Arc::new(target), tx));
     ServiceBusSubscriber { rx }
 }
-
-/// The most receive requests one subscription has in flight. Each may hold a locked
-/// message while the handlers are busy (its lock renewed only once a handler takes it), so
-/// more would mostly lock messages early.
-const MAX_RECEIVERS: usize = 8;
 
 async fn receive_loop(
     shared: Arc<Shared>,
@@ -78,8 +61,6 @@ async fn receive_loop(
 ) {
     let entity = subscription_path(&target.topic, &target.subscription);
     let mut backoff = receive_backoff();
-    // Whether this receiver reports its failures (see `Target::reporting`).
-    let mut reporter = false;
     loop {
         if tx.is_closed() {
             return;
@@ -88,10 +69,6 @@ async fn receive_loop(
             .rest
             .peek_lock(&entity, shared.config.receive_wait)
             .await;
-        if received.is_ok() && reporter {
-            reporter = false;
-            target.reporting.store(false, Ordering::Release);
-        }
         let (m, lock_uri) = match received {
             Ok(None) => {
                 backoff = receive_backoff();
@@ -103,22 +80,12 @@ async fn receive_loop(
             }
             Err(e) => {
                 let gone = e.kind() == ErrorKind::NotFound;
-                reporter = reporter
-                    || target
-                        .reporting
-                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                if reporter {
-                    if tx.send(Err(e)).await.is_err() {
-                        return;
-                    }
-                } else {
-                    tracing::debug!(subscription = %target.subscription, error = %e, "receiving failed (another receiver reports it)");
+                if tx.send(Err(e)).await.is_err() {
+                    return;
                 }
-                if gone && reporter && shared.config.provision {
+                if gone && shared.config.provision {
                     // The subscription vanished (deleted, or a development server
-                    // restarted): declare it again (the receiver that reports it, once
-                    // the bus has taken the report).
+                    // restarted): declare it again.
                     let mut topology = Topology::new(target.spec.service.clone());
                     topology.subscriptions.push(target.spec.clone());
                     match crate::topology::provision(&shared.rest, &shared.config, &topology).await
