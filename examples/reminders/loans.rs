@@ -44,10 +44,7 @@ impl Sent {
 }
 
 /// Notifications' handler: "send" the reminder (record it).
-async fn send_reminder(
-    event: LoanDue,
-    cx: Context<Mutex<Vec<Sent>>>,
-) -> Result<(), HandlerError> {
+async fn send_reminder(event: LoanDue, cx: Context<Mutex<Vec<Sent>>>) -> Result<(), HandlerError> {
     cx.state().lock().expect("sent").push(Sent {
         book: event.book,
         due: event.due,
