@@ -4,39 +4,24 @@
 //! return; set but unreachable: they fail.
 #![cfg(feature = "claim-check-azure")]
 
-use std::sync::{Arc, Mutex};
+mod claim_store;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
+use claim_store::{archive, reader, seen_until, ArchiveEvents, ScanStored, Seen};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tidings::object_store::azure::MicrosoftAzureBuilder;
-use tidings::object_store::path::Path;
-use tidings::object_store::{ObjectStore, ObjectStoreExt};
-use tidings::transport::wire::CLAIM_CHECK;
-use tidings::{Bus, ClaimCheck, Context, Event, HandlerError, Memory, Subscription, Topic};
+use tidings::object_store::ObjectStore;
+use tidings::{ClaimCheck, Memory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Azurite's well-known development account key, published in Microsoft's Azurite
 /// documentation (not a secret).
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
-#[event(name = "archive.scan-stored", version = 1)]
-struct ScanStored {
-    book: String,
-    pages: String,
-}
-
-#[derive(Debug, Clone, Topic)]
-#[topic(name = "archive")]
-enum ArchiveEvents {
-    ScanStored(ScanStored),
-}
-
-type Seen = Mutex<Vec<(ScanStored, bool)>>;
 
 /// `TIDINGS_AZURE_BLOB_URL`, or `None` after printing why the test is skipped.
 fn blob_url() -> Option<String> {
@@ -136,92 +121,11 @@ impl Container {
     }
 }
 
-async fn reader(transport: &Memory, claim_check: ClaimCheck, seen: &Arc<Seen>) -> Bus {
-    Bus::builder("reader")
-        .transport(transport.clone())
-        .claim_check(claim_check)
-        .subscribe(
-            Subscription::to::<ArchiveEvents>()
-                .with_shared_state(seen.clone())
-                .on(|e: ScanStored, cx: Context<Seen>| async move {
-                    let claimed = cx.envelope().header(CLAIM_CHECK).is_some();
-                    cx.state().lock().unwrap().push((e, claimed));
-                    Ok::<(), HandlerError>(())
-                }),
-        )
-        .build()
-        .await
-        .expect("the subscriber")
-}
-
-async fn archive(transport: &Memory, claim_check: ClaimCheck) -> Bus {
-    Bus::builder("archive")
-        .transport(transport.clone())
-        .publishes::<ArchiveEvents>()
-        .claim_check(claim_check)
-        .build()
-        .await
-        .expect("the publisher")
-}
-
-/// Wait up to 30 s until `seen` holds `n` events.
-async fn seen_until(seen: &Seen, n: usize) -> Vec<(ScanStored, bool)> {
-    for _ in 0..300 {
-        if seen.lock().unwrap().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    seen.lock().unwrap().clone()
-}
-
 #[tokio::test]
 async fn a_large_event_travels_through_azure_blob_and_is_swept() {
     let Some(url) = blob_url() else { return };
     let container = Container::new(&url).await;
-    let store = container.store.clone();
-    let claim_check = ClaimCheck::new(store.clone()).prefix("scans");
-
-    let transport = Memory::new();
-    let seen: Arc<Seen> = Arc::default();
-    let subscriber = reader(&transport, claim_check.clone(), &seen).await;
-    let publisher = archive(&transport, claim_check.clone()).await;
-
-    let scan = ScanStored {
-        book: "b-1".into(),
-        pages: "p".repeat(5 * 1024 * 1024),
-    };
-    let id = publisher
-        .publish(scan.clone())
-        .await
-        .expect("publishing 5 MiB");
-    let location = Path::from(format!("scans/{id}"));
-    let stored = store
-        .head(&location)
-        .await
-        .unwrap_or_else(|e| panic!("nothing stored at {location}: {e}"));
-    assert!(
-        stored.size > 5 * 1024 * 1024,
-        "{location} holds {} bytes",
-        stored.size
-    );
-
-    let seen = seen_until(&seen, 1).await;
-    assert_eq!(seen.len(), 1, "the event should be handled once");
-    assert!(seen[0].0 == scan, "the event arrived changed");
-    assert!(seen[0].1, "the event did not come by claim check");
-
-    // Fresh: kept. Past a retention of zero: swept.
-    assert_eq!(claim_check.sweep().await.expect("sweeping"), 0);
-    let swept = claim_check.clone().retention(Duration::ZERO).sweep().await;
-    assert_eq!(swept.expect("sweeping"), 1);
-    assert!(
-        store.head(&location).await.is_err(),
-        "{location} survived the sweep"
-    );
-
-    publisher.shutdown().await;
-    subscriber.shutdown().await;
+    claim_store::round_trip_and_sweep(container.store.clone()).await;
     container.delete().await;
 }
 
