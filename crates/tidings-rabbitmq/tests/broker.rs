@@ -69,13 +69,7 @@ async fn build_declares_the_documented_topology() {
 
     // The binding is per handled event: a cancelled order (no handler) never reaches
     // the queue; a placed order does.
-    let lending = Bus::builder("shop")
-        .namespace(&ns)
-        .transport(RabbitMq::from_url(&url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let lending = common::shop(&url, &ns).await;
     lending.publish(OrderCancelled { n: 1 }).await.unwrap();
     lending.publish(OrderPlaced { n: 2 }).await.unwrap();
     eventually(PATIENCE, "order 2 handled", || seen.runs(2).len() == 1).await;
@@ -206,13 +200,7 @@ async fn publishing_to_a_missing_exchange_is_not_found_and_harms_nothing() {
         .build()
         .await
         .unwrap();
-    let bus = Bus::builder("shop")
-        .namespace(&ns)
-        .transport(RabbitMq::from_url(&url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let bus = common::shop(&url, &ns).await;
     let env = Envelope::new("orders.placed", 1, "shop", "application/json", &b"{}"[..]);
     let err = bus
         .publish_envelopes_to(&format!("{ns}.nowhere"), vec![env])
@@ -288,13 +276,7 @@ async fn a_queue_deleted_under_a_running_consumer_is_declared_again() {
         .build()
         .await
         .unwrap();
-    let bus = Bus::builder("shop")
-        .namespace(&ns)
-        .transport(RabbitMq::from_url(&url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let bus = common::shop(&url, &ns).await;
     let conn = raw(&url).await;
     let ch = conn.create_channel().await.unwrap();
     let work = format!("{ns}.catalog.{ns}.orders");

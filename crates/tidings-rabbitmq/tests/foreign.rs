@@ -59,13 +59,7 @@ async fn buses(url: &str, ns: &str, transport: RabbitMq, seen: &Seen) -> (Bus, B
         .build()
         .await
         .unwrap();
-    let bus = Bus::builder("shop")
-        .namespace(ns)
-        .transport(RabbitMq::from_url(url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let bus = common::shop(url, ns).await;
     (sub, bus)
 }
 

@@ -54,13 +54,7 @@ async fn buses(url: &str, ns: &str, handled: &Handled, concurrency: usize) -> (B
         .build()
         .await
         .unwrap();
-    let publisher = Bus::builder("shop")
-        .namespace(ns)
-        .transport(RabbitMq::from_url(url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let publisher = common::shop(url, ns).await;
     (sub, publisher)
 }
 
@@ -227,13 +221,7 @@ async fn a_retry_backoff_is_waited_in_full_and_not_much_more() {
         .build()
         .await
         .unwrap();
-    let publisher = Bus::builder("shop")
-        .namespace(&ns)
-        .transport(RabbitMq::from_url(&url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let publisher = common::shop(&url, &ns).await;
     publisher.publish(OrderPlaced { n: 1 }).await.unwrap();
     eventually(PATIENCE, "three runs", || runs.lock().unwrap().len() == 3).await;
 

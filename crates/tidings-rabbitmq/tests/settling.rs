@@ -50,13 +50,7 @@ async fn a_failed_handler_is_retried_through_the_wait_queues() {
         .build()
         .await
         .unwrap();
-    let bus = Bus::builder("shop")
-        .namespace(&ns)
-        .transport(RabbitMq::from_url(&url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let bus = common::shop(&url, &ns).await;
     bus.publish(OrderPlaced { n: 1 }).await.unwrap();
     eventually(PATIENCE, "three runs of order 1", || {
         seen.runs(1).len() == 3
@@ -126,13 +120,7 @@ async fn dead_letters_are_listed_without_removal_and_replayed() {
         .build()
         .await
         .unwrap();
-    let bus = Bus::builder("shop")
-        .namespace(&ns)
-        .transport(RabbitMq::from_url(&url).unwrap())
-        .publishes::<OrderEvents>()
-        .build()
-        .await
-        .unwrap();
+    let bus = common::shop(&url, &ns).await;
     let ids = bus
         .publish_batch([
             OrderPlaced { n: 1 },

@@ -49,6 +49,17 @@ pub fn url() -> Option<String> {
     }
 }
 
+/// The publisher of orders, `shop`, in namespace `ns` on its own connection.
+pub async fn shop(url: &str, ns: &str) -> tidings_core::Bus {
+    tidings_core::Bus::builder("shop")
+        .namespace(ns)
+        .transport(tidings_rabbitmq::RabbitMq::from_url(url).unwrap())
+        .publishes::<OrderEvents>()
+        .build()
+        .await
+        .unwrap()
+}
+
 /// A fresh namespace, so tests never share broker objects.
 pub fn namespace() -> String {
     format!("rmq-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
