@@ -104,6 +104,15 @@ pub fn deliver_at(env: &Envelope) -> std::result::Result<Option<SystemTime>, Str
         })
 }
 
+/// When `env` could first be handled: its time, or its scheduled time when later (an
+/// unreadable one counts as none). What the lag metric counts from.
+pub(crate) fn ready_at(env: &Envelope) -> SystemTime {
+    match deliver_at(env) {
+        Ok(Some(at)) => at.max(env.time),
+        _ => env.time,
+    }
+}
+
 /// How long `env` must still wait before a handler may see it; `None` when it is due.
 pub(crate) fn wait(env: &Envelope) -> std::result::Result<Option<Duration>, String> {
     Ok(deliver_at(env)?
@@ -133,6 +142,20 @@ mod tests {
         assert!(later < Duration::from_millis(1), "{later:?}");
         let left = wait(&e).unwrap().unwrap();
         assert!(left > Duration::from_secs(89) && left <= Duration::from_millis(90_001));
+    }
+
+    #[test]
+    fn an_event_is_ready_at_its_scheduled_time_or_its_own_time_whichever_is_later() {
+        let mut e = env();
+        assert_eq!(ready_at(&e), e.time);
+        let later = e.time + Duration::from_secs(600);
+        stamp(&mut e, later, &Scheduling::default()).unwrap();
+        let ready = ready_at(&e);
+        assert!(ready >= later && ready < later + Duration::from_millis(1));
+        e.set_header(DELIVER_AT, "1970-01-01T00:00:00Z");
+        assert_eq!(ready_at(&e), e.time, "a time before the event's own");
+        e.set_header(DELIVER_AT, "soon");
+        assert_eq!(ready_at(&e), e.time, "an unreadable time");
     }
 
     #[test]

@@ -48,7 +48,15 @@ pub(crate) struct Dispatcher {
 /// How a delivery ends.
 enum Outcome {
     Ack,
-    Retry { next_attempt: u32, delay: Duration },
+    Retry {
+        next_attempt: u32,
+        delay: Duration,
+    },
+    /// Put back until its scheduled time, as the same attempt; no handler ran.
+    Defer {
+        attempt: u32,
+        delay: Duration,
+    },
     DeadLetter(DeadLetterInfo),
 }
 
@@ -308,8 +316,8 @@ impl Dispatcher {
             subscription = %self.subscription, event_type = %env.event_type, id = %env.id,
             due_in = ?wait, "scheduled for later; held back until it is due"
         );
-        let put_back = |delay| Outcome::Retry {
-            next_attempt: attempt.max(1),
+        let put_back = |delay| Outcome::Defer {
+            attempt: attempt.max(1),
             delay,
         };
         if self.delayed_redelivery {
@@ -356,6 +364,7 @@ impl Dispatcher {
         let (settled, name) = match &outcome {
             Outcome::Ack => (Settled::Ack, "ack"),
             Outcome::Retry { delay, .. } => (Settled::Retry(*delay), "retry"),
+            Outcome::Defer { delay, .. } => (Settled::Retry(*delay), "defer"),
             Outcome::DeadLetter(info) => (Settled::DeadLetter(&info.reason), "dead_letter"),
         };
         telemetry::record_settled(&span, settled);
@@ -368,7 +377,6 @@ impl Dispatcher {
                 )
             });
         }
-        let time = envelope.time;
         let handled = envelope.clone();
         let settling = self.settle(envelope, outcome, acker, shutdown);
         if span.is_none() {
@@ -379,8 +387,15 @@ impl Dispatcher {
         let now = SystemTime::now();
         self.monitor.finished(now);
         self.metrics.in_flight(&labels, -1);
+        if name == "defer" {
+            // Not handled: no lag to record.
+            return;
+        }
+        // Lag counts from when the event could be handled: its time, or its scheduled
+        // time when that is later.
         let lag = if Metrics::ENABLED {
-            now.duration_since(time).unwrap_or_default()
+            now.duration_since(crate::schedule::ready_at(&handled))
+                .unwrap_or_default()
         } else {
             Duration::ZERO
         };
@@ -404,6 +419,10 @@ impl Dispatcher {
                 Outcome::Ack => acker.ack().await,
                 Outcome::Retry {
                     next_attempt,
+                    delay,
+                }
+                | Outcome::Defer {
+                    attempt: next_attempt,
                     delay,
                 } => acker.retry(envelope.clone(), *next_attempt, *delay).await,
                 Outcome::DeadLetter(info) => {

@@ -11,7 +11,7 @@
 //! | `tidings.retries` | counter | `{message}` | system, destination, subscription, service, wire name |
 //! | `tidings.dead_letters` | counter | `{message}` | system, destination, subscription, service, wire name |
 //! | `tidings.handlers.in_flight` | up-down counter | `{handler}` | system, destination, subscription, service |
-//! | `tidings.lag` | histogram | `s` | system, destination, subscription, service, wire name: handled time minus event time |
+//! | `tidings.lag` | histogram | `s` | system, destination, subscription, service, wire name: handled time minus event time (its scheduled time when later); not recorded for a scheduled event put back until due |
 
 #[cfg(not(feature = "opentelemetry"))]
 use {crate::error::Error, std::time::Duration};
