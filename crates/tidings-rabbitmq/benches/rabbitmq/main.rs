@@ -14,19 +14,37 @@
 //!   acknowledged (raw: a spawned task, like a bus's consumer loop, with `basic.ack
 //!   multiple` every 100 deliveries; tidings: a typed handler on a subscription with
 //!   prefetch 1000, acks batched by the transport).
-//! - end to end (printed after the groups): one publisher sending events one at a time
+//! - `end_to_end/*`: a consumer running (raw: the loop of `consume`, started untimed;
+//!   tidings: a bus with the typed handler, built untimed), timed from the first publish
+//!   of N events (raw: the sliding window of `publish`; tidings: `publish_batch`, the
+//!   transport's window of the same size) until the consumer has handled the last: the
+//!   same guarantees on both sides (durable queue, persistent messages, confirms,
+//!   prefetch 1000, manual acks after handling).
+//! - `batch/*`: 1000 events as one `publish_batch` against 1000 `publish` calls all in
+//!   flight at once (`join_all`), both confirmed; raw lapin's sliding window for the same
+//!   1000 as a reference.
+//! - `stream/*`: 10 batches of 1000 (`publish_batch`) with 1, 2 or 4 batches in flight
+//!   at once, against raw lapin sending the 10 000 in one sliding window: whether the
+//!   confirm window stays full from one batch to the next.
+//! - paired rounds (printed after the groups; `TIDINGS_BENCH_ROUNDS`, default 6, 0 to
+//!   skip): the publish and consume workloads alternating raw and tidings.
+//! - end to end latency (printed after the groups): one publisher sending events one at a time
 //!   (each confirmed) while a consumer runs; the latency from just before the publish
 //!   to the handler, recorded in an HDR histogram, p50 and p99.
 //!
-//! N defaults to 10 000 (`TIDINGS_BENCH_EVENTS`). Without `TIDINGS_RABBITMQ_URL` the
+//! N defaults to 10 000 (`TIDINGS_BENCH_EVENTS`); `TIDINGS_BENCH_LATENCY=0` leaves the
+//! latency part out (for profiling one group with `--profile-time`). Without `TIDINGS_RABBITMQ_URL` the
 //! benchmark prints a line and does nothing.
 
 mod ours;
 mod raw;
+mod throughput;
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -36,10 +54,17 @@ use tokio::runtime::Runtime;
 
 use ours::{counter, tick, tidings_consumer, tidings_end_to_end, tidings_publisher};
 use raw::{purge, raw_consume, raw_declare, raw_end_to_end, raw_headers, raw_publish, side, Side};
+use throughput::{
+    raw_publish_n, raw_throughput, tidings_publish_n, tidings_stream, tidings_throughput,
+};
 
 const WINDOW: usize = 1000;
 const PREFETCH: u16 = 1000;
 const ACK_EVERY: u64 = 100;
+/// The batch of the `batch` and `stream` groups.
+const BATCH: u64 = 1000;
+/// Batches in the `stream` group.
+const BATCHES: u64 = 10;
 
 fn events() -> u64 {
     std::env::var("TIDINGS_BENCH_EVENTS")
@@ -321,6 +346,20 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    throughput_groups(
+        c,
+        &rt,
+        &conn,
+        &raw_channel,
+        &raw_side,
+        &headers,
+        &url,
+        &publisher,
+        &tidings_ns,
+        &tidings_side,
+        n,
+    );
+
     rt.block_on(async {
         let rounds = Rounds {
             url: &url,
@@ -337,25 +376,23 @@ fn bench(c: &mut Criterion) {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(6);
-        paired(&rounds, count).await;
-        let e2e = n.min(5000);
-        let raw = raw_end_to_end(&conn, &raw_channel, &raw_side, &headers, e2e).await;
-        let ours = tidings_end_to_end(&url, &publisher, &tidings_ns, e2e).await;
-        println!("end_to_end/{e2e} events, one publish at a time (each confirmed):");
-        for (name, h) in [("raw_lapin", &raw), ("tidings", &ours)] {
-            println!(
-                "  {name:<9}  p50 {:>6} µs   p99 {:>6} µs   max {:>7} µs   ({} samples)",
-                h.value_at_quantile(0.50),
-                h.value_at_quantile(0.99),
-                h.max(),
-                h.len()
-            );
+        if count > 0 {
+            paired(&rounds, count).await;
         }
-        println!(
-            "  ratio tidings/raw: p50 {:.2}, p99 {:.2}",
-            ours.value_at_quantile(0.5) as f64 / raw.value_at_quantile(0.5).max(1) as f64,
-            ours.value_at_quantile(0.99) as f64 / raw.value_at_quantile(0.99).max(1) as f64
-        );
+        // TIDINGS_BENCH_LATENCY=0 leaves the latency part out (for profiling the groups).
+        if std::env::var("TIDINGS_BENCH_LATENCY").as_deref() != Ok("0") {
+            latency(
+                &conn,
+                &raw_channel,
+                &raw_side,
+                &headers,
+                &url,
+                &publisher,
+                &tidings_ns,
+                n,
+            )
+            .await;
+        }
         // Leave nothing behind on the broker: the tidings side through its buses...
         publisher.teardown().await.unwrap();
         let reader = RabbitMq::from_url(&url).unwrap();
@@ -376,6 +413,137 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
         }
     });
+}
+
+/// End-to-end latency, one publish at a time (each confirmed), raw and tidings.
+#[allow(clippy::too_many_arguments)]
+async fn latency(
+    conn: &Connection,
+    raw_channel: &Channel,
+    raw_side: &Side,
+    headers: &FieldTable,
+    url: &str,
+    publisher: &Bus,
+    tidings_ns: &str,
+    n: u64,
+) {
+    let e2e = n.min(5000);
+    let raw = raw_end_to_end(conn, raw_channel, raw_side, headers, e2e).await;
+    let ours = tidings_end_to_end(url, publisher, tidings_ns, e2e).await;
+    println!("end_to_end/{e2e} events, one publish at a time (each confirmed):");
+    for (name, h) in [("raw_lapin", &raw), ("tidings", &ours)] {
+        println!(
+            "  {name:<9}  p50 {:>6} µs   p99 {:>6} µs   max {:>7} µs   ({} samples)",
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.99),
+            h.max(),
+            h.len()
+        );
+    }
+    println!(
+        "  ratio tidings/raw: p50 {:.2}, p99 {:.2}",
+        ours.value_at_quantile(0.5) as f64 / raw.value_at_quantile(0.5).max(1) as f64,
+        ours.value_at_quantile(0.99) as f64 / raw.value_at_quantile(0.99).max(1) as f64
+    );
+}
+
+/// The `end_to_end`, `batch` and `stream` groups.
+#[allow(clippy::too_many_arguments)]
+fn throughput_groups(
+    c: &mut Criterion,
+    rt: &Runtime,
+    conn: &Connection,
+    raw_channel: &Channel,
+    raw_side: &Side,
+    headers: &FieldTable,
+    url: &str,
+    publisher: &Bus,
+    tidings_ns: &str,
+    tidings_side: &Side,
+    n: u64,
+) {
+    // Flat sampling: every sample the same number of (long) iterations, 10 at least.
+    let mut group = c.benchmark_group("end_to_end");
+    group.throughput(Throughput::Elements(n));
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function(BenchmarkId::new("raw_lapin", n), |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += raw_throughput(conn, raw_channel, raw_side, headers, n).await;
+            }
+            total
+        })
+    });
+    group.bench_function(BenchmarkId::new("tidings", n), |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += tidings_throughput(url, publisher, tidings_ns, n).await;
+            }
+            total
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function(BenchmarkId::new("raw_lapin_window", BATCH), |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += raw_publish_n(conn, raw_channel, raw_side, headers, BATCH).await;
+            }
+            total
+        })
+    });
+    for (name, batch) in [("publish_batch", true), ("singles_in_flight", false)] {
+        group.bench_function(BenchmarkId::new(name, BATCH), |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += tidings_publish_n(conn, publisher, tidings_side, BATCH, batch).await;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("stream");
+    group.throughput(Throughput::Elements(BATCHES * BATCH));
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function(BenchmarkId::new("raw_lapin_window", BATCHES * BATCH), |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += raw_publish_n(conn, raw_channel, raw_side, headers, BATCHES * BATCH).await;
+            }
+            total
+        })
+    });
+    for concurrent in [1usize, 2, 4] {
+        let id = BenchmarkId::new(
+            format!("tidings_{BATCHES}x{BATCH}"),
+            format!("{concurrent}_in_flight"),
+        );
+        group.bench_function(id, |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total +=
+                        tidings_stream(conn, publisher, tidings_side, BATCHES, BATCH, concurrent)
+                            .await;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);
