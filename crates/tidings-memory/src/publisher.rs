@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tidings_core::{Envelope, Result};
 
 use crate::error;
-use crate::topology::{Binding, Hub};
+use crate::topology::Hub;
 use crate::wire::{Body, RawMessage};
 
 /// Publish `envelopes` to `topic` on `hub`; resolves once every copy is in its queue.
@@ -25,20 +25,12 @@ pub(crate) async fn publish(hub: &Hub, topic: &str, envelopes: Vec<Envelope>) ->
         return Ok(());
     };
     for envelope in envelopes {
-        // The last queue that takes the envelope gets the publisher's reference itself:
-        // the publishing thread then never touches the reference count again once the
-        // consumer may be reading it (and an envelope nobody takes is not allocated).
-        let takes = |binding: &Binding| binding.filter.matches(&envelope.event_type);
-        let Some(last) = bindings.iter().rposition(takes) else {
-            continue;
-        };
         let envelope = Arc::new(envelope);
-        for binding in &bindings[..last] {
+        for binding in bindings.iter() {
             if binding.filter.matches(&envelope.event_type) {
                 binding.queue.push(Body::Envelope(envelope.clone())).await?;
             }
         }
-        bindings[last].queue.push(Body::Envelope(envelope)).await?;
     }
     Ok(())
 }
