@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use rdkafka::producer::FutureProducer;
 use tidings_core::{transport::Acker, DeadLetterInfo, Envelope, Error, Result};
 
-use crate::publisher::{send_all, Outgoing};
+use crate::publisher::{send_one, Outgoing};
 use crate::subscriber::state::{Shared, Slot, Tp};
 use crate::wire::{headers_of, origin_headers, retry_headers, Origin};
 
@@ -68,7 +68,7 @@ impl KafkaAcker {
         doing: &str,
         envelope: &Envelope,
     ) -> Result<(), (Error, Self)> {
-        match send_all(&self.producer, topic, vec![record]).await {
+        match send_one(&self.producer, topic, record).await {
             Ok(()) => {
                 self.done();
                 Ok(())

@@ -139,13 +139,51 @@ pub(crate) async fn publish(
             ));
         }
     }
-    let records = envelopes
-        .iter()
-        .map(|env| Outgoing {
+    fn outgoing(env: &Envelope) -> Outgoing<'_> {
+        Outgoing {
             key: env.ordering_key.as_deref(),
             headers: headers_of(env, &[]),
             payload: &env.payload,
-        })
-        .collect();
-    send_all(producer, topic, records).await
+        }
+    }
+    if let [env] = envelopes {
+        // One event (`Bus::publish`): no queue of pending deliveries to allocate.
+        return send_one(producer, topic, outgoing(env)).await;
+    }
+    send_all(producer, topic, envelopes.iter().map(outgoing).collect()).await
+}
+
+/// Send one record to `topic` and wait until the broker acknowledged it; what
+/// [`send_all`] does for one record, without its queue.
+pub(crate) async fn send_one(
+    producer: &FutureProducer,
+    topic: &str,
+    record: Outgoing<'_>,
+) -> Result<()> {
+    let mut rec = FutureRecord::<str, [u8]>::to(topic)
+        .payload(record.payload)
+        .headers(record.headers);
+    if let Some(key) = record.key {
+        rec = rec.key(key);
+    }
+    loop {
+        match producer.send_result(rec) {
+            Ok(delivery) => {
+                let mut first_error = None;
+                note(&mut first_error, topic, delivery.await);
+                return first_error.map_or(Ok(()), Err);
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // The local queue is full: wait a moment for it to drain.
+                rec = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => {
+                return Err(from_kafka(
+                    format_args!("publishing to the Kafka topic {topic}"),
+                    e,
+                ))
+            }
+        }
+    }
 }

@@ -116,15 +116,20 @@ pub(crate) fn read<'m>(
     let (mut partition, mut offset) = (None, None);
     for header in message.headers().into_iter().flat_map(|h| h.iter()) {
         let value = header.value.unwrap_or_default();
+        if !retry {
+            // Records of the topic itself (nearly all): no transport headers to look for.
+            wire.push_bytes(header.key, value);
+            continue;
+        }
         let text = || std::str::from_utf8(value).ok();
         match header.key {
-            DUE_HEADER if retry => {
+            DUE_HEADER => {
                 stamp.due = text()
                     .and_then(|d| d.parse::<u64>().ok())
                     .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
             }
-            ORIGIN_PARTITION_HEADER if retry => partition = text().and_then(|p| p.parse().ok()),
-            ORIGIN_OFFSET_HEADER if retry => offset = text().and_then(|o| o.parse().ok()),
+            ORIGIN_PARTITION_HEADER => partition = text().and_then(|p| p.parse().ok()),
+            ORIGIN_OFFSET_HEADER => offset = text().and_then(|o| o.parse().ok()),
             key => wire.push_bytes(key, value),
         }
     }
