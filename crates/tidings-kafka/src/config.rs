@@ -219,7 +219,13 @@ impl KafkaConfig {
         self
     }
 
-    /// How long the producer waits to fill a batch (`linger.ms`, default 5 ms).
+    /// How long the producer waits to fill a batch (`linger.ms`, default 5 ms, librdkafka's
+    /// own default). Every publish waits up to this long before its record goes out, so it
+    /// adds to publish latency; in exchange, records published meanwhile (by concurrent
+    /// `publish` calls as much as by one `publish_batch`) share one produce request, which
+    /// is what lets many publishes in flight reach the broker's throughput. With a fixed
+    /// number of publishes in flight, throughput is about that number divided by (linger
+    /// + the broker's round trip).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
