@@ -17,6 +17,9 @@ use crate::row::Pending;
 /// look again after 1, 2, 4 … 128 ms before falling back to the poll interval.
 const EAGER_LOOKS: u32 = 8;
 
+/// Rows a batch by default: see [`RelayConfig::batch_size`].
+const DEFAULT_BATCH_SIZE: usize = 1024;
+
 /// How the outbox relay runs: given to [`with_relay`](BusBuilderExt::with_relay) or
 /// [`Outbox::relay_pending`].
 ///
@@ -44,7 +47,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            batch_size: 256,
+            batch_size: DEFAULT_BATCH_SIZE,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(24 * 3600),
             inbox_retention: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -58,7 +61,25 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
-    /// Rows claimed and published per transport call (default 256).
+    /// Rows claimed and published per transport call (default 1024, the RabbitMQ
+    /// transport's default window of unconfirmed messages).
+    ///
+    /// The relay reads a batch, publishes it and waits for every confirm, then marks it
+    /// and reads the next: the broker sits idle for one confirm round trip and the
+    /// database work between two batches, so bigger batches move a backlog faster
+    /// (measured against RabbitMQ: 256 a batch relayed at about 0.6–0.8 of raw lapin with
+    /// confirms pipelined, 1024 and more at 0.8–1.0, `benches/relay`). What a bigger batch
+    /// costs:
+    ///
+    /// - memory: the relay holds one batch at a time (about 2 KiB a row of a small event
+    ///   while it is published), never more, whatever the backlog;
+    /// - latency under load: a row committed while a batch is being published waits for
+    ///   that batch (at 10 000 events/s, up to about 0.1 s for 1024); an idle relay
+    ///   publishes a single row at once whatever the batch size;
+    /// - duplicates: a crash or a broker failure between publishing and marking publishes
+    ///   up to one batch again (the inbox absorbs them);
+    /// - PostgreSQL: the claim transaction, and with [`exclusive`](Self::exclusive) the
+    ///   turn of the other relays, lasts as long as the batch takes to publish.
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self
