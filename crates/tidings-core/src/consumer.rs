@@ -38,7 +38,7 @@ impl fmt::Debug for Worker {
 
 /// How long to wait after the subscriber fails to receive: 200 ms doubling to 6.4 s, for
 /// as long as it keeps failing; started afresh after a delivery arrives.
-fn receive_backoff() -> impl Iterator<Item = Duration> {
+fn receive_backoff() -> backon::ExponentialBackoff {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -66,7 +66,9 @@ async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
         dispatcher,
         shutdown,
     } = worker;
-    let mut failures = receive_backoff();
+    // Built on the first failure and dropped on the next delivery: building it costs
+    // more than handing a delivery over.
+    let mut failures = None;
     // One cancellation future for the whole loop: registering a new one per delivery costs
     // more than handing the delivery over.
     let cancelled = shutdown.clone().cancelled_owned();
@@ -85,7 +87,7 @@ async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
             };
             match next {
                 Some(Ok(delivery)) => {
-                    failures = receive_backoff();
+                    failures = None;
                     dispatcher.monitor.consuming();
                     dispatcher.process(delivery, &shutdown).await;
                 }
@@ -119,7 +121,7 @@ async fn consume<S: Subscriber>(mut subscriber: S, worker: Worker) {
         };
         let delivery = match next {
             Some(Ok(d)) => {
-                failures = receive_backoff();
+                failures = None;
                 dispatcher.monitor.consuming();
                 d
             }
@@ -202,10 +204,13 @@ async fn receive<S: Subscriber>(
 async fn pause_after_error(
     dispatcher: &Dispatcher,
     error: &Error,
-    failures: &mut impl Iterator<Item = Duration>,
+    failures: &mut Option<backon::ExponentialBackoff>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let delay = failures.next().unwrap_or(Duration::from_secs(6));
+    let delay = failures
+        .get_or_insert_with(receive_backoff)
+        .next()
+        .unwrap_or(Duration::from_secs(6));
     dispatcher.monitor.reconnecting(error);
     tracing::warn!(
         subscription = %dispatcher.subscription, topic = %dispatcher.topic, %error,

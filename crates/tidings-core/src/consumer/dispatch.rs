@@ -413,7 +413,8 @@ impl Dispatcher {
     ) {
         let mut envelope = envelope;
         let mut acker = acker;
-        let mut backoff = settle_backoff();
+        // Built on the first failed settle only.
+        let mut backoff = None;
         loop {
             let result = match &outcome {
                 Outcome::Ack => acker.ack().await,
@@ -445,7 +446,8 @@ impl Dispatcher {
                 envelope = Arc::new(crate::transport::wire::without_payload(&envelope));
                 continue;
             }
-            let Some(wait) = backoff.next().filter(|_| !shutdown.is_cancelled()) else {
+            let wait = backoff.get_or_insert_with(settle_backoff).next();
+            let Some(wait) = wait.filter(|_| !shutdown.is_cancelled()) else {
                 tracing::error!(
                     subscription = %self.subscription, id = %envelope.id, %error,
                     "could not settle the delivery; leaving it to be delivered again"
