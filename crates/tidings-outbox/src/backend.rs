@@ -420,6 +420,14 @@ where
                 ..BatchOutcome::default()
             };
             if rows.is_empty() {
+                // End the claim now: a dropped transaction is rolled back only when its
+                // connection is next used, and until then it keeps the exclusive lock, so
+                // the next look (on another pooled connection) would stand by for a whole
+                // poll interval.
+                scope
+                    .commit()
+                    .await
+                    .map_err(|e| db_error("ending the relay's empty claim", e))?;
                 return Ok(outcome);
             }
             // A crash between publishing and marking publishes the rows again (the inbox
