@@ -47,9 +47,11 @@
 //!
 //! Runtime: tokio multi-thread, 2 workers, shared by the publisher and the subscriber.
 //! Criterion: `iter_custom`, 10 samples, flat sampling, 1 s warm-up, 3 s measurement (a
-//! slow cell runs longer: at least 11 runs). `N` is 1 000 (`TIDINGS_SCALING_EVENTS`
-//! overrides it), and half that for the sleeping handler at concurrency 1, whose ~465
-//! events/s would otherwise make those cells take half the bench's time. At the end a markdown table gives, per cell, the median events/s of all
+//! slow cell runs longer: at least 11 runs), no plots, 10 000 bootstrap resamples (plots
+//! and the default 100 000 took longer than the measurements on a loaded machine). `N` is
+//! 1 000 (`TIDINGS_SCALING_EVENTS` overrides it); fewer make the transport's delivery
+//! latency at the start of a run weigh on the figure (500 at concurrency 1 read ~10 %
+//! below the handler bound on the brokers). The whole grid takes about 8 minutes. At the end a markdown table gives, per cell, the median events/s of all
 //! its runs (criterion's warm-up runs included), ready to paste.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -366,13 +368,21 @@ fn bench_cell(
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .measurement_time(Duration::from_secs(3))
+        .nresamples(10_000);
     let mut cell: Option<Cell> = None;
     let runs: Mutex<Vec<(Duration, Duration)>> = Mutex::new(Vec::new());
     let id = BenchmarkId::new(format!("{work_name}/c{concurrency}"), size_name);
     group.bench_function(id, |b| {
         let cell = cell.get_or_insert_with(|| {
-            rt.block_on(Cell::open(target, concurrency, work, body_for(size)))
+            let opening = Instant::now();
+            let cell = rt.block_on(Cell::open(target, concurrency, work, body_for(size)));
+            println!(
+                "scaling/{}: buses up and warm in {:.1} s",
+                target.name,
+                opening.elapsed().as_secs_f64()
+            );
+            cell
         });
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -389,7 +399,13 @@ fn bench_cell(
     group.finish();
     // Not run when criterion's filter left the cell out.
     if let Some(cell) = cell {
+        let closing = Instant::now();
         rt.block_on(cell.close());
+        println!(
+            "scaling/{}: buses closed in {:.1} s",
+            target.name,
+            closing.elapsed().as_secs_f64()
+        );
         let runs = runs.into_inner().unwrap();
         let rate = |d: Duration| n as f64 / d.as_secs_f64();
         rows.push(Row {
@@ -417,9 +433,8 @@ fn sleep_time(rt: &Runtime) -> Duration {
 fn print_table(rows: &[Row], n: u64, sleep: Duration) {
     let ms = sleep.as_secs_f64() * 1e3;
     println!(
-        "\nScaling: {n} events a run ({} with the sleeping handler at concurrency 1), median of the runs of each cell (events/s); \
-         a 1 ms sleep took {ms:.2} ms, so the handlers alone allow concurrency / {ms:.2} ms\n",
-        n / 2
+        "\nScaling: {n} events a run, median of the runs of each cell (events/s); \
+         a 1 ms sleep took {ms:.2} ms, so the handlers alone allow concurrency / {ms:.2} ms\n"
     );
     println!(
         "| transport | handler | concurrency | event size | events/s | \
@@ -459,17 +474,15 @@ fn main() {
     }
     let mut keep = Vec::new();
     let targets = targets(&mut keep);
-    let mut c = Criterion::default().configure_from_args();
+    // Plots would take seconds per cell on a loaded machine; the table is the output.
+    let mut c = Criterion::default().without_plots().configure_from_args();
     let mut rows = Vec::new();
     for target in &targets {
         bench_cell(&mut c, &rt, target, (Work::None, 1), SIZES[0], n, &mut rows);
         for concurrency in CONCURRENCY {
             for size in SIZES {
-                // At concurrency 1 the handlers allow ~465 events/s: half as many keep
-                // the run about a second long.
-                let events = if concurrency == 1 { n / 2 } else { n };
                 let cell = (Work::Sleep1ms, concurrency);
-                bench_cell(&mut c, &rt, target, cell, size, events, &mut rows);
+                bench_cell(&mut c, &rt, target, cell, size, n, &mut rows);
             }
         }
     }
