@@ -2,13 +2,14 @@
 //! event size (150 B, 4 KiB, 64 KiB), for each transport, in one run:
 //!
 //! ```text
-//! . /tmp/env.sh   # or export the variables below yourself
+//! TIDINGS_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/%2f \
+//! TIDINGS_KAFKA_BROKERS=127.0.0.1:9092 \
 //! cargo bench --bench scaling --features rabbitmq,kafka,servicebus
 //! ```
 //!
 //! Transports, each skipped (with a line saying so) when its feature is off or its
 //! variable is unset; a variable that is set but whose broker does not answer fails the
-//! bench instead:
+//! bench instead (buses not up within 60 s, or a run not done within 180 s):
 //!
 //! - `memory`: the in-memory transport, always.
 //! - `rabbitmq`: `TIDINGS_RABBITMQ_URL` (feature `rabbitmq`), transport defaults
@@ -16,7 +17,7 @@
 //! - `kafka`: `TIDINGS_KAFKA_BROKERS` (feature `kafka`), transport defaults (3 partitions).
 //! - `servicebus`: **the local server of the Service Bus REST protocol**
 //!   (`tidings-servicebus-server`), started in this process on its own one-thread tokio
-//!   runtime, on loopback, with `TIDINGS_SERVICEBUS=local` (feature `servicebus`). It is
+//!   runtime, on loopback, whenever the feature `servicebus` is on (no variable). It is
 //!   not Azure: the figures say what the transport's request pattern costs against a fast
 //!   local peer, not what Azure would sustain.
 //!
@@ -36,8 +37,9 @@
 //! **The handler's work.** Each handler awaits `tokio::time::sleep(1 ms)` — a stand-in for
 //! a database or HTTP call that waits without using the CPU — then counts the event. This
 //! is what makes concurrency mean something: with one handler at a time the subscription
-//! cannot exceed ~1 000 events/s (tokio's timer has millisecond resolution, so a 1 ms sleep
-//! takes between 1 and 2 ms), with 16 it could reach ~16 times that, so the curve shows
+//! cannot exceed 1 / (sleep time) events/s — tokio's timer has millisecond resolution, so
+//! a 1 ms sleep takes about 2 ms (measured at the end of the run and printed with the
+//! table as the "handler bound") — and with 16 it could reach 16 times that, so the curve shows
 //! where the transport, not the handler, becomes the limit. A `no-work` row (concurrency
 //! 1, a handler that only counts) gives the transport's own ceiling for comparison.
 //!
@@ -51,8 +53,9 @@
 //! and the default 100 000 took longer than the measurements on a loaded machine). `N` is
 //! 1 000 (`TIDINGS_SCALING_EVENTS` overrides it); fewer make the transport's delivery
 //! latency at the start of a run weigh on the figure (500 at concurrency 1 read ~10 %
-//! below the handler bound on the brokers). The whole grid takes about 8 minutes. At the end a markdown table gives, per cell, the median events/s of all
-//! its runs (criterion's warm-up runs included), ready to paste.
+//! below the handler bound on the brokers). The whole grid takes about 8 minutes. At the
+//! end a markdown table gives, per cell, the median events/s of all its runs (criterion's
+//! warm-up runs included), ready to paste.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
