@@ -1,7 +1,7 @@
 //! tidings on Kafka against raw rdkafka, in the same run, with the same guarantees.
 //!
 //! ```text
-//! . /tmp/env.sh   # or TIDINGS_KAFKA_BROKERS=127.0.0.1:9092
+//! scripts/services/tansu.sh start && eval "$(scripts/services/tansu.sh env)"
 //! cargo bench -p tidings-kafka --bench kafka -- --warm-up-time 1 --measurement-time 5
 //! ```
 //!
