@@ -1,7 +1,7 @@
 //! The outbox relay to RabbitMQ against raw lapin publishing the same events, in one run:
 //!
 //! ```text
-//! . /tmp/env.sh   # TIDINGS_RABBITMQ_URL, TIDINGS_POSTGRES_URL
+//! for s in rabbitmq postgres; do scripts/services/$s.sh start && eval "$(scripts/services/$s.sh env)"; done
 //! cargo bench -p tidings-outbox --all-features --bench relay -- --warm-up-time 1 --measurement-time 5
 //! ```
 //!
