@@ -45,6 +45,19 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) payload: &'a [u8],
 }
 
+impl<'a> Outgoing<'a> {
+    /// The record for librdkafka, addressed to `topic`.
+    fn to(self, topic: &'a str) -> FutureRecord<'a, str, [u8]> {
+        let rec = FutureRecord::to(topic)
+            .payload(self.payload)
+            .headers(self.headers);
+        match self.key {
+            Some(key) => rec.key(key),
+            None => rec,
+        }
+    }
+}
+
 /// Send `records` to `topic` and wait until the broker acknowledged every one of them.
 /// Many records are in flight at once; the first failure is returned after every record
 /// has an outcome (so none is left in an unknown state).
@@ -56,12 +69,7 @@ pub(crate) async fn send_all(
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
     let mut first_error: Option<Error> = None;
     for record in records {
-        let mut rec = FutureRecord::<str, [u8]>::to(topic)
-            .payload(record.payload)
-            .headers(record.headers);
-        if let Some(key) = record.key {
-            rec = rec.key(key);
-        }
+        let mut rec = record.to(topic);
         loop {
             match producer.send_result(rec) {
                 Ok(delivery) => {
@@ -160,12 +168,7 @@ pub(crate) async fn send_one(
     topic: &str,
     record: Outgoing<'_>,
 ) -> Result<()> {
-    let mut rec = FutureRecord::<str, [u8]>::to(topic)
-        .payload(record.payload)
-        .headers(record.headers);
-    if let Some(key) = record.key {
-        rec = rec.key(key);
-    }
+    let mut rec = record.to(topic);
     loop {
         match producer.send_result(rec) {
             Ok(delivery) => {
