@@ -2,32 +2,16 @@
 //! whole in the outbox row and claim-checked when the relay publishes it through the bus.
 #![cfg(all(feature = "claim-check", feature = "outbox-sqlite", feature = "memory"))]
 
+mod claim_store;
+
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use claim_store::{archive, reader, seen_until, ArchiveEvents, ScanStored, Seen};
 use tidings::outbox::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tidings::outbox::{Outbox, RelayConfig};
-use tidings::transport::wire::CLAIM_CHECK;
-use tidings::{
-    Bus, ClaimCheck, Context, ErrorKind, Event, HandlerError, Memory, Subscription, Topic,
-};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
-#[event(name = "archive.scan-stored", version = 1)]
-struct ScanStored {
-    book: String,
-    pages: String,
-}
-
-#[derive(Topic)]
-#[topic(name = "archive")]
-enum ArchiveEvents {
-    ScanStored(ScanStored),
-}
-
-type Seen = Mutex<Vec<(ScanStored, bool)>>;
+use tidings::{Bus, ClaimCheck, ErrorKind, Memory};
 
 /// A directory of its own in the temp dir, removed when dropped.
 struct Dir(std::path::PathBuf);
@@ -68,21 +52,7 @@ async fn the_relay_claim_checks_what_the_outbox_stored_whole() {
 
     let transport = Memory::new();
     let seen: Arc<Seen> = Arc::default();
-    let reader = Bus::builder("reader")
-        .transport(transport.clone())
-        .claim_check(claim_check())
-        .subscribe(
-            Subscription::to::<ArchiveEvents>()
-                .with_shared_state(seen.clone())
-                .on(|e: ScanStored, cx: Context<Seen>| async move {
-                    let claimed = cx.envelope().header(CLAIM_CHECK).is_some();
-                    cx.state().lock().unwrap().push((e, claimed));
-                    Ok::<(), HandlerError>(())
-                }),
-        )
-        .build()
-        .await
-        .unwrap();
+    let reader = reader(&transport, claim_check(), &seen).await;
     let scan = ScanStored {
         book: "b-1".into(),
         pages: "p".repeat(5 * 1024 * 1024),
@@ -103,13 +73,7 @@ async fn the_relay_claim_checks_what_the_outbox_stored_whole() {
     );
     drop(tx);
 
-    let archive = Bus::builder("archive")
-        .transport(transport)
-        .publishes::<ArchiveEvents>()
-        .claim_check(claim_check())
-        .build()
-        .await
-        .unwrap();
+    let archive = archive(&transport, claim_check()).await;
     let mut tx = pool.begin().await.unwrap();
     let id = outbox
         .enqueue(&mut tx, &archive, scan.clone())
@@ -126,13 +90,7 @@ async fn the_relay_claim_checks_what_the_outbox_stored_whole() {
         "the relay did not store the payload at scans/{id}"
     );
 
-    for _ in 0..300 {
-        if !seen.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let seen = seen.lock().unwrap().clone();
+    let seen = seen_until(&seen, 1).await;
     assert_eq!(seen.len(), 1, "the event should be handled once");
     assert!(seen[0].0 == scan, "the event arrived changed");
     assert!(seen[0].1, "the event did not come by claim check");
