@@ -196,6 +196,17 @@ ensure_tls() {
 # word of its command line, so a recycled pid is not taken for it), DAEMON_URL (for the
 # "ready" line) and START_TIMEOUT, and defines `answers` (true when it serves requests).
 
+# daemon_status WHERE [MORE]: say the daemon runs on WHERE (with its pid, and MORE) when it
+# is alive and its script's `answers` succeeds; otherwise say it is not running and exit 1.
+daemon_status() {
+    if [ -n "$(daemon_pid)" ] && answers; then
+        log "running on $1 (pid $(daemon_pid)${2:+, $2})"
+    else
+        log "not running"
+        exit 1
+    fi
+}
+
 # daemon_pid: the pid of the service's process while it runs; nothing otherwise.
 daemon_pid() {
     local pid

@@ -61,14 +61,7 @@ esac
 case "${1:-}" in
 start) start ;;
 stop) daemon_stop ;;
-status)
-    if [ -n "$(daemon_pid)" ] && answers; then
-        log "running on 127.0.0.1:$MOTO_PORT (pid $(daemon_pid))"
-    else
-        log "not running"
-        exit 1
-    fi
-    ;;
+status) daemon_status "127.0.0.1:$MOTO_PORT" ;;
 env) print_env TIDINGS_S3_URL "http://127.0.0.1:$MOTO_PORT" ;;
 install) install ;;
 *)

@@ -192,14 +192,7 @@ restart)
     start
     log "restarted in $(elapsed "$t0")s"
     ;;
-status)
-    if [ -n "$(daemon_pid)" ] && answers; then
-        log "running on 127.0.0.1:$TANSU_PORT (pid $(daemon_pid), storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?'))"
-    else
-        log "not running"
-        exit 1
-    fi
-    ;;
+status) daemon_status "127.0.0.1:$TANSU_PORT" "storage $(cat "$TANSU_STATE/storage" 2>/dev/null || echo '?')" ;;
 env)
     storage="$TANSU_STORAGE"
     if [ -n "$(daemon_pid)" ] && [ -s "$TANSU_STATE/storage" ]; then
