@@ -364,7 +364,7 @@ impl Dispatcher {
         let (settled, name) = match &outcome {
             Outcome::Ack => (Settled::Ack, "ack"),
             Outcome::Retry { delay, .. } => (Settled::Retry(*delay), "retry"),
-            Outcome::Defer { delay, .. } => (Settled::Retry(*delay), "defer"),
+            Outcome::Defer { delay, .. } => (Settled::Defer(*delay), "defer"),
             Outcome::DeadLetter(info) => (Settled::DeadLetter(&info.reason), "dead_letter"),
         };
         telemetry::record_settled(&span, settled);
@@ -377,6 +377,7 @@ impl Dispatcher {
                 )
             });
         }
+        let deferred = matches!(outcome, Outcome::Defer { .. });
         let handled = envelope.clone();
         let settling = self.settle(envelope, outcome, acker, shutdown);
         if span.is_none() {
@@ -387,7 +388,7 @@ impl Dispatcher {
         let now = SystemTime::now();
         self.monitor.finished(now);
         self.metrics.in_flight(&labels, -1);
-        if name == "defer" {
+        if deferred {
             // Not handled: no lag to record.
             return;
         }

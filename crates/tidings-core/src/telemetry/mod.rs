@@ -169,6 +169,8 @@ pub(crate) fn record_failure(span: &Span, error_type: &'static str) {
 pub(crate) enum Settled<'a> {
     Ack,
     Retry(Duration),
+    /// Put back until its scheduled time, this long from now; no handler ran.
+    Defer(Duration),
     DeadLetter(&'a str),
 }
 
@@ -184,6 +186,10 @@ pub(crate) fn record_settled(span: &Span, settled: Settled<'_>) {
         Settled::Retry(delay) => {
             span.record("tidings.outcome", "retry");
             span.record("tidings.retry_delay_ms", delay.as_millis() as u64);
+        }
+        Settled::Defer(wait) => {
+            span.record("tidings.outcome", "defer");
+            span.record("tidings.retry_delay_ms", wait.as_millis() as u64);
         }
         Settled::DeadLetter(reason) => {
             span.record("tidings.outcome", "dead_letter");
