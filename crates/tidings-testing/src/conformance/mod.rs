@@ -81,6 +81,7 @@
 //! | `trace_publish_to_process` | a publish inside a request span and its handling in another service form one trace: send span (PRODUCER, child of the request), process span (CONSUMER, child of the send span), with the messaging attributes and tidings' own; a batch is one send span |
 //! | `trace_continues_through_handler` | a handler that publishes continues the trace to a third service, span by span; two requests stay two traces |
 //! | `trace_retries_and_dead_letters` | one process span per handler run, each a child of the send span, with attempt, outcome (`retry`, `ack`, `dead_letter`), `error.type` and the dead-letter reason, for redelivered, in-place, permanent and exhausted failures |
+//! | `trace_scheduled_deferral` | an event scheduled ahead shows `defer` process spans (with the wait) for the early deliveries put back, then one `ack`; never `retry` |
 //! | `trace_malformed_context` | raw messages with a malformed `traceparent` are handled (or dead-lettered) as before and start new traces; a valid foreign one is continued |
 //! | `trace_metrics` | sent, consumed, handler runs by outcome, retries, dead letters, lag and in-flight count what the case did, with their labels |
 //!
@@ -150,7 +151,7 @@ pub use scheduling::{scheduled_delivery, scheduled_ten_thousand};
 #[cfg(feature = "opentelemetry")]
 pub use traces::{
     trace_continues_through_handler, trace_malformed_context, trace_metrics,
-    trace_publish_to_process, trace_retries_and_dead_letters,
+    trace_publish_to_process, trace_retries_and_dead_letters, trace_scheduled_deferral,
 };
 
 /// The names of every case, in the order the macro emits them.
@@ -197,6 +198,7 @@ pub const TRACE_CASES: &[&str] = &[
     "trace_continues_through_handler",
     "trace_retries_and_dead_letters",
     "trace_malformed_context",
+    "trace_scheduled_deferral",
     "trace_metrics",
 ];
 
@@ -515,6 +517,7 @@ macro_rules! __conformance_trace_cases {
             trace_continues_through_handler,
             trace_retries_and_dead_letters,
             trace_malformed_context,
+            trace_scheduled_deferral,
             trace_metrics,
         );
     };

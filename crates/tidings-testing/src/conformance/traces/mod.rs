@@ -158,7 +158,9 @@ fn traceparent(trace: TraceId, span: SpanId) -> String {
 mod failures;
 mod flow;
 mod metrics;
+mod scheduled;
 
 pub use failures::{trace_malformed_context, trace_retries_and_dead_letters};
 pub use flow::{trace_continues_through_handler, trace_publish_to_process};
 pub use metrics::trace_metrics;
+pub use scheduled::trace_scheduled_deferral;
