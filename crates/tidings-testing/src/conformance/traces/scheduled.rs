@@ -7,7 +7,7 @@ use super::*;
 /// How far ahead the case schedules its event.
 const AHEAD: Duration = Duration::from_millis(1500);
 
-/// An event published to be handled [`AHEAD`] from now shows in its trace one process
+/// An event published to be handled 1.5 s from now shows in its trace one process
 /// span per delivery, each a child of the send span: `defer` (with the time still to wait
 /// in `tidings.retry_delay_ms`, and no error) for every delivery that came early and was
 /// put back, then one `ack` for the handler run; none says `retry`, since no handler
