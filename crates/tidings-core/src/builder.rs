@@ -21,7 +21,7 @@ use crate::event::{EventInfo, Topic};
 use crate::health::Monitor;
 use crate::retry::RetryPolicy;
 use crate::subscription::{ErasedSubscription, Subscription};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Labels, Metrics, SubscriptionMetrics};
 use crate::topology::{SubscriptionSpec, TopicSpec, Topology};
 use crate::transport::{DynTransport, Transport};
 
@@ -305,7 +305,7 @@ impl BusBuilder {
         }
 
         let mut dispatchers = Vec::new();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Metrics::new();
         let mut subscriptions = Vec::new();
         for s in std::mem::take(&mut self.subscriptions) {
             let topic = self.broker_name(s.topic);
@@ -322,6 +322,15 @@ impl BusBuilder {
                 .max(s.concurrency.min(u16::MAX as usize) as u16);
             topology.subscriptions.push(spec.clone());
             subscriptions.push((s.topic, spec.clone()));
+            let monitor = Arc::new(Monitor::default());
+            let labels = Labels {
+                system: capabilities.system,
+                service: &service,
+                topic: &topic,
+                subscription: Some(&name),
+            };
+            let wire_names: Vec<&'static str> = s.handlers.iter().map(|h| h.name).collect();
+            let subscription_metrics = SubscriptionMetrics::new(&labels, &wire_names, &monitor);
             dispatchers.push(Arc::new(Dispatcher {
                 spec,
                 handlers: s.handlers,
@@ -336,8 +345,8 @@ impl BusBuilder {
                 topic: Arc::from(topic.as_str()),
                 bus: OnceLock::new(),
                 system: capabilities.system,
-                metrics: metrics.clone(),
-                monitor: Monitor::default(),
+                metrics: subscription_metrics,
+                monitor,
             }));
         }
 

@@ -136,7 +136,7 @@ pub(crate) struct BusInner {
     pub(crate) closed: AtomicBool,
     /// `messaging.system` of the transport, for spans and metrics.
     pub(crate) system: &'static str,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Metrics,
     /// The subscriptions' consumers, for `health`.
     pub(crate) dispatchers: Vec<Arc<Dispatcher>>,
     /// Where payloads over the claim-check threshold go.

@@ -103,6 +103,8 @@ pub(crate) struct Monitor {
     troubled: AtomicBool,
     state: Mutex<SubscriptionState>,
     in_flight: AtomicUsize,
+    /// Deliveries received, settled or not.
+    received: AtomicU64,
     handled: AtomicU64,
     /// Unix milliseconds of the last settle; 0 before the first.
     last_handled_ms: AtomicU64,
@@ -114,6 +116,7 @@ impl Default for Monitor {
             troubled: AtomicBool::new(false),
             state: Mutex::new(SubscriptionState::Consuming),
             in_flight: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
             handled: AtomicU64::new(0),
             last_handled_ms: AtomicU64::new(0),
         }
@@ -158,9 +161,23 @@ impl Monitor {
         self.set(SubscriptionState::Stopped);
     }
 
+    /// A delivery was received and is being handled.
     #[inline]
     pub(crate) fn started(&self) {
+        self.received.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Deliveries received so far (`messaging.client.consumed.messages`).
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
+    /// Deliveries being handled now (`tidings.handlers.in_flight`).
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
     }
 
     /// A delivery was settled (or left to the broker) at `now`.
@@ -181,7 +198,7 @@ impl Monitor {
             subscription: subscription.to_string(),
             topic: topic.to_string(),
             state: self.state.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            in_flight: self.in_flight.load(Relaxed),
+            in_flight: self.in_flight(),
             handled: self.handled.load(Relaxed),
             last_handled: (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms)),
         }

@@ -16,7 +16,7 @@ use crate::error::ErrorKind;
 use crate::health::Monitor;
 use crate::retry::RetryPolicy;
 use crate::subscription::{Call, Failure, HandlerEntry, Upcaster};
-use crate::telemetry::metrics::{Labels, Metrics};
+use crate::telemetry::metrics::{Metrics, SubscriptionMetrics};
 use crate::telemetry::{self, Processing, Settled};
 use crate::topology::{DeadLetterInfo, SubscriptionSpec};
 use crate::transport::{Acker, Delivery};
@@ -41,8 +41,8 @@ pub(crate) struct Dispatcher {
     pub(crate) bus: OnceLock<Weak<BusInner>>,
     /// `messaging.system` of the transport, for spans and metrics.
     pub(crate) system: &'static str,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) monitor: Monitor,
+    pub(crate) metrics: SubscriptionMetrics,
+    pub(crate) monitor: Arc<Monitor>,
 }
 
 /// How a delivery ends.
@@ -65,19 +65,9 @@ impl Dispatcher {
         self.bus.get().and_then(Weak::upgrade).map(Bus::from_inner)
     }
 
-    fn labels(&self) -> Labels<'_> {
-        Labels {
-            system: self.system,
-            service: &self.service,
-            topic: &self.topic,
-            subscription: Some(&self.subscription),
-        }
-    }
-
     /// Count one handler run of `env` that ended in `outcome` after `took`.
     fn processed(&self, env: &Envelope, outcome: &'static str, took: Duration) {
-        self.metrics
-            .processed(&self.labels(), &env.event_type, outcome, took);
+        self.metrics.processed(&env.event_type, outcome, took);
     }
 
     /// The process span of one handler run of `env`.
@@ -347,10 +337,7 @@ impl Dispatcher {
             partition,
             ..
         } = delivery;
-        let labels = self.labels();
         self.monitor.started();
-        self.metrics.consumed(&labels);
-        self.metrics.in_flight(&labels, 1);
         let (outcome, span) = match undecodable {
             Some(reason) => (
                 self.dead_letter(reason, 0),
@@ -379,15 +366,17 @@ impl Dispatcher {
         }
         let deferred = matches!(outcome, Outcome::Defer { .. });
         let handled = envelope.clone();
-        let settling = self.settle(envelope, outcome, acker, shutdown);
+        // Made in each branch, not bound first: moving the settle future into the
+        // wrapper (or the await) copies a few hundred bytes an event.
         if span.is_none() {
-            settling.await
+            self.settle(envelope, outcome, acker, shutdown).await
         } else {
-            settling.instrument(span).await
+            self.settle(envelope, outcome, acker, shutdown)
+                .instrument(span)
+                .await
         }
         let now = SystemTime::now();
         self.monitor.finished(now);
-        self.metrics.in_flight(&labels, -1);
         if deferred {
             // Not handled: no lag to record.
             return;
@@ -400,8 +389,7 @@ impl Dispatcher {
         } else {
             Duration::ZERO
         };
-        self.metrics
-            .settled(&labels, &handled.event_type, name, lag);
+        self.metrics.settled(&handled.event_type, name, lag);
     }
 
     /// Settle a delivery by `outcome`, trying a failed settle again.

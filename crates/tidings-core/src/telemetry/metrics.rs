@@ -6,15 +6,20 @@
 //! |---|---|---|---|
 //! | `messaging.client.sent.messages` | counter | `{message}` | system, destination, service, `error.type` on failure |
 //! | `messaging.client.operation.duration` | histogram | `s` | system, operation `send`, destination, service, `error.type` |
-//! | `messaging.client.consumed.messages` | counter | `{message}` | system, destination, subscription, service |
+//! | `messaging.client.consumed.messages` | counter (observed) | `{message}` | system, destination, subscription, service |
 //! | `messaging.process.duration` | histogram | `s` | system, destination, subscription, service, wire name, outcome |
 //! | `tidings.retries` | counter | `{message}` | system, destination, subscription, service, wire name |
 //! | `tidings.dead_letters` | counter | `{message}` | system, destination, subscription, service, wire name |
-//! | `tidings.handlers.in_flight` | up-down counter | `{handler}` | system, destination, subscription, service |
+//! | `tidings.handlers.in_flight` | up-down counter (observed) | `{handler}` | system, destination, subscription, service |
 //! | `tidings.lag` | histogram | `s` | system, destination, subscription, service, wire name: handled time minus event time (its scheduled time when later); not recorded for a scheduled event put back until due |
+//!
+//! The two observed instruments are read from the subscription's health counters when the
+//! meter provider collects, so a delivery costs them nothing; the consuming side's
+//! attribute sets are made when the bus is built, one per wire name the subscription
+//! handles and outcome, so a delivery finds its set without building or hashing one.
 
 #[cfg(not(feature = "opentelemetry"))]
-use {crate::error::Error, std::time::Duration};
+use {crate::error::Error, crate::health::Monitor, std::sync::Arc, std::time::Duration};
 
 /// Who a measurement is about.
 #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
@@ -28,70 +33,60 @@ pub(crate) struct Labels<'a> {
 
 #[cfg(feature = "opentelemetry")]
 mod otel {
+    use std::sync::{Arc, Weak};
     use std::time::Duration;
 
-    use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+    use opentelemetry::metrics::{Counter, Histogram, Meter};
     use opentelemetry::{InstrumentationScope, KeyValue};
 
     use super::Labels;
     use crate::error::Error;
+    use crate::health::Monitor;
 
-    /// The instruments of one bus, made from the global meter provider when it is built.
+    /// tidings' meter, from the global meter provider.
+    fn meter() -> Meter {
+        let scope = InstrumentationScope::builder("tidings")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        opentelemetry::global::meter_with_scope(scope)
+    }
+
+    fn seconds(meter: &Meter, name: &'static str, what: &'static str) -> Histogram<f64> {
+        meter
+            .f64_histogram(name)
+            .with_unit("s")
+            .with_description(what)
+            .build()
+    }
+
+    fn messages(meter: &Meter, name: &'static str, what: &'static str) -> Counter<u64> {
+        meter
+            .u64_counter(name)
+            .with_unit("{message}")
+            .with_description(what)
+            .build()
+    }
+
+    /// The publishing instruments of one bus, made from the global meter provider when it
+    /// is built.
     pub(crate) struct Metrics {
         sent: Counter<u64>,
         operation: Histogram<f64>,
-        consumed: Counter<u64>,
-        process: Histogram<f64>,
-        retries: Counter<u64>,
-        dead_letters: Counter<u64>,
-        in_flight: UpDownCounter<i64>,
-        lag: Histogram<f64>,
     }
 
     impl Metrics {
         pub(crate) fn new() -> Self {
-            let scope = InstrumentationScope::builder("tidings")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build();
-            let meter = opentelemetry::global::meter_with_scope(scope);
-            let seconds = |name: &'static str, what: &'static str| {
-                meter
-                    .f64_histogram(name)
-                    .with_unit("s")
-                    .with_description(what)
-                    .build()
-            };
-            let messages = |name: &'static str, what: &'static str| {
-                meter
-                    .u64_counter(name)
-                    .with_unit("{message}")
-                    .with_description(what)
-                    .build()
-            };
+            let meter = meter();
             Metrics {
-                sent: messages("messaging.client.sent.messages", "Messages published"),
+                sent: messages(
+                    &meter,
+                    "messaging.client.sent.messages",
+                    "Messages published",
+                ),
                 operation: seconds(
+                    &meter,
                     "messaging.client.operation.duration",
                     "How long a publish took, until the broker confirmed it",
-                ),
-                consumed: messages(
-                    "messaging.client.consumed.messages",
-                    "Messages received from the broker",
-                ),
-                process: seconds("messaging.process.duration", "How long a handler ran"),
-                retries: messages(
-                    "tidings.retries",
-                    "Handler runs that failed and will be tried again",
-                ),
-                dead_letters: messages("tidings.dead_letters", "Messages dead-lettered"),
-                in_flight: meter
-                    .i64_up_down_counter("tidings.handlers.in_flight")
-                    .with_unit("{handler}")
-                    .with_description("Handlers running now")
-                    .build(),
-                lag: seconds(
-                    "tidings.lag",
-                    "Handled time minus event time: how far behind the subscription is",
                 ),
             }
         }
@@ -120,39 +115,155 @@ mod otel {
                 self.operation.record(took.as_secs_f64(), a)
             });
         }
+    }
 
-        pub(crate) fn consumed(&self, labels: &Labels<'_>) {
-            with_set(labels, None, NO_TAGS, |a| self.consumed.add(1, a));
-        }
+    /// The outcomes of a handler run, in the order of [`WireSets::outcomes`].
+    const OUTCOMES: [&str; 3] = ["ack", "retry", "dead_letter"];
 
-        pub(crate) fn in_flight(&self, labels: &Labels<'_>, delta: i64) {
-            with_set(labels, None, NO_TAGS, |a| self.in_flight.add(delta, a));
-        }
+    /// The attribute sets of one wire name a subscription handles.
+    struct WireSets {
+        name: &'static str,
+        /// Labels and wire name: retries, dead letters and lag.
+        plain: Box<[KeyValue]>,
+        /// Labels, wire name and each of [`OUTCOMES`]: the process duration.
+        outcomes: [Box<[KeyValue]>; 3],
+    }
 
-        pub(crate) fn processed(
-            &self,
+    /// The consuming instruments of one subscription, with its attribute sets, made when
+    /// the bus is built. Consumed messages and handlers in flight are observed from the
+    /// subscription's health counters when the meter provider collects.
+    pub(crate) struct SubscriptionMetrics {
+        process: Histogram<f64>,
+        retries: Counter<u64>,
+        dead_letters: Counter<u64>,
+        lag: Histogram<f64>,
+        system: Arc<str>,
+        service: Arc<str>,
+        topic: Arc<str>,
+        subscription: Arc<str>,
+        wire_names: Vec<WireSets>,
+    }
+
+    impl SubscriptionMetrics {
+        /// The instruments of a subscription of `labels` to `wire_names`, whose counters
+        /// are `monitor`'s. The observing callbacks stay with the meter provider; once the
+        /// bus is gone they observe nothing.
+        pub(crate) fn new(
             labels: &Labels<'_>,
-            wire_name: &str,
-            outcome: &'static str,
-            took: Duration,
-        ) {
-            let tags = [Some(("tidings.outcome", outcome)), None];
-            with_set(labels, Some(wire_name), tags, |a| {
-                self.process.record(took.as_secs_f64(), a)
-            });
-            if outcome == "retry" {
-                with_set(labels, Some(wire_name), NO_TAGS, |a| self.retries.add(1, a));
+            wire_names: &[&'static str],
+            monitor: &Arc<Monitor>,
+        ) -> Self {
+            let meter = meter();
+            let set: Arc<[KeyValue]> = build(labels, None, &NO_TAGS).into();
+            let (weak, attributes) = (Arc::downgrade(monitor), set.clone());
+            meter
+                .u64_observable_counter("messaging.client.consumed.messages")
+                .with_unit("{message}")
+                .with_description("Messages received from the broker")
+                .with_callback(move |o| {
+                    if let Some(m) = Weak::upgrade(&weak) {
+                        o.observe(m.received(), &attributes)
+                    }
+                })
+                .build();
+            let weak = Arc::downgrade(monitor);
+            meter
+                .i64_observable_up_down_counter("tidings.handlers.in_flight")
+                .with_unit("{handler}")
+                .with_description("Handlers running now")
+                .with_callback(move |o| {
+                    if let Some(m) = Weak::upgrade(&weak) {
+                        o.observe(m.in_flight() as i64, &set)
+                    }
+                })
+                .build();
+            let wire_names = wire_names
+                .iter()
+                .map(|&name| WireSets {
+                    name,
+                    plain: build(labels, Some(name), &NO_TAGS).into(),
+                    outcomes: OUTCOMES.map(|outcome| {
+                        build(
+                            labels,
+                            Some(name),
+                            &[Some(("tidings.outcome", outcome)), None],
+                        )
+                        .into()
+                    }),
+                })
+                .collect();
+            SubscriptionMetrics {
+                process: seconds(
+                    &meter,
+                    "messaging.process.duration",
+                    "How long a handler ran",
+                ),
+                retries: messages(
+                    &meter,
+                    "tidings.retries",
+                    "Handler runs that failed and will be tried again",
+                ),
+                dead_letters: messages(&meter, "tidings.dead_letters", "Messages dead-lettered"),
+                lag: seconds(
+                    &meter,
+                    "tidings.lag",
+                    "Handled time minus event time: how far behind the subscription is",
+                ),
+                system: labels.system.into(),
+                service: labels.service.into(),
+                topic: labels.topic.into(),
+                subscription: labels.subscription.unwrap_or_default().into(),
+                wire_names,
             }
         }
 
-        pub(crate) fn settled(
+        /// Call `f` with the attributes of `wire_name` and `tags`: made at build for the
+        /// wire names the subscription handles, per thread for others (an event without a
+        /// handler, skipped; an undecodable one).
+        fn with<R>(
             &self,
-            labels: &Labels<'_>,
             wire_name: &str,
-            outcome: &'static str,
-            lag: Duration,
-        ) {
-            with_set(labels, Some(wire_name), NO_TAGS, |a| {
+            outcome: Option<&'static str>,
+            f: impl FnOnce(&[KeyValue]) -> R,
+        ) -> R {
+            let made = self
+                .wire_names
+                .iter()
+                .find(|s| s.name == wire_name)
+                .and_then(|sets| match outcome {
+                    None => Some(&sets.plain),
+                    Some(o) => OUTCOMES
+                        .iter()
+                        .position(|x| *x == o)
+                        .map(|i| &sets.outcomes[i]),
+                });
+            if let Some(set) = made {
+                return f(set);
+            }
+            let labels = Labels {
+                system: &self.system,
+                service: &self.service,
+                topic: &self.topic,
+                subscription: Some(&self.subscription),
+            };
+            let tags = [outcome.map(|o| ("tidings.outcome", o)), None];
+            with_set(&labels, Some(wire_name), tags, f)
+        }
+
+        /// One handler run of `wire_name` that ended in `outcome` (`ack`, `retry` or
+        /// `dead_letter`) after `took`.
+        pub(crate) fn processed(&self, wire_name: &str, outcome: &'static str, took: Duration) {
+            self.with(wire_name, Some(outcome), |a| {
+                self.process.record(took.as_secs_f64(), a)
+            });
+            if outcome == "retry" {
+                self.with(wire_name, None, |a| self.retries.add(1, a));
+            }
+        }
+
+        /// A delivery of `wire_name` settled by `outcome`, `lag` after its event time.
+        pub(crate) fn settled(&self, wire_name: &str, outcome: &'static str, lag: Duration) {
+            self.with(wire_name, None, |a| {
                 if outcome == "dead_letter" {
                     self.dead_letters.add(1, a);
                 }
@@ -321,7 +432,7 @@ mod otel {
 }
 
 #[cfg(feature = "opentelemetry")]
-pub(crate) use otel::Metrics;
+pub(crate) use otel::{Metrics, SubscriptionMetrics};
 
 /// Without the `opentelemetry` feature: nothing is measured.
 #[cfg(not(feature = "opentelemetry"))]
@@ -341,12 +452,19 @@ impl Metrics {
     }
     #[inline]
     pub(crate) fn sent(&self, _: &Labels<'_>, _: usize, _: Duration, _: Option<&Error>) {}
+}
+
+/// Without the `opentelemetry` feature: nothing is measured.
+#[cfg(not(feature = "opentelemetry"))]
+pub(crate) struct SubscriptionMetrics;
+
+#[cfg(not(feature = "opentelemetry"))]
+impl SubscriptionMetrics {
+    pub(crate) fn new(_: &Labels<'_>, _: &[&'static str], _: &Arc<Monitor>) -> Self {
+        SubscriptionMetrics
+    }
     #[inline]
-    pub(crate) fn consumed(&self, _: &Labels<'_>) {}
+    pub(crate) fn processed(&self, _: &str, _: &'static str, _: Duration) {}
     #[inline]
-    pub(crate) fn in_flight(&self, _: &Labels<'_>, _: i64) {}
-    #[inline]
-    pub(crate) fn processed(&self, _: &Labels<'_>, _: &str, _: &'static str, _: Duration) {}
-    #[inline]
-    pub(crate) fn settled(&self, _: &Labels<'_>, _: &str, _: &'static str, _: Duration) {}
+    pub(crate) fn settled(&self, _: &str, _: &'static str, _: Duration) {}
 }

@@ -84,6 +84,7 @@
 //! | `trace_scheduled_deferral` | an event scheduled ahead shows `defer` process spans (with the wait) for the early deliveries put back, then one `ack`; never `retry` |
 //! | `trace_malformed_context` | raw messages with a malformed `traceparent` are handled (or dead-lettered) as before and start new traces; a valid foreign one is continued |
 //! | `trace_metrics` | sent, consumed, handler runs by outcome, retries, dead letters, lag and in-flight count what the case did, with their labels |
+//! | `trace_in_flight` | while a handler is held, handlers in flight read 1 and consumed 1 (observed when the meter provider collects), with the subscription's labels; once let go, 0 in flight and the lag recorded |
 //!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::transport::Capabilities)
 //! (`competing_consumers`, `ordering_key`, `backlog`), printing `skipped: <case> needs <capability>`.
@@ -150,7 +151,7 @@ pub use ordering::{ordering_per_key, ordering_per_key_with_retry};
 pub use scheduling::{scheduled_delivery, scheduled_ten_thousand};
 #[cfg(feature = "opentelemetry")]
 pub use traces::{
-    trace_continues_through_handler, trace_malformed_context, trace_metrics,
+    trace_continues_through_handler, trace_in_flight, trace_malformed_context, trace_metrics,
     trace_publish_to_process, trace_retries_and_dead_letters, trace_scheduled_deferral,
 };
 
@@ -200,6 +201,7 @@ pub const TRACE_CASES: &[&str] = &[
     "trace_malformed_context",
     "trace_scheduled_deferral",
     "trace_metrics",
+    "trace_in_flight",
 ];
 
 /// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
@@ -519,6 +521,7 @@ macro_rules! __conformance_trace_cases {
             trace_malformed_context,
             trace_scheduled_deferral,
             trace_metrics,
+            trace_in_flight,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

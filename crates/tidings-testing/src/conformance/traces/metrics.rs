@@ -198,3 +198,96 @@ pub async fn trace_metrics(f: &dyn TransportFactory) {
     alpha.shutdown().await;
     beta.shutdown().await;
 }
+
+/// Handlers in flight and consumed messages are observed from the subscription when the
+/// meter provider collects: while `beta`'s handler is held, `tidings.handlers.in_flight`
+/// reads 1 and `messaging.client.consumed.messages` 1, both with the subscription's labels;
+/// once it is let go, in flight is back to 0, consumed stays 1 and the delivery has its
+/// lag. A transport that settled or counted a delivery before its handler finished, or an
+/// instrument read from the wrong subscription, fails it.
+pub async fn trace_in_flight(f: &dyn TransportFactory) {
+    let scene = Scene::new(f, "trace_in_flight");
+    let kit = kit(scene.case);
+    let system = system(&scene).await;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let beta = scene
+        .build(
+            scene.builder("beta").subscribe(
+                Subscription::to::<ConfEvents>()
+                    .with_shared_state(gate.clone())
+                    .on(|_: Ping, cx: Context<tokio::sync::Semaphore>| async move {
+                        let _held = cx.state().acquire().await;
+                        Ok::<(), HandlerError>(())
+                    }),
+            ),
+            "`beta` with a held handler",
+        )
+        .await;
+    let alpha = scene.publisher().await;
+    let topic = scene.topic();
+    alpha
+        .publish(Ping::unkeyed(1))
+        .await
+        .must("publishing a ping");
+    let consuming = [
+        ("tidings.service", "beta"),
+        ("messaging.destination.name", topic.as_str()),
+    ];
+    let instruments = [
+        "tidings.handlers.in_flight",
+        "messaging.client.consumed.messages",
+    ];
+    let (consumed, lags, sets, measured) = kit
+        .wait_for_metrics(scene.patience(), "the held handler in flight", |m| {
+            (m.sum("tidings.handlers.in_flight", &consuming) == 1).then(|| {
+                (
+                    m.sum("messaging.client.consumed.messages", &consuming),
+                    m.count("tidings.lag", &consuming),
+                    instruments.map(|i| m.attribute_sets(i, &consuming)),
+                    m.describe(&[consuming[1]]),
+                )
+            })
+        })
+        .await;
+    assert_eq!(
+        consumed, 1,
+        "consumed while the handler is held; measured:{measured}"
+    );
+    assert_eq!(
+        lags, 0,
+        "no lag before the handler finished; measured:{measured}"
+    );
+    let subscription = format!(
+        "messaging.destination.subscription.name={}",
+        scene.subscription("beta")
+    );
+    for (instrument, sets) in instruments.iter().zip(sets) {
+        assert_eq!(sets.len(), 1, "{instrument}: one attribute set, {sets:?}");
+        for label in [format!("messaging.system={system}"), subscription.clone()] {
+            assert!(
+                sets[0].contains(&label),
+                "{instrument}: {sets:?} lacks {label}"
+            );
+        }
+    }
+    gate.add_permits(1);
+    kit.wait_for_metrics(
+        scene.patience(),
+        "the handler let go: nothing in flight, its lag recorded",
+        |m| {
+            (m.sum("tidings.handlers.in_flight", &consuming) == 0
+                && m.count("tidings.lag", &consuming) == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    scene.quiet().await;
+    let m = kit.metrics();
+    assert_eq!(
+        m.sum("messaging.client.consumed.messages", &consuming),
+        1,
+        "consumed after the handler finished"
+    );
+    alpha.shutdown().await;
+    beta.shutdown().await;
+}
