@@ -34,7 +34,6 @@ impl SpanDataExt for SpanData {
     fn int(&self, key: &str) -> Option<i64> {
         match self.attribute(key)? {
             Value::I64(n) => Some(*n),
-            Value::String(s) => s.as_str().parse().ok(),
             _ => None,
         }
     }

@@ -71,6 +71,18 @@ fn has(span: &SpanData, key: &str, value: impl ToString, what: &str) {
     );
 }
 
+/// Fail unless `span` has attribute `key` as the integer `value` (an exporter sends it as
+/// a number, not as text).
+#[track_caller]
+fn has_int(span: &SpanData, key: &str, value: i64, what: &str) {
+    assert_eq!(
+        span.attribute(key),
+        Some(&opentelemetry::Value::I64(value)),
+        "{what}: attribute `{key}` as an integer; {}",
+        describe_spans(std::slice::from_ref(span))
+    );
+}
+
 /// Fail if `span` has attribute `key`.
 #[track_caller]
 fn lacks(span: &SpanData, key: &str, what: &str) {
