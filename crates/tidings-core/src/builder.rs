@@ -305,7 +305,8 @@ impl BusBuilder {
         }
 
         let mut dispatchers = Vec::new();
-        let metrics = Metrics::new();
+        let broker_topics: Vec<&str> = topics.iter().map(|(_, b)| b.as_str()).collect();
+        let metrics = Metrics::new(capabilities.system, &service, &broker_topics);
         let mut subscriptions = Vec::new();
         for s in std::mem::take(&mut self.subscriptions) {
             let topic = self.broker_name(s.topic);

@@ -14,9 +14,11 @@
 //! | `tidings.lag` | histogram | `s` | system, destination, subscription, service, wire name: handled time minus event time (its scheduled time when later); not recorded for a scheduled event put back until due |
 //!
 //! The two observed instruments are read from the subscription's health counters when the
-//! meter provider collects, so a delivery costs them nothing; the consuming side's
-//! attribute sets are made when the bus is built, one per wire name the subscription
-//! handles and outcome, so a delivery finds its set without building or hashing one.
+//! meter provider collects, so a delivery costs them nothing. The attribute sets are made
+//! when the bus is built (per declared topic for a successful publish; per wire name a
+//! subscription handles and outcome), so a measurement finds its set without building or
+//! hashing one; the rare others (a failed publish, an event without a handler) are made
+//! once per thread.
 
 #[cfg(not(feature = "opentelemetry"))]
 use {crate::error::Error, crate::health::Monitor, std::sync::Arc, std::time::Duration};
@@ -68,16 +70,44 @@ mod otel {
     }
 
     /// The publishing instruments of one bus, made from the global meter provider when it
-    /// is built.
+    /// is built, with the attribute sets of a successful publish to each topic it declares.
     pub(crate) struct Metrics {
         sent: Counter<u64>,
         operation: Histogram<f64>,
+        topics: Vec<TopicSets>,
     }
 
+    /// The attribute sets of a successful publish to one declared topic.
+    struct TopicSets {
+        topic: Box<str>,
+        sent: Box<[KeyValue]>,
+        operation: Box<[KeyValue]>,
+    }
+
+    const OPERATION: Tag = Some(("messaging.operation.name", "send"));
+
     impl Metrics {
-        pub(crate) fn new() -> Self {
+        /// The instruments of a bus of `system` and `service` publishing to `topics`.
+        pub(crate) fn new(system: &str, service: &str, topics: &[&str]) -> Self {
             let meter = meter();
+            let topics = topics
+                .iter()
+                .map(|&topic| {
+                    let labels = Labels {
+                        system,
+                        service,
+                        topic,
+                        subscription: None,
+                    };
+                    TopicSets {
+                        topic: topic.into(),
+                        sent: build(&labels, None, &NO_TAGS).into(),
+                        operation: build(&labels, None, &[None, OPERATION]).into(),
+                    }
+                })
+                .collect();
             Metrics {
+                topics,
                 sent: messages(
                     &meter,
                     "messaging.client.sent.messages",
@@ -106,12 +136,20 @@ mod otel {
             took: Duration,
             error: Option<&Error>,
         ) {
+            let made = match error {
+                None => self.topics.iter().find(|t| *t.topic == *labels.topic),
+                Some(_) => None,
+            };
+            if let Some(sets) = made {
+                self.sent.add(count as u64, &sets.sent);
+                self.operation.record(took.as_secs_f64(), &sets.operation);
+                return;
+            }
             let error = error.map(|e| ("error.type", e.kind().as_str()));
             with_set(labels, None, [error, None], |a| {
                 self.sent.add(count as u64, a)
             });
-            let operation = Some(("messaging.operation.name", "send"));
-            with_set(labels, None, [error, operation], |a| {
+            with_set(labels, None, [error, OPERATION], |a| {
                 self.operation.record(took.as_secs_f64(), a)
             });
         }
@@ -440,7 +478,7 @@ pub(crate) struct Metrics;
 
 #[cfg(not(feature = "opentelemetry"))]
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(_: &str, _: &str, _: &[&str]) -> Self {
         Metrics
     }
     /// Whether measurements are recorded (the feature is on).

@@ -100,6 +100,10 @@ mod w3c {
     }
 
     pub(in crate::telemetry) fn inject(span: &Span, envelopes: &mut [Envelope], fresh: bool) {
+        if span.is_none() {
+            // Nothing listens: the envelopes keep the context they were given.
+            return;
+        }
         // Published outside any span with a context handed over
         // (`PublishOptions::traceparent`): the send span continues that trace.
         if fresh && Span::current().is_none() {
@@ -121,6 +125,9 @@ mod w3c {
     }
 
     pub(in crate::telemetry) fn capture_current(env: &mut Envelope) {
+        if !super::super::listening() {
+            return;
+        }
         let cx = Span::current().context();
         if cx.span().span_context().is_valid() {
             write(&cx, env);
