@@ -251,6 +251,20 @@ impl Bus {
             .map_err(|e| e.context(format_args!("publishing to `{topic}`")))
     }
 
+    /// Publish envelopes just built for this publish (by converters) to a broker topic by
+    /// name: like [`publish_envelopes_to`](Self::publish_envelopes_to), but they take the
+    /// send span's trace context, as a [`publish`](Self::publish) would.
+    pub(crate) async fn publish_built_to(
+        &self,
+        topic: &str,
+        envelopes: Vec<Envelope>,
+    ) -> Result<()> {
+        self.check_open()?;
+        self.send(topic, envelopes, true)
+            .await
+            .map_err(|e| e.context(format_args!("publishing to `{topic}`")))
+    }
+
     /// Hand `envelopes` to the transport inside a `send` span, measured. `fresh` envelopes
     /// were built for this publish and take the span's trace context; others (relayed from
     /// the outbox) keep the one they carry.

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{mpsc, Notify};
+use tracing::{Instrument, Span};
 
 use crate::bus::{Bus, PublishOptions};
 use crate::error::{Error, Result};
@@ -102,7 +103,9 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
                 let envelopes = converters.envelopes(&bus, e, options);
                 Box::pin(async move {
                     for (topic, envelope) in envelopes.map_err(HandlerError::permanent)? {
-                        bus.publish_envelopes_to(&topic, vec![envelope])
+                        // Built for this publish: its send span is a child of the span
+                        // that queued the domain event, and its consumers' of the send.
+                        bus.publish_built_to(&topic, vec![envelope])
                             .await
                             .map_err(HandlerError::transient)?;
                     }
@@ -120,7 +123,7 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
 
     /// Start the queue's worker on the current tokio runtime.
     pub fn start(self) -> EventQueue<E> {
-        let (tx, mut rx) = mpsc::channel::<(E, PublishOptions)>(self.capacity);
+        let (tx, mut rx) = mpsc::channel::<Queued<E>>(self.capacity);
         let state = Arc::new(State {
             inner: Mutex::new(Counts::default()),
             idle: Notify::new(),
@@ -128,13 +131,15 @@ impl<E: Clone + Send + Sync + 'static> EventQueueBuilder<E> {
         let worker_state = state.clone();
         let handlers = self.handlers;
         tokio::spawn(async move {
-            while let Some((event, options)) = rx.recv().await {
+            while let Some((event, options, span)) = rx.recv().await {
                 for handler in &handlers {
                     // A panicking handler is a failure like any other: the worker lives on
-                    // and `drain` still returns.
-                    let run =
-                        std::panic::AssertUnwindSafe(async { handler(&event, &options).await })
-                            .catch_unwind();
+                    // and `drain` still returns. It runs in the span that queued the event,
+                    // so what it publishes continues that trace.
+                    let run = std::panic::AssertUnwindSafe(
+                        async { handler(&event, &options).await }.instrument(span.clone()),
+                    )
+                    .catch_unwind();
                     let result = run.await.unwrap_or_else(|_| {
                         Err(HandlerError::msg("domain event handler panicked"))
                     });
@@ -166,9 +171,12 @@ struct State {
     idle: Notify,
 }
 
+/// A queued domain event: its options and the span current when it was queued.
+type Queued<E> = (E, PublishOptions, Span);
+
 /// A bounded in-process queue of domain events with handlers. Cheap to clone.
 pub struct EventQueue<E> {
-    tx: mpsc::Sender<(E, PublishOptions)>,
+    tx: mpsc::Sender<Queued<E>>,
     state: Arc<State>,
 }
 
@@ -215,7 +223,8 @@ impl<E: Send + 'static> EventQueue<E> {
             .lock()
             .expect("event queue state")
             .outstanding += 1;
-        if self.tx.send((event, options)).await.is_err() {
+        let queued = (event, options, Span::current());
+        if self.tx.send(queued).await.is_err() {
             self.state
                 .inner
                 .lock()
