@@ -15,6 +15,9 @@
 //!   processor exporting to an exporter that discards), the W3C context injected into and
 //!   extracted from every envelope, and the metrics recorded by an SDK meter provider (the
 //!   global one) whose periodic reader exports to an exporter that discards.
+//! - `telemetry/otel_bridge_lean`: the same, with the `tracing_opentelemetry` layer set up
+//!   as the README shows: without the source location, thread, target and busy/idle
+//!   attributes it adds to every span by default.
 //!
 //! Each configuration has its own publisher and subscriber on a fresh memory hub, and its
 //! own 2-worker tokio runtime whose threads (and the bench thread, while it runs) have the
@@ -204,14 +207,25 @@ fn overhead(c: &mut Criterion) {
     let tracer_provider = SdkTracerProvider::builder()
         .with_batch_exporter(DiscardSpans)
         .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("bench"));
-    let bridge = Dispatch::new(tracing_subscriber::registry().with(layer));
     let meter_provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(DiscardMetrics).build())
         .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("bench"));
+    let bridge = Dispatch::new(tracing_subscriber::registry().with(layer));
     measure(&mut group, "otel_bridge", Some(bridge), || {
         opentelemetry::global::set_meter_provider(meter_provider.clone())
     });
+    // The layer as the README sets it up: without the attributes `tracing_opentelemetry`
+    // adds to every span by default (source location, thread, target, busy and idle
+    // times), which tidings' spans do not need.
+    let layer = tracing_opentelemetry::layer()
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_tracer(tracer_provider.tracer("bench"));
+    let lean = Dispatch::new(tracing_subscriber::registry().with(layer));
+    measure(&mut group, "otel_bridge_lean", Some(lean), || {});
     group.finish();
     let _ = tracer_provider.shutdown();
     let _ = meter_provider.shutdown();

@@ -5,7 +5,9 @@
 //! provider. Built twice by `run.sh`: the working tree's core without and with its
 //! `opentelemetry` feature.
 //!
-//! Prints per round the time of each and their ratio, then the medians.
+//! Prints per round the time of each and their ratio, then the medians. With
+//! `TIDINGS_BENCH_ONLY=pre` or `now` it runs only that side, `TIDINGS_BENCH_ROUNDS` times,
+//! and prints nothing: what `run.sh` runs under callgrind.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -156,6 +158,17 @@ fn main() {
     rt.block_on(async {
         let pre = pre::Pair::new().await;
         let now = now::Pair::new().await;
+        // One side only, to count its instructions under callgrind (`run.sh` with
+        // `CALLGRIND=1`).
+        if let Ok(only) = std::env::var("TIDINGS_BENCH_ONLY") {
+            for _ in 0..rounds {
+                match only.as_str() {
+                    "pre" => pre.round(n).await,
+                    _ => now.round(n).await,
+                };
+            }
+            return;
+        }
         // Warm up both.
         pre.round(n).await;
         now.round(n).await;

@@ -7,6 +7,7 @@
 #
 #   benches/telemetry-baseline/run.sh            # 15 rounds of 100 000 events
 #   TIDINGS_BENCH_ROUNDS=25 PRE=<commit> benches/telemetry-baseline/run.sh
+#   CALLGRIND=1 benches/telemetry-baseline/run.sh  # and instructions an event per side
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PRE="${PRE:-$(git -C "$ROOT" rev-parse 9c4bdd5^)}"
@@ -39,4 +40,15 @@ echo "before: $PRE; now: the working tree of $ROOT ($(git -C "$ROOT" rev-parse -
 for features in "" "--features opentelemetry"; do
     # shellcheck disable=SC2086  # the features are two words or none
     cargo run --quiet --release --target-dir "$WORK/target" $features
+    if [ -n "${CALLGRIND:-}" ]; then
+        # Instructions an event of each side alone: 2 rounds of 20 000 events, set-up
+        # included.
+        for side in pre now; do
+            TIDINGS_BENCH_ONLY=$side TIDINGS_BENCH_EVENTS=20000 TIDINGS_BENCH_ROUNDS=2 \
+                valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$side" \
+                "$WORK/target/release/tidings-telemetry-baseline" 2>"$WORK/callgrind.log"
+            total="$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/callgrind.log")"
+            echo "callgrind, $side${features:+ ($features)}: $((total / 40000)) instructions an event"
+        done
+    fi
 done

@@ -24,7 +24,14 @@ pub fn install() -> Option<Tracing> {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(opentelemetry_stdout::SpanExporter::default())
             .build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("library"));
+        // Without the location, thread, target and busy/idle attributes the layer adds to
+        // every span by default: tidings' spans carry what a reader needs.
+        let layer = tracing_opentelemetry::layer()
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_tracer(provider.tracer("library"));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::set_global_default(subscriber).ok()?;
         Some(Tracing { provider })
