@@ -175,7 +175,6 @@ impl Monitor {
     }
 
     /// Deliveries being handled now (`tidings.handlers.in_flight`).
-    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
     }

@@ -35,7 +35,7 @@ pub(crate) struct Labels<'a> {
 
 #[cfg(feature = "opentelemetry")]
 mod otel {
-    use std::sync::{Arc, Weak};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use opentelemetry::metrics::{Counter, Histogram, Meter};
@@ -167,6 +167,39 @@ mod otel {
         outcomes: [Box<[KeyValue]>; 3],
     }
 
+    /// The monitors of the subscriptions of this process that share one attribute set.
+    type Members = Arc<Mutex<Vec<Arc<Monitor>>>>;
+
+    /// Every subscription's monitor, by its attribute set, for the process's life. Buses of
+    /// one service subscribed under one name in one process (competing consumers) share a
+    /// set, and an observed instrument keeps only the last value observed for a set in a
+    /// collection: so each bus's callback observes the sum over all of them, and a dropped
+    /// bus's count stays in the sum, as a counter's would.
+    static MEMBERS: Mutex<Vec<(Arc<[KeyValue]>, Members)>> = Mutex::new(Vec::new());
+
+    /// Add `monitor` to the members of `set`: the set as first registered, and its members.
+    fn members(set: Arc<[KeyValue]>, monitor: &Arc<Monitor>) -> (Arc<[KeyValue]>, Members) {
+        let mut all = MEMBERS.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, members) = match all.iter().find(|(s, _)| **s == *set) {
+            Some(found) => found.clone(),
+            None => {
+                all.push((set, Members::default()));
+                all.last().expect("just pushed").clone()
+            }
+        };
+        members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(monitor.clone());
+        (set, members)
+    }
+
+    /// `count` summed over `members`.
+    fn sum(members: &Members, count: impl Fn(&Monitor) -> u64) -> u64 {
+        let members = members.lock().unwrap_or_else(|e| e.into_inner());
+        members.iter().map(|m| count(m)).sum()
+    }
+
     /// The consuming instruments of one subscription, with its attribute sets, made when
     /// the bus is built. Consumed messages and handlers in flight are observed from the
     /// subscription's health counters when the meter provider collects.
@@ -184,35 +217,29 @@ mod otel {
 
     impl SubscriptionMetrics {
         /// The instruments of a subscription of `labels` to `wire_names`, whose counters
-        /// are `monitor`'s. The observing callbacks stay with the meter provider; once the
-        /// bus is gone they observe nothing.
+        /// are `monitor`'s (summed with those of the process's other subscriptions of the
+        /// same labels). The observing callbacks stay with the meter provider.
         pub(crate) fn new(
             labels: &Labels<'_>,
             wire_names: &[&'static str],
             monitor: &Arc<Monitor>,
         ) -> Self {
             let meter = meter();
-            let set: Arc<[KeyValue]> = build(labels, None, &NO_TAGS).into();
-            let (weak, attributes) = (Arc::downgrade(monitor), set.clone());
+            let (set, members) = members(build(labels, None, &NO_TAGS).into(), monitor);
+            let (counted, attributes) = (members.clone(), set.clone());
             meter
                 .u64_observable_counter("messaging.client.consumed.messages")
                 .with_unit("{message}")
                 .with_description("Messages received from the broker")
-                .with_callback(move |o| {
-                    if let Some(m) = Weak::upgrade(&weak) {
-                        o.observe(m.received(), &attributes)
-                    }
-                })
+                .with_callback(move |o| o.observe(sum(&counted, Monitor::received), &attributes))
                 .build();
-            let weak = Arc::downgrade(monitor);
             meter
                 .i64_observable_up_down_counter("tidings.handlers.in_flight")
                 .with_unit("{handler}")
                 .with_description("Handlers running now")
                 .with_callback(move |o| {
-                    if let Some(m) = Weak::upgrade(&weak) {
-                        o.observe(m.in_flight() as i64, &set)
-                    }
+                    let running = sum(&members, |m| m.in_flight() as u64);
+                    o.observe(i64::try_from(running).unwrap_or(i64::MAX), &set)
                 })
                 .build();
             let wire_names = wire_names

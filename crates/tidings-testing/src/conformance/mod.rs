@@ -85,6 +85,7 @@
 //! | `trace_malformed_context` | raw messages with a malformed `traceparent` are handled (or dead-lettered) as before and start new traces; a valid foreign one is continued |
 //! | `trace_metrics` | sent, consumed, handler runs by outcome, retries, dead letters, lag and in-flight count what the case did, with their labels |
 //! | `trace_in_flight` | while a handler is held, handlers in flight read 1 and consumed 1 (observed when the meter provider collects), with the subscription's labels; once let go, 0 in flight and the lag recorded |
+//! | `trace_metrics_competing` | two instances of one subscription in one process: consumed counts the deliveries of both, not the last one observed |
 //!
 //! Cases are skipped only by declared [`Capabilities`](tidings_core::transport::Capabilities)
 //! (`competing_consumers`, `ordering_key`, `backlog`), printing `skipped: <case> needs <capability>`.
@@ -152,7 +153,8 @@ pub use scheduling::{scheduled_delivery, scheduled_ten_thousand};
 #[cfg(feature = "opentelemetry")]
 pub use traces::{
     trace_continues_through_handler, trace_in_flight, trace_malformed_context, trace_metrics,
-    trace_publish_to_process, trace_retries_and_dead_letters, trace_scheduled_deferral,
+    trace_metrics_competing, trace_publish_to_process, trace_retries_and_dead_letters,
+    trace_scheduled_deferral,
 };
 
 /// The names of every case, in the order the macro emits them.
@@ -202,6 +204,7 @@ pub const TRACE_CASES: &[&str] = &[
     "trace_scheduled_deferral",
     "trace_metrics",
     "trace_in_flight",
+    "trace_metrics_competing",
 ];
 
 /// How the suite gets a transport. Each bus of a case calls [`connect`](Self::connect)
@@ -522,6 +525,7 @@ macro_rules! __conformance_trace_cases {
             trace_scheduled_deferral,
             trace_metrics,
             trace_in_flight,
+            trace_metrics_competing,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

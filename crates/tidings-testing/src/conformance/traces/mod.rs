@@ -174,5 +174,5 @@ mod scheduled;
 
 pub use failures::{trace_malformed_context, trace_retries_and_dead_letters};
 pub use flow::{trace_continues_through_handler, trace_publish_to_process};
-pub use metrics::{trace_in_flight, trace_metrics};
+pub use metrics::{trace_in_flight, trace_metrics, trace_metrics_competing};
 pub use scheduled::trace_scheduled_deferral;
