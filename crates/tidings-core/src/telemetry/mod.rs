@@ -204,7 +204,12 @@ pub(crate) fn record_settled(span: &Span, settled: Settled<'_>) {
         }
         Settled::Defer(wait) => {
             span.record("tidings.outcome", "defer");
-            span.record("tidings.retry_delay_ms", int(wait.as_millis()));
+            // Rounded up: a delivery put back with less than a millisecond to wait does
+            // not read as no wait at all.
+            span.record(
+                "tidings.retry_delay_ms",
+                int(wait.as_nanos().div_ceil(1_000_000)),
+            );
         }
         Settled::DeadLetter(reason) => {
             span.record("tidings.outcome", "dead_letter");
