@@ -18,6 +18,11 @@
 //! - `telemetry/otel_bridge_lean`: the same, with the `tracing_opentelemetry` layer set up
 //!   as the README shows: without the source location, thread, target and busy/idle
 //!   attributes it adds to every span by default.
+//! - `telemetry/sdk_spans_alone`: no tidings and no `tracing`, only the least any bridge
+//!   to the SDK must do for an event: its two spans (producer, then consumer as its child,
+//!   with the attributes tidings' spans carry) made directly through the OpenTelemetry API
+//!   and ended into the same batch processor. No metrics, no W3C text. A floor: what the
+//!   bridge costs beyond it is tidings' and the layer's to win back.
 //!
 //! Each configuration has its own publisher and subscriber on a fresh memory hub, and its
 //! own 2-worker tokio runtime whose threads (and the bench thread, while it runs) have the
@@ -31,12 +36,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{
+    Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 use tidings::prelude::*;
 use tokio::sync::Notify;
 use tracing::Dispatch;
@@ -226,9 +234,63 @@ fn overhead(c: &mut Criterion) {
         .with_tracer(tracer_provider.tracer("bench"));
     let lean = Dispatch::new(tracing_subscriber::registry().with(layer));
     measure(&mut group, "otel_bridge_lean", Some(lean), || {});
+
+    let tracer = tracer_provider.tracer("floor");
+    let n = events();
+    group.bench_function(BenchmarkId::new("sdk_spans_alone", n), |b| {
+        b.iter(|| (0..n).for_each(|_| two_spans(&tracer)))
+    });
     group.finish();
     let _ = tracer_provider.shutdown();
     let _ = meter_provider.shutdown();
+}
+
+/// The producer and consumer spans of one event, made and ended directly through the
+/// OpenTelemetry API, with the attributes of tidings' `send` and `process` spans. The
+/// values are static text wherever tidings' own are borrowed, so the SDK copies no more
+/// than it must: the message id, which differs per event. Never inlined, so that
+/// callgrind can count it alone (`--toggle-collect='*two_spans*'`).
+#[inline(never)]
+fn two_spans(tracer: &SdkTracer) {
+    const ID: &str = "01936f1e-8c2a-7cc4-a3b1-5d7e9f0a1b2c";
+    let mut send = tracer
+        .span_builder("send book-events")
+        .with_kind(SpanKind::Producer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "memory"),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.operation.name", "send"),
+            KeyValue::new("messaging.destination.name", "book-events"),
+            KeyValue::new("messaging.message.id", ID.to_owned()),
+            KeyValue::new("messaging.message.body.size", 60_i64),
+            KeyValue::new("tidings.service", "lending"),
+            KeyValue::new("tidings.wire_name", "library.book_borrowed"),
+            KeyValue::new("tidings.version", 1_i64),
+        ])
+        .start(tracer);
+    let parent =
+        opentelemetry::Context::new().with_remote_span_context(send.span_context().clone());
+    send.end();
+    let mut process = tracer
+        .span_builder("process book-events")
+        .with_kind(SpanKind::Consumer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "memory"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", "book-events"),
+            KeyValue::new("messaging.consumer.group.name", "catalog"),
+            KeyValue::new("messaging.destination.subscription.name", "catalog"),
+            KeyValue::new("messaging.message.id", ID.to_owned()),
+            KeyValue::new("messaging.message.body.size", 60_i64),
+            KeyValue::new("tidings.service", "catalog"),
+            KeyValue::new("tidings.wire_name", "library.book_borrowed"),
+            KeyValue::new("tidings.version", 1_i64),
+            KeyValue::new("tidings.attempt", 1_i64),
+        ])
+        .start_with_context(tracer, &parent);
+    process.set_attribute(KeyValue::new("tidings.outcome", "ack"));
+    process.end();
 }
 
 criterion_group!(benches, overhead);
