@@ -180,30 +180,7 @@ pub async fn competing_consumers(f: &dyn TransportFactory) {
         return;
     }
     let probe = Probe::new();
-    let slow = |label: &'static str| {
-        Subscription::to::<ConfEvents>()
-            .with_state(Tap::new(&probe, label))
-            .on(|e: Ping, cx: Context<Tap>| async move {
-                // A little work, so one instance cannot drain the queue alone at once.
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                cx.state()
-                    .probe
-                    .record(Seen::of(cx.state().label, Ping::NAME, e.n, &e.key, &cx));
-                Ok::<(), HandlerError>(())
-            })
-    };
-    let one = scene
-        .build(
-            scene.builder("beta").subscribe(slow("beta-1")),
-            "instance 1 of `beta`",
-        )
-        .await;
-    let two = scene
-        .build(
-            scene.builder("beta").subscribe(slow("beta-2")),
-            "instance 2 of `beta`",
-        )
-        .await;
+    let (one, two) = scene.competing_pair(&probe).await;
     let alpha = scene.publisher().await;
 
     let deadline = Instant::now() + scene.patience();

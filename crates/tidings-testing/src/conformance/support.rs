@@ -349,6 +349,40 @@ impl<'a> Scene<'a> {
         .await
     }
 
+    /// Two instances of service `beta` competing for its one subscription, whose pings
+    /// are recorded into `probe` as `beta-1` and `beta-2`. Each handler does a little
+    /// work, so one instance cannot drain the queue alone at once.
+    pub(crate) async fn competing_pair(&self, probe: &Arc<Probe>) -> (Bus, Bus) {
+        let slow = |label: &'static str| {
+            Subscription::to::<ConfEvents>()
+                .with_state(Tap::new(probe, label))
+                .on(|e: Ping, cx: Context<Tap>| async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    cx.state().probe.record(Seen::of(
+                        cx.state().label,
+                        Ping::NAME,
+                        e.n,
+                        &e.key,
+                        &cx,
+                    ));
+                    Ok::<(), HandlerError>(())
+                })
+        };
+        let one = self
+            .build(
+                self.builder("beta").subscribe(slow("beta-1")),
+                "instance 1 of `beta`",
+            )
+            .await;
+        let two = self
+            .build(
+                self.builder("beta").subscribe(slow("beta-2")),
+                "instance 2 of `beta`",
+            )
+            .await;
+        (one, two)
+    }
+
     /// The broker name of the suite's topic in this scene.
     pub(crate) fn topic(&self) -> String {
         format!("{}.{}", self.namespace, ConfEvents::NAME)
